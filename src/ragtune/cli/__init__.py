@@ -1,0 +1,98 @@
+"""The ``ragtune`` command.
+
+Each command group lives in its own module (``ragtune.cli.<group>``) and is imported only when that
+group runs, and those modules import torch/transformers only inside their commands, so
+``ragtune --help`` stays fast. Library errors (:class:`ragtune.errors.RagtuneError`) become short
+messages and exit code 1 here, and only here.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..errors import RagtuneError
+
+# group name -> (module, attribute, one-line help shown by `ragtune --help` without importing it)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "models": ("ragtune.cli.models", "models", "List, pull and verify models (bundled, local, hub)."),
+    "data": ("ragtune.cli.data", "data", "Validate and convert data; build eval sets and embedding sets."),
+    "finetune": ("ragtune.cli.finetune", "finetune", "Fine-tune an LLM (lora|freeze|full) or an embedder."),
+    "serve": ("ragtune.cli.serve", "serve", "Serve a model behind an OpenAI-compatible HTTP API."),
+    "infer": ("ragtune.cli.infer", "infer", "Batch inference over an eval set (local model or URL)."),
+    "eval": ("ragtune.cli.eval", "eval_group", "Score predictions; compare runs side by side."),
+    "run": ("ragtune.cli.run", "run", "Run the whole chain from one YAML config."),
+    "demo": ("ragtune.cli.demo", "demo", "Offline end-to-end demo on the bundled models."),
+}
+
+
+class LazyGroup(click.Group):
+    """click group whose subcommands are imported on first use (click docs' lazy-loading pattern)."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module_name, attr, _ = COMMANDS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            return _not_ready(name)
+        return getattr(module, attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _not_ready(name: str) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                   help=COMMANDS[name][2] + " (not available in this build yet)")
+    def cmd(**_):
+        raise click.ClickException(f"`ragtune {name}` is not implemented in this version of ragtune yet.")
+
+    return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="-v: info, -vv: debug.")
+@click.version_option(package_name="ragtune")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """ragtune: fine-tune the LLM and the embedding model of your RAG system on your own domain."""
+    from ..log import setup_logging
+
+    setup_logging(verbose)
+    ctx.obj = {"verbose": verbose}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except RagtuneError as exc:
+        click.echo(click.style("error: ", fg="red", bold=True) + exc.message, err=True)
+        if exc.hint:
+            click.echo("  hint: " + exc.hint, err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

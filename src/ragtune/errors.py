@@ -1,0 +1,51 @@
+"""ragtune's exceptions.
+
+Library code raises these with a message that says what went wrong *and how to fix it*; only the CLI
+layer (``ragtune.cli``) turns them into exit codes and short messages.
+"""
+from __future__ import annotations
+
+
+class RagtuneError(Exception):
+    """Base class. ``hint`` is the fix, shown on its own line by the CLI."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(RagtuneError, ValueError):
+    """An unknown, mistyped or invalid configuration key or value."""
+
+
+class DataError(RagtuneError, ValueError):
+    """Bad input data. Names the file, the record and the field when known."""
+
+    def __init__(self, message: str, *, file: str | None = None, record: int | None = None,
+                 field: str | None = None, hint: str | None = None):
+        where = ", ".join(p for p in (
+            f"file {file}" if file else "",
+            f"record {record}" if record is not None else "",
+            f"field '{field}'" if field else "") if p)
+        super().__init__(f"{where}: {message}" if where else message, hint)
+        self.file, self.record, self.field = file, record, field
+
+
+class ModelNotFoundError(RagtuneError, LookupError):
+    """A model name/path that cannot be resolved (offline, typo, missing files)."""
+
+
+class ModelCorruptedError(RagtuneError):
+    """A materialised model in the cache failed verification."""
+
+
+class BackendError(RagtuneError, RuntimeError):
+    """An optional backend (vLLM, LLaMA-Factory, FlagEmbedding, ...) failed or is not installed."""
+
+
+class NotReadyError(RagtuneError, NotImplementedError):
+    """A command group whose issue has not landed yet. Says so instead of pretending."""

@@ -1,0 +1,151 @@
+"""The one place where a conversation becomes model input text, for training AND inference.
+
+Training (``finetune``) and serving (``serve``/``infer``) both call :func:`render_turns` /
+:func:`build_prompt`, so the text a model was trained on is byte-for-byte the text it sees when
+deployed (a test checks this).
+
+Rules:
+- The model's own chat template is used when its tokenizer has one; otherwise the documented
+  plain template below (the bundled gemma-3-270m is a base model and has none).
+- A ``system`` message in the sample wins; else ``PromptConfig.system`` is used.
+- ``drop_builtin_system=True`` with no system at all sends an empty system message, which stops
+  templates (Qwen-style) from injecting their built-in default system prompt.
+
+Plain template (``PLAIN_TEMPLATE``)::
+
+    {system}\n\n                          (only when there is a system prompt)
+    ### Instruction:\n{user}\n\n### Response:\n{assistant}<eos>\n\n   (one block per turn)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+Message = dict[str, str]
+
+PLAIN_USER = "### Instruction:\n{content}\n\n### Response:\n"
+PLAIN_SYSTEM = "{content}\n\n"
+PLAIN_TEMPLATE = PLAIN_SYSTEM + PLAIN_USER + "{assistant}<eos>\n\n"
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    system: str | None = None
+    drop_builtin_system: bool = False
+    template: Literal["auto", "chat", "plain"] = "auto"
+
+    @classmethod
+    def coerce(cls, value: "PromptConfig | dict | str | None") -> "PromptConfig":
+        """Accepts what ``TrainableModule.prompt(...)`` accepts: None, a system string or a dict."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls(system=value)
+        if isinstance(value, dict):
+            unknown = set(value) - {"system", "drop_builtin_system", "template"}
+            if unknown:
+                from .errors import ConfigError
+
+                raise ConfigError(f"unknown prompt key(s) {sorted(unknown)}; valid: system, "
+                                  "drop_builtin_system, template")
+            return cls(**value)
+        raise TypeError(f"prompt must be None, a str, a dict or PromptConfig, got {type(value).__name__}")
+
+
+def uses_chat_template(tokenizer: Any, cfg: PromptConfig) -> bool:
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if cfg.template == "chat" and not has:
+        from .errors import ConfigError
+
+        raise ConfigError("prompt template 'chat' requested but the tokenizer has no chat template",
+                          hint="use template='auto' or 'plain'")
+    return has and cfg.template != "plain"
+
+
+def with_system(messages: Sequence[Message], cfg: PromptConfig) -> list[Message]:
+    msgs = [dict(m) for m in messages]
+    if msgs and msgs[0].get("role") == "system":
+        return msgs
+    if cfg.system is not None:
+        return [{"role": "system", "content": cfg.system}, *msgs]
+    if cfg.drop_builtin_system:
+        return [{"role": "system", "content": ""}, *msgs]
+    return msgs
+
+
+def _plain(messages: Sequence[Message], eos: str, add_generation_prompt: bool) -> list[tuple[str, bool]]:
+    segments: list[tuple[str, bool]] = []
+    for m in messages:
+        role, content = m["role"], m["content"]
+        if role == "system":
+            if content:
+                segments.append((PLAIN_SYSTEM.format(content=content), False))
+        elif role == "user":
+            segments.append((PLAIN_USER.format(content=content), False))
+        elif role == "assistant":
+            segments.append((content + eos, True))
+            segments.append(("\n\n", False))
+        else:
+            raise ValueError(f"unknown role {role!r}")
+    if not add_generation_prompt and segments and segments[-1] == ("\n\n", False):
+        segments.pop()
+    return segments
+
+
+def _chat(tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool) -> list[tuple[str, bool]]:
+    """Split the chat-template rendering into prompt/answer segments by rendering prefixes: the
+    answer of turn i is the text between render(msgs[:i], gen_prompt=True) and render(msgs[:i+1])."""
+    def render(msgs, gen):
+        return tokenizer.apply_chat_template(list(msgs), tokenize=False, add_generation_prompt=gen)
+
+    segments: list[tuple[str, bool]] = []
+    done = ""
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prefix = render(messages[:i], True)
+        full = render(messages[: i + 1], False)
+        if not prefix.startswith(done) or not full.startswith(prefix):
+            raise ValueError("the chat template is not prefix-stable; cannot mask prompt tokens")
+        segments.append((prefix[len(done):], False))
+        segments.append((full[len(prefix):], True))
+        done = full
+    tail = render(messages, add_generation_prompt) if messages[-1]["role"] != "assistant" else ""
+    if tail:
+        segments.append((tail[len(done):], False))
+    return [s for s in segments if s[0]]
+
+
+def render_turns(tokenizer: Any, messages: Sequence[Message], cfg: PromptConfig | None = None,
+                 add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
+    """``[(text, trainable), ...]``: concatenated, the full model input; ``trainable`` marks
+    assistant answers (loss is computed on those only)."""
+    cfg = cfg or PromptConfig()
+    messages = with_system(messages, cfg)
+    if uses_chat_template(tokenizer, cfg):
+        return _chat(tokenizer, messages, add_generation_prompt)
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    return _plain(messages, eos, add_generation_prompt)
+
+
+def build_prompt(tokenizer: Any, messages: Sequence[Message] | str, cfg: PromptConfig | None = None) -> str:
+    """Inference prompt: the conversation so far plus the generation prompt for the next answer."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    return "".join(text for text, _ in render_turns(tokenizer, messages, cfg, add_generation_prompt=True))
+
+
+def bos_prefix(tokenizer: Any, text: str) -> bool:
+    """Whether tokenization must add BOS: only when the tokenizer has one and the text (a chat
+    template rendering) does not already start with it."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return bool(bos) and not text.startswith(bos)
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if bos_prefix(tokenizer, text):
+        ids = [tokenizer.bos_token_id, *ids]
+    return ids
