@@ -72,7 +72,11 @@ def make_tiny_llm(path: str | Path, *, chat_template: str | None = None, seed: i
 
 def make_tiny_embedder(path: str | Path, *, seed: int = 0, hidden_size: int = 32) -> Path:
     import torch
-    from sentence_transformers import SentenceTransformer, models as st_models
+    from sentence_transformers import SentenceTransformer
+    try:  # sentence-transformers >= 6 moved the module classes
+        from sentence_transformers.sentence_transformer import modules as st_models
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers import models as st_models
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 

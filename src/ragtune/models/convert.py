@@ -7,14 +7,13 @@ directory is renamed into place. A killed conversion leaves only a ``.tmp-*`` di
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import time
 from pathlib import Path
 
 from ..errors import ModelCorruptedError
-from ..io import atomic_dir
+from ..io import atomic_dir, sha256_file
 from ..log import get_logger
 from ..paths import models_dir
 
@@ -22,12 +21,18 @@ log = get_logger(__name__)
 CHECK_PROMPT = "The capital of France is"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+
+
+def write_manifest(directory: Path, **meta) -> Path:
+    """Record every file's size and sha256; :func:`registry.verify_materialised` checks against it.
+    Written last, so a directory without it is by definition unfinished."""
+    from .registry import MANIFEST
+
+    files = {p.relative_to(directory).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    path = directory / MANIFEST
+    path.write_text(json.dumps({**meta, "files": files}, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
 
 
 def assemble_gguf() -> Path:
@@ -64,8 +69,6 @@ def materialise_gemma(target: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .registry import MANIFEST
-
     started = time.time()
     gguf = assemble_gguf()
     log.warning("converting bundled gemma-3-270m to safetensors (once, ~1-2 min) -> %s", target)
@@ -90,11 +93,8 @@ def materialise_gemma(target: Path) -> Path:
             out = reloaded.generate(**tok2(CHECK_PROMPT, return_tensors="pt"), max_new_tokens=4,
                                     do_sample=False)
         sample = tok2.decode(out[0], skip_special_tokens=True)
-        files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        manifest = {"name": "gemma-3-270m", "source": str(gguf), "source_sha256": _sha256(gguf),
-                    "max_abs_logit_diff": max_diff, "generation_check": sample,
-                    "seconds": round(time.time() - started, 1), "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_manifest(tmp, name="gemma-3-270m", source=str(gguf), source_sha256=sha256_file(gguf),
+                       max_abs_logit_diff=max_diff, generation_check=sample,
+                       seconds=round(time.time() - started, 1))
     log.warning("gemma-3-270m ready in %.0fs (check: %r)", time.time() - started, sample)
     return target

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelCorruptedError, ModelNotFoundError
+from ..io import sha256_file
 from ..log import get_logger
 from ..paths import models_dir
 from .bundled import BUNDLED, Kind, bundled_names, find_bundled, gemma_chunk_bytes, minilm_dir
@@ -82,18 +83,10 @@ def verify_materialised(path: Path, deep: bool = False) -> None:
             raise ModelCorruptedError(f"{f} is missing")
         if f.stat().st_size != info["size"]:
             raise ModelCorruptedError(f"{f} has {f.stat().st_size} bytes, expected {info['size']}")
-        if deep and _sha256(f) != info["sha256"]:
+        if deep and sha256_file(f) != info["sha256"]:
             raise ModelCorruptedError(f"{f} does not match its recorded sha256")
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_materialised(name: str) -> bool:
