@@ -1,0 +1,131 @@
+"""Retrieval metrics: non-LLM context recall / relevance and IR metrics over ranked ids.
+
+The plain functions return a float and raise :class:`DataError` when the score is undefined
+(no references, no relevant ids); the registered metric classes wrap them per :class:`EvalItem`
+and turn undefined cases into ``skipped`` results with a reason.
+"""
+from __future__ import annotations
+
+import math
+from typing import Hashable, Literal, Mapping, Sequence
+
+from ..errors import DataError
+from .base import EvalItem, Metric, MetricResult, register_metric
+from .text import split_sentences
+
+
+def levenshtein_similarity(a: str, b: str) -> float:
+    """Normalised Levenshtein similarity in [0, 1] (1 - distance / max(len)); via rapidfuzz."""
+    from rapidfuzz.distance import Levenshtein
+
+    return float(Levenshtein.normalized_similarity(a, b))
+
+
+def recalled_references(retrieved: Sequence[str], references: Sequence[str], threshold: float = 0.5) -> list[bool]:
+    """For each reference: does some retrieved chunk have similarity > ``threshold`` with it?"""
+    return [any(levenshtein_similarity(chunk, ref) > threshold for chunk in retrieved) for ref in references]
+
+
+def context_recall(retrieved: Sequence[str], references: Sequence[str], *, threshold: float = 0.5,
+                   mode: Literal["binary", "fractional"] = "fractional") -> float:
+    """Non-LLM context recall. A reference context counts as recalled when some retrieved chunk's
+    normalised Levenshtein similarity with it exceeds ``threshold``.
+    ``fractional``: recalled references / all references. ``binary``: 1.0 only when every
+    reference is recalled, else 0.0."""
+    if not references:
+        raise DataError("context_recall needs at least one reference context", field="reference_contexts")
+    hits = recalled_references(retrieved, references, threshold)
+    if mode == "binary":
+        return 1.0 if all(hits) else 0.0
+    if mode == "fractional":
+        return sum(hits) / len(hits)
+    raise DataError(f"unknown context_recall mode '{mode}'; valid: binary, fractional")
+
+
+def context_relevance(retrieved: Sequence[str], references: Sequence[str], *,
+                      lang: Literal["auto", "zh", "en"] = "auto") -> float:
+    """Share of the retrieved chunks' sentences that occur verbatim in some reference context.
+    Sentences come from ``split_sentences`` (Chinese 。！？； or English .!? splitter)."""
+    sentences = [s for chunk in retrieved for s in split_sentences(chunk, lang)]
+    if not sentences:
+        raise DataError("context_relevance needs at least one retrieved sentence", field="retrieved")
+    return sum(any(s in ref for ref in references) for s in sentences) / len(sentences)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise DataError(f"k must be >= 1, got {k}")
+
+
+def recall_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mapping[Hashable, float], k: int) -> float:
+    """|relevant in top-k| / |relevant|."""
+    _check_k(k)
+    rel = {r for r in relevant if not isinstance(relevant, Mapping) or relevant[r] > 0}
+    if not rel:
+        raise DataError("recall@k needs at least one relevant id", field="relevant")
+    return len(rel & set(ranked[:k])) / len(rel)
+
+
+def mrr_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mapping[Hashable, float], k: int) -> float:
+    """1 / rank of the first relevant id within the top-k (0 when none)."""
+    _check_k(k)
+    rel = {r for r in relevant if not isinstance(relevant, Mapping) or relevant[r] > 0}
+    if not rel:
+        raise DataError("MRR@k needs at least one relevant id", field="relevant")
+    for rank, doc in enumerate(ranked[:k], start=1):
+        if doc in rel:
+            return 1.0 / rank
+    return 0.0
+
+
+def ndcg_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mapping[Hashable, float], k: int) -> float:
+    """NDCG@k with linear gains: DCG = sum(gain_i / log2(i + 1)), i = 1-based rank; normalised by
+    the DCG of the ideal ranking. ``relevant``: ids (gain 1) or a mapping id -> graded gain."""
+    _check_k(k)
+    gains = dict(relevant) if isinstance(relevant, Mapping) else {r: 1.0 for r in relevant}
+    gains = {d: float(g) for d, g in gains.items() if g > 0}
+    if not gains:
+        raise DataError("NDCG@k needs at least one relevant id", field="relevant")
+    dcg = sum(gains.get(doc, 0.0) / math.log2(i + 1) for i, doc in enumerate(ranked[:k], start=1))
+    ideal = sorted(gains.values(), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 1) for i, g in enumerate(ideal, start=1))
+    return dcg / idcg
+
+
+@register_metric("context_recall")
+class ContextRecall(Metric):
+    name = "context_recall"
+    title = "Context recall"
+    needs = ("retrieved", "reference_contexts")
+
+    def __init__(self, threshold: float = 0.5, mode: Literal["binary", "fractional"] = "fractional"):
+        self.threshold = threshold
+        self.mode = mode
+
+    def score(self, item: EvalItem) -> MetricResult:
+        refs = item.reference_contexts or ([item.context] if item.context else [])
+        if not refs:
+            return MetricResult.skipped("no reference context")
+        if not item.retrieved:
+            return MetricResult.ok(0.0, "nothing retrieved")
+        hits = recalled_references(item.retrieved, refs, self.threshold)
+        value = context_recall(item.retrieved, refs, threshold=self.threshold, mode=self.mode)
+        return MetricResult.ok(value, None if all(hits) else f"{hits.count(False)}/{len(hits)} references not recalled")
+
+
+@register_metric("context_relevance")
+class ContextRelevance(Metric):
+    name = "context_relevance"
+    title = "Context relevance"
+    needs = ("retrieved", "reference_contexts")
+
+    def __init__(self, lang: Literal["auto", "zh", "en"] = "auto"):
+        self.lang = lang
+
+    def score(self, item: EvalItem) -> MetricResult:
+        refs = item.reference_contexts or ([item.context] if item.context else [])
+        if not refs:
+            return MetricResult.skipped("no reference context")
+        if not any(split_sentences(c, self.lang) for c in item.retrieved):
+            return MetricResult.skipped("no retrieved sentences")
+        return MetricResult.ok(context_relevance(item.retrieved, refs, lang=self.lang))
