@@ -1,0 +1,31 @@
+# Two commands for a newcomer (see README):  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	PYTHON=$(BIN)/python bash scripts/install_torch.sh
+	$(BIN)/python -m pip install -q -e ".[all]"
+
+install-test: $(BIN)/python
+	PYTHON=$(BIN)/python bash scripts/install_torch.sh
+	$(BIN)/python -m pip install -q -e ".[test]"
+
+# The main job: offline end-to-end demo on the bundled models.
+demo: install
+	$(BIN)/ragtune models pull gemma-3-270m
+	$(BIN)/ragtune demo
+
+# Fast suite + the slow tests that use the real bundled models (what CI runs).
+test: install-test
+	RAGTUNE_SLOW=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
