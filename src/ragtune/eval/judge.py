@@ -1,0 +1,221 @@
+"""LLM-judged metrics with any OpenAI-compatible judge: ``faithfulness`` and ``answer_relevance``.
+
+The :class:`Judge` is a frozen value (URL, key, model, sampling, retries): metrics pass their
+prompts per call and never set anything on it (LazyLLM's ResponseRelevancy mutated the caller's
+LLM prompt). Judge output must be JSON of an expected shape; malformed output is retried
+``max_retries`` times, then the item is recorded as ``status="error"`` with the raw text.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..errors import BackendError, ConfigError
+from .base import EvalItem, Metric, MetricResult, register_metric
+from .generation import Embedder, clamped_cosine
+
+
+class JudgeOutputError(Exception):
+    """The judge answered, but not with the JSON we asked for (after all retries)."""
+
+    def __init__(self, message: str, raw: list[str]):
+        super().__init__(message)
+        self.raw = raw
+
+
+@dataclass(frozen=True)
+class Judge:
+    """An OpenAI-compatible chat endpoint: POST ``{base_url}/chat/completions``.
+
+    ``base_url`` / ``api_key`` / ``model`` default to $RAGTUNE_JUDGE_BASE_URL (or $OPENAI_BASE_URL),
+    $RAGTUNE_JUDGE_API_KEY (or $OPENAI_API_KEY) and $RAGTUNE_JUDGE_MODEL. ``base_url`` includes the
+    API prefix, e.g. ``http://127.0.0.1:8000/v1``.
+    """
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    model: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    timeout: float = 120.0
+    max_retries: int = 2        # extra attempts after a malformed answer
+
+    def __post_init__(self):
+        env = os.environ
+        base = self.base_url or env.get("RAGTUNE_JUDGE_BASE_URL") or env.get("OPENAI_BASE_URL")
+        if not base:
+            raise ConfigError("no judge URL given",
+                              hint="pass --judge-base-url / Judge(base_url=...) or set RAGTUNE_JUDGE_BASE_URL")
+        object.__setattr__(self, "base_url", base.rstrip("/"))
+        object.__setattr__(self, "api_key", self.api_key or env.get("RAGTUNE_JUDGE_API_KEY") or env.get("OPENAI_API_KEY"))
+        object.__setattr__(self, "model", self.model or env.get("RAGTUNE_JUDGE_MODEL") or "default")
+
+    def chat(self, messages: Sequence[dict[str, str]]) -> str:
+        """One completion; transport/HTTP failures raise BackendError naming the URL."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"model": self.model, "messages": list(messages), "temperature": self.temperature,
+                "max_tokens": self.max_tokens}
+        url = f"{self.base_url}/chat/completions"
+        try:
+            resp = httpx.post(url, json=body, headers=headers, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"judge at {url} is unreachable: {exc}") from None
+        if resp.status_code != 200:
+            raise BackendError(f"judge at {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
+        try:
+            return resp.json()["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise BackendError(f"judge at {url} did not answer in the OpenAI chat format: {resp.text[:300]}") from None
+
+    def ask_json(self, messages: Sequence[dict[str, str]], validate: Callable[[Any], Any]) -> tuple[Any, list[str]]:
+        """Ask until ``validate(parsed_json)`` succeeds (1 + max_retries attempts).
+        Returns (validated value, raw answers); raises JudgeOutputError with all raw answers."""
+        raws: list[str] = []
+        last = ""
+        for _ in range(1 + self.max_retries):
+            raw = self.chat(messages)
+            raws.append(raw)
+            try:
+                return validate(parse_json_answer(raw)), raws
+            except (ValueError, KeyError, TypeError) as exc:
+                last = str(exc)
+        raise JudgeOutputError(f"judge output malformed after {len(raws)} attempts: {last}", raws)
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def parse_json_answer(raw: str) -> Any:
+    """JSON from a judge answer: the whole text, a ```json fenced block, or the outermost {...}."""
+    text = (raw or "").strip()
+    candidates = [text]
+    m = _FENCE.search(text)
+    if m:
+        candidates.append(m.group(1).strip())
+    if "{" in text and "}" in text:
+        candidates.append(text[text.index("{"): text.rindex("}") + 1])
+    for c in candidates:
+        try:
+            return json.loads(c)
+        except ValueError:
+            continue
+    raise ValueError(f"not JSON: {text[:80]!r}")
+
+
+# -- prompts (ragas-style two-step faithfulness; question generation for answer relevance) -------
+STATEMENTS_PROMPT = (
+    "Split the answer into short, self-contained factual statements.\n"
+    "Question: {question}\nAnswer: {answer}\n\n"
+    'Reply with JSON only: {{"statements": ["...", "..."]}}'
+)
+VERDICTS_PROMPT = (
+    "For each statement decide whether it can be directly inferred from the context "
+    "(verdict 1) or not (verdict 0).\nContext: {context}\n\nStatements:\n{statements}\n\n"
+    'Reply with JSON only: {{"verdicts": [{{"statement": "...", "verdict": 1, "reason": "..."}}]}} '
+    "with exactly one verdict per statement, in order."
+)
+QUESTIONS_PROMPT = (
+    "Write {n} different questions that the following answer answers.\nAnswer: {answer}\n\n"
+    'Reply with JSON only: {{"questions": ["...", "..."]}}'
+)
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def _string_list(key: str, min_len: int = 1):
+    def validate(obj: Any) -> list[str]:
+        items = obj[key]
+        if not isinstance(items, list) or len(items) < min_len or not all(isinstance(s, str) and s.strip() for s in items):
+            raise ValueError(f"'{key}' must be a list of at least {min_len} non-empty strings")
+        return [s.strip() for s in items]
+    return validate
+
+
+def _verdicts(n: int):
+    def validate(obj: Any) -> list[int]:
+        items = obj["verdicts"]
+        if not isinstance(items, list) or len(items) != n:
+            raise ValueError(f"expected {n} verdicts, got {len(items) if isinstance(items, list) else type(items).__name__}")
+        out = []
+        for v in items:
+            verdict = v["verdict"] if isinstance(v, dict) else v
+            if verdict in (1, "1", True, "yes"):
+                out.append(1)
+            elif verdict in (0, "0", False, "no"):
+                out.append(0)
+            else:
+                raise ValueError(f"verdict must be 0 or 1, got {verdict!r}")
+        return out
+    return validate
+
+
+class _JudgedMetric(Metric):
+    def __init__(self, judge: Judge | None = None, **judge_kwargs: Any):
+        self.judge = judge if judge is not None else Judge(**judge_kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "judge_url": self.judge.base_url, "judge_model": self.judge.model,
+                "max_retries": self.judge.max_retries}
+
+    def score(self, item: EvalItem) -> MetricResult:
+        if not (item.prediction or "").strip():
+            return MetricResult.ok(0.0, "empty prediction")
+        try:
+            return self._judge(item)
+        except JudgeOutputError as exc:
+            return MetricResult.error(str(exc), raw=exc.raw)
+
+    def _judge(self, item: EvalItem) -> MetricResult:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+@register_metric("faithfulness")
+class Faithfulness(_JudgedMetric):
+    """Supported statements / all statements of the answer, as judged against the context."""
+    name = "faithfulness"
+    title = "Faithfulness"
+    needs = ("prediction", "context")
+
+    def _judge(self, item: EvalItem) -> MetricResult:
+        statements, _ = self.judge.ask_json(
+            _user(STATEMENTS_PROMPT.format(question=item.question, answer=item.prediction)),
+            _string_list("statements"))
+        numbered = "\n".join(f"{i + 1}. {s}" for i, s in enumerate(statements))
+        verdicts, _ = self.judge.ask_json(
+            _user(VERDICTS_PROMPT.format(context=item.context, statements=numbered)), _verdicts(len(statements)))
+        supported = sum(verdicts)
+        reason = None if supported == len(statements) else f"{len(statements) - supported}/{len(statements)} statements unsupported"
+        return MetricResult.ok(supported / len(statements), reason, statements=statements, verdicts=verdicts)
+
+
+@register_metric("answer_relevance")
+class AnswerRelevance(_JudgedMetric):
+    """Mean clamped cosine between the real question and ``n`` questions the judge generates
+    from the answer (embedded with ``embed``)."""
+    name = "answer_relevance"
+    title = "Answer relevance"
+    needs = ("prediction", "question")
+
+    def __init__(self, judge: Judge | None = None, embed: str = "all-MiniLM-L6-v2", n: int = 3,
+                 embedder: Embedder | None = None, **judge_kwargs: Any):
+        super().__init__(judge, **judge_kwargs)
+        self.embed = embed
+        self.n = n
+        self._embedder = embedder or Embedder(embed)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "embed": self.embed, "n": self.n}
+
+    def _judge(self, item: EvalItem) -> MetricResult:
+        questions, _ = self.judge.ask_json(_user(QUESTIONS_PROMPT.format(n=self.n, answer=item.prediction)),
+                                           _string_list("questions"))
+        questions = questions[: self.n]
+        vecs = self._embedder.encode([item.question, *questions])
+        scores = [round(clamped_cosine(vecs[0], v), 6) for v in vecs[1:]]
+        return MetricResult.ok(sum(scores) / len(scores), None, questions=questions, scores=scores)

@@ -1,0 +1,272 @@
+"""Reports: the chapter-style markdown table ("39.72% (398)"), run comparison, self-contained HTML.
+
+``compare_runs`` puts several run directories of the same eval set side by side and lists the
+items where the runs disagree (a binary metric differs, or a continuous one spreads by more than
+``spread``).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import DataError
+from .runner import EvalRun
+
+BINARY_METRICS = {"exact", "exact_lenient", "origin"}
+
+
+def load_run(path: str | Path) -> EvalRun:
+    path = Path(path)
+    for name in ("summary.json", "items.json"):
+        if not (path / name).is_file():
+            raise DataError(f"not an eval run directory (no {name})", file=str(path),
+                            hint="pass directories written by `ragtune eval llm`")
+    return EvalRun(path, json.loads((path / "summary.json").read_text(encoding="utf-8")),
+                   json.loads((path / "items.json").read_text(encoding="utf-8")))
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[EvalRun]:
+    """Each path is a run directory, or a parent whose eval-* subdirectories are runs (sorted by
+    run id, i.e. by creation)."""
+    runs = []
+    for p in map(Path, paths):
+        if (p / "summary.json").is_file():
+            runs.append(load_run(p))
+            continue
+        subs = sorted(d for d in p.glob("eval-*") if (d / "summary.json").is_file()) if p.is_dir() else []
+        if not subs:
+            raise DataError("no eval run found (neither summary.json nor eval-*/summary.json)", file=str(p))
+        runs.extend(load_run(d) for d in subs)
+    return runs
+
+
+def format_score(agg: dict[str, Any]) -> str:
+    """``39.72% (398)``: mean over scored items as a percentage, the sum of scores in brackets
+    (one decimal for continuous scores, as in the chapter's ``86.19% (863.6)``)."""
+    if not agg.get("n_ok"):
+        return "n/a"
+    total = agg["total"]
+    shown = f"{total:.0f}" if abs(total - round(total)) < 1e-9 else f"{total:.1f}"
+    cell = f"{agg['mean'] * 100:.2f}% ({shown})"
+    bad = agg.get("n_error", 0) + agg.get("n_skipped", 0)
+    return cell + (f" [{bad} not scored]" if bad else "")
+
+
+def _metric_names(runs: Sequence[EvalRun]) -> list[str]:
+    names: list[str] = []
+    for run in runs:
+        names += [m for m in run.summary["metrics"] if m not in names]
+    return names
+
+
+def _labels(runs: Sequence[EvalRun]) -> list[str]:
+    """Run names, made unique with the run id when two runs share a name."""
+    names = [r.summary["name"] for r in runs]
+    return [n if names.count(n) == 1 else f"{n} ({r.summary['run_id']})" for n, r in zip(names, runs)]
+
+
+def markdown_table(runs: Sequence[EvalRun]) -> str:
+    metrics = _metric_names(runs)
+    titles = {m: next(r.summary["metrics"][m]["title"] for r in runs if m in r.summary["metrics"]) for m in metrics}
+    lines = ["| Model | " + " | ".join(titles[m] for m in metrics) + " | Items |",
+             "|---|" + "---|" * len(metrics) + "---|"]
+    for label, run in zip(_labels(runs), runs):
+        cells = [format_score(run.summary["metrics"][m]) if m in run.summary["metrics"] else "—" for m in metrics]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {run.summary['n_items']} |")
+    n = runs[0].summary["n_items"]
+    lines += ["", f"Percentages are mean scores over the scored items; brackets hold the sum of scores "
+                  f"(the total possible is the number of items, {n} here)."]
+    return "\n".join(lines) + "\n"
+
+
+def disagreements(runs: Sequence[EvalRun], spread: float = 0.3) -> list[dict[str, Any]]:
+    """Items where runs disagree on some metric: for each, the metrics that differ."""
+    if len(runs) < 2:
+        return []
+    out = []
+    for i in range(runs[0].summary["n_items"]):
+        differing = []
+        for m in _metric_names(runs):
+            vals = [r.items[i]["scores"].get(m, {}).get("value") for r in runs]
+            vals = [v for v in vals if v is not None]
+            if len(vals) < 2:
+                continue
+            if (m in BINARY_METRICS and len(set(vals)) > 1) or (max(vals) - min(vals) > spread):
+                differing.append(m)
+        if differing:
+            out.append({"index": i, "metrics": differing})
+    return out
+
+
+def check_same_evalset(runs: Sequence[EvalRun]) -> None:
+    first = runs[0]
+    for run in runs[1:]:
+        same = (run.summary["n_items"] == first.summary["n_items"] and
+                all(a["question"] == b["question"] for a, b in zip(run.items, first.items)))
+        if not same:
+            raise DataError(f"run {run.path} was not scored on the same eval set as {first.path} "
+                            "(different items or order); runs can only be compared item by item on the same set",
+                            file=str(run.path))
+
+
+def compare_markdown(runs: Sequence[EvalRun], max_items: int = 50, spread: float = 0.3) -> str:
+    labels = _labels(runs)
+    parts = ["# Comparison\n", markdown_table(runs)]
+    dis = disagreements(runs, spread)
+    parts.append(f"\n## Items where the runs disagree ({len(dis)} of {runs[0].summary['n_items']})\n")
+    if dis:
+        parts.append("| # | Question | Reference | " + " | ".join(labels) + " |")
+        parts.append("|---|---|---|" + "---|" * len(runs))
+        for d in dis[:max_items]:
+            i = d["index"]
+            cells = [_md(_pred_with_scores(r.items[i], d["metrics"])) for r in runs]
+            parts.append(f"| {i} | {_md(runs[0].items[i]['question'])} | {_md(runs[0].items[i]['reference'])} | "
+                         + " | ".join(cells) + " |")
+        if len(dis) > max_items:
+            parts.append(f"\n… {len(dis) - max_items} more in the HTML report.")
+    return "\n".join(parts) + "\n"
+
+
+def _md(text: str, limit: int = 120) -> str:
+    text = " ".join(str(text).split())
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.replace("|", "\\|")
+
+
+def _pred_with_scores(item: dict[str, Any], metrics: Sequence[str]) -> str:
+    scores = ", ".join(f"{m}={item['scores'][m]['value']:.2f}" for m in metrics
+                       if item["scores"].get(m, {}).get("value") is not None)
+    return f"{item['prediction']!s} ({scores})"
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+def bar_chart_png(runs: Sequence[EvalRun]) -> bytes:
+    """Grouped bar chart: one group per metric, one bar per run, mean score in %."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metrics = _metric_names(runs)
+    labels = _labels(runs)
+    x = np.arange(len(metrics))
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(metrics) + 1), 3.6), dpi=110)
+    for k, (label, run) in enumerate(zip(labels, runs)):
+        vals = [(run.summary["metrics"].get(m, {}).get("mean") or 0.0) * 100 for m in metrics]
+        bars = ax.bar(x + (k - (len(runs) - 1) / 2) * width, vals, width, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+    titles = [next(r.summary["metrics"][m]["title"] for r in runs if m in r.summary["metrics"]) for m in metrics]
+    ax.set_xticks(x, titles)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("score (%)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Noto Sans",sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f2f2f2}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+td.good{background:#e3f4e1}td.bad{background:#fbe3e1}td.err{background:#fff1c2}
+.small{color:#666;font-size:12px}.ctx{max-width:420px;color:#555;font-size:12px}
+img{max-width:100%;border:1px solid #eee}
+"""
+
+
+def _cell_class(score: dict[str, Any] | None) -> str:
+    if not score or score.get("status") != "ok":
+        return "err"
+    return "good" if score["value"] >= 0.5 else "bad"
+
+
+def _score_td(score: dict[str, Any] | None) -> str:
+    if not score:
+        return '<td class="err">—</td>'
+    text = f"{score['value']:.2f}" if score.get("value") is not None else score.get("status", "")
+    title = html.escape(score.get("reason") or "", quote=True)
+    return f'<td class="num {_cell_class(score)}" title="{title}">{text}</td>'
+
+
+def _summary_table_html(runs: Sequence[EvalRun]) -> str:
+    metrics = _metric_names(runs)
+    head = "".join(f"<th>{html.escape(next(r.summary['metrics'][m]['title'] for r in runs if m in r.summary['metrics']))}</th>"
+                   for m in metrics)
+    rows = []
+    for label, run in zip(_labels(runs), runs):
+        cells = "".join(f'<td class="num">{html.escape(format_score(run.summary["metrics"][m]))}</td>'
+                        if m in run.summary["metrics"] else "<td>—</td>" for m in metrics)
+        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}<td class='num'>{run.summary['n_items']}</td></tr>")
+    return f"<table><tr><th>Model</th>{head}<th>Items</th></tr>{''.join(rows)}</table>"
+
+
+def _items_table_html(runs: Sequence[EvalRun], indices: Sequence[int], metrics: Sequence[str]) -> str:
+    labels = _labels(runs)
+    head = "<tr><th>#</th><th>Question</th><th>Reference</th>" + "".join(
+        f"<th>{html.escape(label)}</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in metrics) for label in labels
+    ) + "</tr>"
+    rows = []
+    for i in indices:
+        first = runs[0].items[i]
+        cells = "".join(
+            f"<td>{html.escape(r.items[i]['prediction'])}</td>" + "".join(_score_td(r.items[i]['scores'].get(m)) for m in metrics)
+            for r in runs)
+        rows.append(f"<tr><td class='num'>{i}</td><td>{html.escape(first['question'])}</td>"
+                    f"<td>{html.escape(first['reference'])}</td>{cells}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def render_html(runs: Sequence[EvalRun], title: str = "ragtune eval comparison", max_items: int = 200,
+                spread: float = 0.3) -> str:
+    """Self-contained page: summary table, bar chart (PNG embedded as base64), per-item table
+    (a single run) or the items where the runs disagree (several runs)."""
+    png = base64.b64encode(bar_chart_png(runs)).decode("ascii")
+    metrics = _metric_names(runs)
+    n = runs[0].summary["n_items"]
+    sources = "".join(f"<li>{html.escape(label)}: <code>{html.escape(str(r.path))}</code> "
+                      f"(run {html.escape(r.summary['run_id'])}, predictions <code>{html.escape(r.summary['predictions'])}</code>)</li>"
+                      for label, r in zip(_labels(runs), runs))
+    if len(runs) == 1:
+        indices = list(range(min(n, max_items)))
+        section = f"<h2>Items ({len(indices)} of {n} shown)</h2>"
+    else:
+        dis = disagreements(runs, spread)
+        indices = [d["index"] for d in dis][:max_items]
+        section = (f"<h2>Items where the runs disagree ({len(dis)} of {n}; {len(indices)} shown)</h2>"
+                   f"<p class='small'>An item is listed when a 0/1 metric differs between runs or a continuous "
+                   f"score spreads by more than {spread:.2f}. Hover a score for its reason.</p>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p class="small">Percentages are mean scores over scored items; brackets hold the sum of scores (at most {n}, the number of items).</p>
+{_summary_table_html(runs)}
+<img alt="mean score per metric and run" src="data:image/png;base64,{png}">
+<ul class="small">{sources}</ul>
+{section}
+{_items_table_html(runs, indices, metrics)}
+</body></html>
+"""
+
+
+def compare_runs(paths: Sequence[str | Path], output: str | Path, spread: float = 0.3) -> dict[str, Path]:
+    """Write ``compare-<run id>.md`` and ``.html`` for the runs under ``paths`` into ``output``."""
+    from ..io import atomic_write_text, new_run_id
+
+    runs = find_runs(paths)
+    check_same_evalset(runs)
+    stem = Path(output) / f"compare-{new_run_id()}"
+    md = atomic_write_text(stem.with_suffix(".md"), compare_markdown(runs, spread=spread))
+    page = atomic_write_text(stem.with_suffix(".html"), render_html(runs, spread=spread))
+    return {"markdown": md, "html": page}
