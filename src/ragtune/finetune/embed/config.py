@@ -1,0 +1,44 @@
+"""The one config of an embedding fine-tune: Python API, ``ragtune finetune embed`` flags and YAML."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from ...config import Config
+
+
+class EmbedFinetuneConfig(Config):
+    base: str = Field("all-MiniLM-L6-v2", description="Base embedder: bundled name, local dir or HF id.")
+    train: str = Field(..., description="Training file (.jsonl/.json): {query, pos:[..], neg:[..], prompt?}.")
+    output: str = Field(..., description="Output dir: the tuned sentence-transformers model + metrics.json.")
+    backend: Literal["sentence_transformers", "flagembedding"] = Field(
+        "sentence_transformers", description="Training backend.")
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the training pairs.")
+    per_device_train_batch_size: int = Field(32, ge=2, description="Queries per batch (in-batch negatives).")
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps for linear warmup.")
+    temperature: float = Field(0.05, gt=0, description="Softmax temperature of the contrastive loss (scale = 1/temperature).")
+    train_group_size: int = Field(2, ge=1, description="Passages per query: 1 positive + (N-1) negatives from 'neg'.")
+    query_max_len: int = Field(64, ge=8, description="Max query tokens.")
+    passage_max_len: int = Field(256, ge=8, description="Max passage tokens.")
+    query_instruction: Optional[str] = Field(
+        None, description="Prefix for queries only (None: the records' 'prompt' field; '' : none). Saved with the model.")
+    eval_file: Optional[str] = Field(None, description="Held-out eval file {query, corpus:[..]}; default: split from train.")
+    eval_split: float = Field(0.1, ge=0, lt=1, description="Share of train records held out when no eval_file is given.")
+    eval_ks: list[int] = Field([1, 3, 5, 10], description="k values for recall@k / MRR@k / NDCG@k.")
+    max_samples: Optional[int] = Field(None, ge=1, description="Use only the first N training records (logged, never silent).")
+    dtype: str = Field("auto", description="auto (bf16 where native) | bf16 | fp32.")
+    seed: int = Field(42, description="Seed for the split, the negatives fill and the shuffling.")
+    logging_steps: int = Field(10, ge=1, description="Log the loss every N steps.")
+    nproc_per_node: int = Field(1, ge=1, description="flagembedding backend: processes (GPUs) per node for torchrun.")
+    pooling: Literal["cls", "mean", "last_token"] = Field(
+        "mean", description="flagembedding backend: sentence pooling (bge models: cls).")
+
+    @field_validator("eval_ks")
+    @classmethod
+    def _positive_ks(cls, v: list[int]) -> list[int]:
+        v = sorted({int(k) for k in v})
+        if not v or v[0] < 1:
+            raise ValueError("eval_ks must hold positive integers")
+        return v

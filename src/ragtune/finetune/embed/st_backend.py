@@ -1,0 +1,57 @@
+"""sentence-transformers backend: SentenceTransformerTrainer + MultipleNegativesRankingLoss."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...log import get_logger
+from .config import EmbedFinetuneConfig
+from .data import TrainRecord, training_rows
+
+log = get_logger(__name__)
+
+
+def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: list[TrainRecord],
+                                instruction: str, workdir: Path) -> list[tuple[int, float]]:
+    """Train ``model`` in place; return the (step, loss) history."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    import torch
+
+    from ...device import resolve_dtype
+
+    n_neg = cfg.train_group_size - 1
+    have = sum(1 for r in records if len(r.neg) >= n_neg)
+    if n_neg and have < len(records):
+        log.warning("%d of %d records have fewer than %d negatives; the rest are drawn from other "
+                    "records' positives", len(records) - have, len(records), n_neg)
+    dataset = Dataset.from_dict(training_rows(records, n_neg, cfg.seed))
+    # One max length for the model (sentence-transformers has one); queries are short anyway.
+    model.max_seq_length = max(cfg.query_max_len, cfg.passage_max_len)
+    bf16 = resolve_dtype(cfg.dtype) == torch.bfloat16
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(workdir / "trainer"),
+        num_train_epochs=cfg.num_train_epochs,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_ratio=cfg.warmup_ratio,
+        seed=cfg.seed,
+        bf16=bf16,
+        # In-batch negatives are only negatives if no text repeats inside a batch.
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        # The instruction goes on the query column only; passages stay raw.
+        prompts={"query": instruction} if instruction else None,
+        save_strategy="no",
+        logging_steps=cfg.logging_steps,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    loss = MultipleNegativesRankingLoss(model, scale=1.0 / cfg.temperature)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+    log.info("training on %d (query, pos, %d neg) rows, %s", len(dataset), n_neg, "bf16" if bf16 else "fp32")
+    trainer.train()
+    return [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]

@@ -1,0 +1,106 @@
+"""``finetune_embedding(cfg)``: evaluate base -> train -> evaluate tuned -> save model + metrics."""
+from __future__ import annotations
+
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...io import atomic_dir, atomic_write_json
+from ...log import get_logger
+from .config import EmbedFinetuneConfig
+from .data import load_eval, load_train, query_instruction, split_train
+from .evaluate import evaluate_embedder, write_reports
+
+log = get_logger(__name__)
+
+
+@dataclass
+class EmbedFinetuneResult:
+    output: Path
+    metrics: dict[str, Any]
+
+    @property
+    def base(self) -> dict[str, Any]:
+        return self.metrics["base"]
+
+    @property
+    def tuned(self) -> dict[str, Any]:
+        return self.metrics["tuned"]
+
+
+def _load_st(path: str):
+    from sentence_transformers import SentenceTransformer
+
+    import torch
+
+    return SentenceTransformer(path, device="cuda" if torch.cuda.is_available() else "cpu",
+                               local_files_only=True)
+
+
+def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> EmbedFinetuneResult:
+    """Fine-tune an embedder per ``cfg`` (or keyword fields); the output dir is a ready
+    sentence-transformers model whose saved ``prompts["query"]`` carries the query instruction."""
+    import torch
+
+    from ...device import resolve_dtype
+    from ...models import resolve_model
+    from ...rag.embed import SentenceTransformerEmbedder
+
+    cfg = cfg if cfg is not None else EmbedFinetuneConfig.build(**kw)
+    records = load_train(cfg.train)
+    if cfg.max_samples is not None and cfg.max_samples < len(records):
+        log.warning("max_samples=%d: training on %d of %d records", cfg.max_samples, cfg.max_samples, len(records))
+        records = records[: cfg.max_samples]
+    if cfg.eval_file:
+        train_records, evals = records, load_eval(cfg.eval_file)
+    else:
+        train_records, evals = split_train(records, cfg.eval_split, cfg.seed)
+    instruction = query_instruction(records, cfg.query_instruction)
+    base_path = str(resolve_model(cfg.base, kind="embedding").path)
+    torch.manual_seed(cfg.seed)
+
+    model = _load_st(base_path)
+    base_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks) if evals else None
+    out = Path(cfg.output)
+    with atomic_dir(out) as tmp:
+        start = time.perf_counter()
+        if cfg.backend == "flagembedding":
+            from .flagembedding import as_sentence_transformer, train_flagembedding
+
+            bf16 = resolve_dtype(cfg.dtype) == torch.bfloat16 and torch.cuda.is_available()
+            hf_dir = train_flagembedding(cfg, base_path, train_records, instruction, tmp, bf16)
+            model = as_sentence_transformer(hf_dir, cfg.pooling, max(cfg.query_max_len, cfg.passage_max_len))
+            loss_history: list[tuple[int, float]] = []
+        else:
+            from .st_backend import train_sentence_transformers
+
+            loss_history = train_sentence_transformers(cfg, model, train_records, instruction, tmp)
+        train_seconds = time.perf_counter() - start
+        # Saved with the model: encode_query() applies it, encode_document() does not.
+        prompts = {k: v for k, v in (model.prompts or {}).items() if k not in ("query", "document")}
+        if instruction:
+            prompts["query"] = instruction
+        model.prompts = prompts
+        model.default_prompt_name = None
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        shutil.rmtree(tmp / "fe_model", ignore_errors=True)
+        model.save(str(tmp))
+        tuned_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks) if evals else None
+        metrics = {
+            "base_model": cfg.base, "backend": cfg.backend, "query_instruction": instruction,
+            "train_records": len(train_records), "eval_queries": len(evals),
+            "train_seconds": round(train_seconds, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "loss_history": loss_history,
+            "base": base_metrics, "tuned": tuned_metrics,
+        }
+        atomic_write_json(tmp / "metrics.json", metrics)
+        cfg.save(tmp / "ragtune_config.yaml")
+        if evals:
+            write_reports(tmp, base_metrics, tuned_metrics, cfg.eval_ks, loss_history)
+    if evals:
+        log.info("recall@1 base %.4f -> tuned %.4f", base_metrics["recall@1"], tuned_metrics["recall@1"])
+    return EmbedFinetuneResult(out, metrics)

@@ -1,0 +1,69 @@
+"""Deterministic data order and batching (the same order after ``--resume``, on 1 or N processes).
+
+The order of epoch ``e`` is a function of ``(seed, e, global batch size)`` only, so a resumed run
+replays it exactly and a 2-process DDP run sees the same global batches as a 1-process run with
+gradient accumulation.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+MEGA_BATCHES = 50  # length grouping sorts within windows of 50 global batches (HF Trainer's choice)
+
+
+def epoch_batches(lengths: Sequence[int], global_batch: int, seed: int, epoch: int,
+                  group_by_length: bool, drop_last: bool = False) -> list[list[int]]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    n = len(lengths)
+    order = torch.randperm(n, generator=g).tolist()
+    if group_by_length:
+        window = global_batch * MEGA_BATCHES
+        order = [j for i in range(0, n, window)
+                 for j in sorted(order[i:i + window], key=lambda k: -lengths[k])]
+    batches = [order[i:i + global_batch] for i in range(0, n, global_batch)]
+    if drop_last and batches and len(batches[-1]) < global_batch:
+        batches.pop()
+    if group_by_length:
+        # keep the longest batch first (an out-of-memory shows at step 1, not after an hour)
+        head, rest = batches[:1], batches[1:]
+        perm = torch.randperm(len(rest), generator=g).tolist()
+        batches = head + [rest[i] for i in perm]
+    return batches
+
+
+def micro_batches(batch: Sequence[int], per_device: int, accum: int, world: int, rank: int) -> list[list[int]]:
+    """This rank's micro-batches of one global batch (accumulation step j, rank r)."""
+    out = []
+    span = per_device * world
+    for j in range(accum):
+        micro = batch[j * span:(j + 1) * span]
+        mine = list(micro[rank * per_device:(rank + 1) * per_device])
+        if mine:
+            out.append(mine)
+    return out
+
+
+def collate(samples, pad_id: int):
+    import torch
+
+    from .data import IGNORE
+
+    width = max(len(s) for s in samples)
+    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(samples), width), dtype=torch.long)
+    for i, s in enumerate(samples):
+        n = len(s)
+        ids[i, :n] = torch.tensor(s.input_ids)
+        labels[i, :n] = torch.tensor(s.labels)
+        mask[i, :n] = 1
+    return ids, mask, labels
+
+
+def labelled_tokens(sample) -> int:
+    """Positions that contribute to the loss (next-token labels)."""
+    from .data import IGNORE
+
+    return sum(1 for lab in sample.labels[1:] if lab != IGNORE)

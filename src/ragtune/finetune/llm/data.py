@@ -1,0 +1,203 @@
+"""Training data for the LLM trainer: read, validate, render with the shared prompt builder, tokenize.
+
+The reader here is deliberately minimal (JSON list / JSONL; alpaca or OpenAI messages -> messages)
+until ``ragtune.data`` lands; then :func:`read_records` becomes a call into it.
+
+Tokenized samples are cached on disk under ``$RAGTUNE_HOME/cache/tokenized/<key>.json``; the key
+hashes the data file, the tokenizer files, the prompt config and the cutoff, so any change retokenizes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ...errors import DataError
+from ...log import get_logger
+
+log = get_logger(__name__)
+IGNORE = -100
+CACHE_VERSION = "1"  # bump when the tokenization logic changes
+ROLES = {"system", "user", "assistant"}
+
+
+# -- reading ----------------------------------------------------------------------------------------
+def read_records(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("training file does not exist", file=str(path))
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError("training file is empty", file=str(path))
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON: {exc}", file=str(path)) from None
+    else:
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"line {lineno} is not valid JSON: {exc}", file=str(path),
+                                record=len(rows)) from None
+    if not rows:
+        raise DataError("training file holds no records", file=str(path))
+    return rows
+
+
+def to_messages(row: Any, *, file: str, record: int) -> list[dict[str, str]]:
+    """alpaca (instruction/input/output/system/history) or OpenAI ``messages`` -> messages."""
+    if not isinstance(row, dict):
+        raise DataError(f"a record must be a JSON object, got {type(row).__name__}", file=file, record=record)
+    if "messages" in row:
+        return _check_messages(row["messages"], file=file, record=record)
+    if "instruction" in row or "output" in row:
+        return _alpaca(row, file=file, record=record)
+    raise DataError("unknown record format: expected alpaca keys (instruction, input, output) or "
+                    "'messages'", file=file, record=record, hint=f"keys found: {sorted(row)}")
+
+
+def _alpaca(row: dict, *, file: str, record: int) -> list[dict[str, str]]:
+    for key in ("instruction", "output"):
+        if not isinstance(row.get(key), str):
+            raise DataError("missing or not a string", file=file, record=record, field=key)
+    if not row["output"].strip():
+        raise DataError("empty answer: nothing to learn", file=file, record=record, field="output")
+    user = row["instruction"]
+    if row.get("input"):
+        if not isinstance(row["input"], str):
+            raise DataError("must be a string", file=file, record=record, field="input")
+        user = f"{user}\n{row['input']}"
+    msgs: list[dict[str, str]] = []
+    if row.get("system"):
+        msgs.append({"role": "system", "content": str(row["system"])})
+    for i, pair in enumerate(row.get("history") or []):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise DataError(f"history[{i}] must be a [user, assistant] pair of strings", file=file,
+                            record=record, field="history")
+        msgs += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+    return msgs
+
+
+def _check_messages(msgs: Any, *, file: str, record: int) -> list[dict[str, str]]:
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError("must be a non-empty list", file=file, record=record, field="messages")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise DataError(f"messages[{i}] needs a role in {sorted(ROLES)} and a string content",
+                            file=file, record=record, field="messages")
+        if m["role"] == "system" and i != 0:
+            raise DataError(f"messages[{i}]: a system message may only come first", file=file,
+                            record=record, field="messages")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in out):
+        raise DataError("no assistant answer: nothing to learn", file=file, record=record, field="messages")
+    return out
+
+
+def load_conversations(path: str | os.PathLike, max_samples: int | None = None) -> list[list[dict]]:
+    rows = read_records(path)
+    total = len(rows)
+    if max_samples is not None and max_samples < total:
+        rows = rows[:max_samples]
+    convs = [to_messages(r, file=str(path), record=i) for i, r in enumerate(rows)]
+    log.warning("training on %d of %d samples in %s%s", len(convs), total, path,
+                f" (max_samples={max_samples})" if len(convs) < total else "")
+    return convs
+
+
+# -- tokenizing -------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    input_ids: list[int]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def tokenize_conversation(tokenizer, messages, prompt_cfg, cutoff_len: int, *, file: str = "",
+                          record: int = 0) -> Sample:
+    """Render with :func:`ragtune.prompt.render_turns` (the serving path uses the same function) and
+    label only trainable (assistant) segments."""
+    from ...prompt import bos_prefix, render_turns
+
+    segments = render_turns(tokenizer, messages, prompt_cfg)
+    full_text = "".join(t for t, _ in segments)
+    ids: list[int] = [tokenizer.bos_token_id] if bos_prefix(tokenizer, full_text) else []
+    labels: list[int] = [IGNORE] * len(ids)
+    for text, trainable in segments:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        labels += piece if trainable else [IGNORE] * len(piece)
+    first = next((i for i, lab in enumerate(labels) if lab != IGNORE), None)
+    if first is None:
+        raise DataError("no answer tokens after rendering", file=file, record=record)
+    if first >= cutoff_len:
+        raise DataError(f"the prompt alone is {first} tokens, longer than cutoff_len={cutoff_len}; "
+                        "the answer would be cut away entirely", file=file, record=record,
+                        hint=f"raise cutoff_len above {first} or shorten the sample")
+    return Sample(ids[:cutoff_len], labels[:cutoff_len])
+
+
+def tokenizer_fingerprint(tokenizer_dir: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(tokenizer_dir)):
+        if name.startswith("tokenizer") or name in ("special_tokens_map.json", "chat_template.jinja",
+                                                    "vocab.json", "merges.txt"):
+            h.update(name.encode())
+            h.update(Path(tokenizer_dir, name).read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(data_path, tokenizer_dir, prompt_cfg, cutoff_len: int, max_samples) -> str:
+    h = hashlib.sha256()
+    h.update(CACHE_VERSION.encode())
+    h.update(Path(data_path).read_bytes())
+    h.update(tokenizer_fingerprint(tokenizer_dir).encode())
+    h.update(repr((prompt_cfg, cutoff_len, max_samples)).encode())
+    return h.hexdigest()[:32]
+
+
+def tokenized_dataset(data_path, tokenizer, tokenizer_dir, prompt_cfg, cutoff_len: int,
+                      max_samples: int | None = None, use_cache: bool = True) -> list[Sample]:
+    from ...io import atomic_write_json
+    from ...paths import ragtune_home
+
+    key = cache_key(data_path, tokenizer_dir, prompt_cfg, cutoff_len, max_samples)
+    cache = ragtune_home() / "cache" / "tokenized" / f"{key}.json"
+    if use_cache and cache.exists():
+        rows = json.loads(cache.read_text())
+        log.info("tokenized data from cache %s (%d samples)", cache, len(rows))
+        return [Sample(r[0], r[1]) for r in rows]
+    convs = load_conversations(data_path, max_samples)
+    samples = [tokenize_conversation(tokenizer, c, prompt_cfg, cutoff_len, file=str(data_path), record=i)
+               for i, c in enumerate(convs)]
+    if use_cache:
+        atomic_write_json(cache, [[s.input_ids, s.labels] for s in samples], indent=None)
+    return samples
+
+
+def split_validation(samples: Sequence[Sample], val_size: float, seed: int):
+    """Deterministic random split: ``val_size`` < 1 is a fraction, >= 1 a count."""
+    import random
+
+    if not val_size:
+        return list(samples), []
+    n_val = int(val_size) if val_size >= 1 else max(1, round(len(samples) * val_size))
+    if n_val >= len(samples):
+        raise DataError(f"val_size={val_size} leaves no training samples out of {len(samples)}")
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    val = set(order[:n_val])
+    return [s for i, s in enumerate(samples) if i not in val], [samples[i] for i in sorted(val)]

@@ -1,0 +1,483 @@
+"""ragtune's own LLM trainer: LoRA / freeze / full, one loop for CPU, CUDA and torchrun (DDP/FSDP).
+
+Why not Hugging Face ``Trainer``: it computes full-vocabulary logits at every position (our loss
+projects only labelled positions: ~2x on CPU for instruction data), and it does not give a resumed
+run the exact same data order as an uninterrupted one. The loop is small; the pieces (peft, AdamW,
+transformers schedulers, DDP) are the standard ones.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import ConfigError
+from ...log import get_logger
+from .config import LLMFinetuneConfig
+
+log = get_logger(__name__)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path | None
+    merged_dir: Path | None
+    metrics: dict = field(default_factory=dict)
+
+
+# -- process group --------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_dist() -> Dist:
+    """Under torchrun (WORLD_SIZE>1) join the process group: gloo on CPU, nccl on CUDA."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world == 1:
+        return Dist(device="cuda" if cuda else "cpu")
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(rank, world, local, f"cuda:{local}" if cuda else "cpu")
+
+
+# -- validation before any weight is read -----------------------------------------------------------
+def prepare(cfg: LLMFinetuneConfig):
+    """Everything that can fail on bad input, without loading the model: paths, output dir, data,
+    tokenization, method targets. Returns (model_dir, tokenizer, train, val)."""
+    from transformers import AutoTokenizer
+
+    from ...models import resolve_model
+    from .data import split_validation, tokenized_dataset
+    from .methods import check_method
+
+    cfg.require_paths()
+    out = Path(cfg.output_dir)
+    if out.exists() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite_output_dir):
+        raise ConfigError(f"output_dir {out} is not empty",
+                          hint="pass resume=True (--resume) to continue or overwrite_output_dir=True")
+    if cfg.fsdp and cfg.method != "full":
+        raise ConfigError("fsdp applies to method 'full' only (LoRA/freeze fit where the model fits)")
+    if cfg.dtype == "fp16" and cfg.method != "lora":
+        raise ConfigError("fp16 training is supported for method 'lora' only", hint="use dtype bf16 or fp32")
+    resolved = resolve_model(cfg.base_model, "llm")
+    if resolved.gguf_file:
+        raise ConfigError(f"{cfg.base_model} is a GGUF file; fine-tuning needs HF weights",
+                          hint="use a bundled name (converted automatically) or a safetensors dir")
+    model_dir = str(resolved.path)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    samples = tokenized_dataset(cfg.train, tokenizer, model_dir, cfg.prompt_config(), cfg.cutoff_len,
+                                cfg.max_samples, cfg.tokenize_cache)
+    train, val = split_validation(samples, cfg.val_size, cfg.seed)
+    check_method(cfg, model_dir)
+    return model_dir, tokenizer, train, val
+
+
+# -- model --------------------------------------------------------------------------------------------
+def load_model(cfg: LLMFinetuneConfig, model_dir: str, dist: Dist):
+    """(model, compute_dtype, use_autocast). LoRA: base in the compute dtype, adapters fp32 (peft).
+    freeze/full: fp32 master weights for what trains, frozen weights in the compute dtype, autocast."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ...device import resolve_dtype
+    from .methods import apply_method
+
+    dtype = resolve_dtype(cfg.dtype, dist.device)
+    load_dtype = dtype if cfg.method == "lora" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=load_dtype)
+    model = apply_method(model, cfg)
+    autocast = cfg.method != "lora" and dtype != torch.float32
+    if autocast:
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model.to(dist.device)
+    model.config.use_cache = False
+    return model, dtype, autocast
+
+
+def wrap_distributed(model, cfg, dist: Dist):
+    """LossModule, wrapped in DDP (or FSDP for full FT) under torchrun."""
+    from .loss import LossModule
+
+    module = LossModule(model)
+    if dist.world == 1:
+        return module
+    if cfg.fsdp:
+        return _fsdp(module, model, dist)
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [dist.local_rank] if dist.device.startswith("cuda") else None
+    return DDP(module, device_ids=ids)
+
+
+def _fsdp(module, model, dist: Dist):  # pragma: no cover - needs several CUDA GPUs
+    """FSDP2: shard every decoder block, then the root. Untested here (no GPU on the dev box)."""
+    if not dist.device.startswith("cuda"):
+        raise ConfigError("fsdp needs CUDA GPUs under torchrun")
+    from torch.distributed.fsdp import fully_shard
+
+    from .methods import decoder_layers
+
+    for layer in decoder_layers(model):
+        fully_shard(layer)
+    fully_shard(module)
+    return module
+
+
+def trainable_state(model, dist: Dist) -> dict:
+    """name -> tensor (CPU) of trainable params; gathers full tensors under FSDP."""
+    import torch
+
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if any(type(p).__name__ == "DTensor" for p in model.parameters()):  # pragma: no cover - FSDP
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {n: full[n] for n in names if n in full}
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().to("cpu", torch.float32).clone() for n in names}
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, dist: Dist, limit: int | None):
+    import random
+
+    import torch
+    from safetensors.torch import save_file
+
+    from ...io import atomic_dir
+
+    weights = trainable_state(model, dist)
+    if not dist.main:
+        return None
+    path = out / "checkpoints" / f"step-{state['step']}"
+    with atomic_dir(path) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "trainable.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()},
+                   tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    if limit:
+        for old in sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    log.info("checkpoint saved: %s", path)
+    return path
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    import random
+
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise ConfigError(f"checkpoint {path} does not match this model/method (e.g. {missing[0]})")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].dtype))
+    extra = torch.load(path / "optimizer.pt", weights_only=False)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["torch_rng"])
+    random.setstate(extra["python_rng"])
+    return json.loads((path / "state.json").read_text())
+
+
+# -- the loop -------------------------------------------------------------------------------------------
+def train(cfg: LLMFinetuneConfig) -> TrainResult:
+    import torch
+
+    model_dir, tokenizer, train_set, val_set = prepare(cfg)
+    dist = setup_dist()
+    out = Path(cfg.output_dir)
+    handler = None
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")  # first: a crashed run still says what it was
+        handler = _attach_logfile(out / "train.log")
+    try:
+        return _train(cfg, dist, out, model_dir, tokenizer, train_set, val_set)
+    finally:
+        if handler is not None:
+            logging.getLogger("ragtune").removeHandler(handler)
+            handler.close()
+
+
+def _train(cfg, dist, out, model_dir, tokenizer, train_set, val_set) -> TrainResult:
+    import torch
+
+    log.warning("method %s on %s: %d train / %d val samples, world size %d, device %s",
+                cfg.method, cfg.base_model, len(train_set), len(val_set), dist.world, dist.device)
+    torch.manual_seed(cfg.seed)
+    model, dtype, autocast = load_model(cfg, model_dir, dist)
+    engine = wrap_distributed(model, cfg, dist)
+    loop = Loop(cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out)
+    metrics = loop.run()
+    if dist.main:
+        result = finish(cfg, model, tokenizer, model_dir, out, metrics)
+    else:
+        result = TrainResult(out, None, None, metrics)
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    return result
+
+
+class Loop:
+    def __init__(self, cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out):
+        from .batching import epoch_batches
+
+        self.cfg, self.dist, self.model, self.engine = cfg, dist, model, engine
+        self.train_set, self.val_set, self.out = train_set, val_set, out
+        self.dtype, self.autocast = dtype, autocast
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self.global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * dist.world
+        self.lengths = [len(s) for s in train_set]
+        steps_per_epoch = len(self._batches(0))
+        if steps_per_epoch == 0:
+            raise ConfigError(f"{len(train_set)} samples make no full global batch of {self.global_batch}")
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = cfg.max_steps or math.ceil(cfg.num_train_epochs * steps_per_epoch)
+        self.history: list[dict] = []
+
+    def _batches(self, epoch: int):
+        from .batching import epoch_batches
+
+        return epoch_batches(self.lengths, self.global_batch, self.cfg.seed, epoch, self.cfg.group_by_length,
+                             drop_last=self.dist.world > 1)
+
+    def _optimizer(self):
+        import torch
+        from transformers import get_scheduler
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+        sched = get_scheduler(self.cfg.lr_scheduler_type, opt,
+                              num_warmup_steps=int(self.cfg.warmup_ratio * self.total_steps),
+                              num_training_steps=self.total_steps)
+        return opt, sched
+
+    def _ctx(self):
+        import contextlib
+
+        import torch
+
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.split(":")[0], dtype=self.dtype)
+
+    def step(self, batch: list[int]) -> tuple[float, int, int]:
+        """One optimizer step's forward/backward over this rank's share of a global batch.
+        Loss = sum of token CE / labelled tokens of the WHOLE global batch (every rank knows the
+        batch, so no communication is needed), times world size because DDP averages gradients."""
+        import contextlib
+
+        from .batching import collate, labelled_tokens, micro_batches
+
+        cfg, dist = self.cfg, self.dist
+        n_tokens = sum(labelled_tokens(self.train_set[i]) for i in batch)
+        micros = micro_batches(batch, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
+                               dist.world, dist.rank)
+        loss_sum, seen = 0.0, 0
+        for k, micro in enumerate(micros):
+            ids, mask, labels = (t.to(dist.device) for t in collate([self.train_set[i] for i in micro], self.pad_id))
+            sync = k == len(micros) - 1 or dist.world == 1
+            no_sync = self.engine.no_sync if (not sync and hasattr(self.engine, "no_sync")) else contextlib.nullcontext
+            with no_sync(), self._ctx():
+                loss, _ = self.engine(ids, mask, labels)
+                (loss * dist.world / max(n_tokens, 1)).backward()
+            loss_sum += float(loss.detach())
+            seen += int(mask.sum())
+        return loss_sum, n_tokens, seen
+
+    @staticmethod
+    def _global_sum(value: float, dist) -> float:
+        if dist.world == 1:
+            return value
+        import torch
+        import torch.distributed as tdist
+
+        t = torch.tensor([value], dtype=torch.float64, device=dist.device)
+        tdist.all_reduce(t)
+        return float(t)
+
+    def evaluate(self) -> float | None:
+        import torch
+
+        from .batching import collate
+        from .loss import answer_only_loss_sum
+
+        if not self.val_set:
+            return None
+        mine = self.val_set[self.dist.rank::self.dist.world]
+        bs = self.cfg.per_device_eval_batch_size
+        total, count = 0.0, 0
+        self.model.eval()
+        with torch.no_grad(), self._ctx():
+            for i in range(0, len(mine), bs):
+                ids, mask, labels = (t.to(self.dist.device) for t in collate(mine[i:i + bs], self.pad_id))
+                loss, n = answer_only_loss_sum(self.model, ids, mask, labels)
+                total, count = total + float(loss), count + n
+        self.model.train()
+        return self._global_sum(total, self.dist) / max(self._global_sum(count, self.dist), 1)
+
+    def run(self) -> dict:
+        import torch
+        from tqdm.auto import tqdm
+
+        cfg, dist = self.cfg, self.dist
+        opt, sched = self._optimizer()
+        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "history": []}
+        ckpt = latest_checkpoint(self.out) if cfg.resume else None
+        if cfg.resume and ckpt is None:
+            log.warning("resume requested but %s has no checkpoint: starting from scratch", self.out)
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, self.model, opt, sched)
+            log.warning("resumed from %s (step %d)", ckpt, state["step"])
+        self.history = state["history"]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        bar = tqdm(total=self.total_steps, initial=state["step"], disable=not dist.main, desc="finetune",
+                   unit="step", dynamic_ncols=True)
+        self.model.train()
+        started, tokens_run, window = time.perf_counter(), 0, []
+        try:
+            while state["step"] < self.total_steps:
+                batches = self._batches(state["epoch"])
+                for b in range(state["batch_in_epoch"], len(batches)):
+                    if state["step"] >= self.total_steps:
+                        break
+                    loss_sum, n_tok, seen = self.step(batches[b])
+                    if cfg.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    loss = self._global_sum(loss_sum, dist) / max(n_tok, 1)
+                    seen = int(self._global_sum(seen, dist))
+                    state.update(step=state["step"] + 1, batch_in_epoch=b + 1, tokens=state["tokens"] + seen)
+                    tokens_run += seen
+                    window.append(loss)
+                    self._after_step(state, loss, window, tokens_run, started, bar, opt, sched, sched.get_last_lr()[0])
+                else:
+                    state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
+                    if cfg.eval_steps is None and self.val_set:
+                        self._log_eval(state)
+        except KeyboardInterrupt:
+            bar.close()
+            path = save_checkpoint(self.out, self.model, opt, sched, state, dist, None)
+            log.warning("interrupted at step %d; checkpoint %s (continue with --resume)", state["step"], path)
+            raise
+        bar.close()
+        elapsed = time.perf_counter() - started
+        if not self.history or self.history[-1].get("step") != state["step"] or "eval_loss" not in self.history[-1]:
+            if self.val_set:
+                self._log_eval(state)
+        if cfg.save_steps is None or state["step"] % cfg.save_steps:
+            save_checkpoint(self.out, self.model, opt, sched, state, dist, cfg.save_total_limit)
+        train_losses = [h["loss"] for h in self.history if "loss" in h]
+        eval_losses = [h["eval_loss"] for h in self.history if "eval_loss" in h]
+        return {"method": cfg.method, "steps": state["step"], "epochs": state["step"] / self.steps_per_epoch,
+                "train_samples": len(self.train_set), "val_samples": len(self.val_set),
+                "first_loss": train_losses[0] if train_losses else None,
+                "final_loss": train_losses[-1] if train_losses else None,
+                "eval_loss": eval_losses[-1] if eval_losses else None,
+                "train_tokens": state["tokens"], "train_runtime_s": round(elapsed, 3),
+                "tokens_per_second": round(tokens_run / elapsed, 2) if elapsed > 0 else None,
+                "dtype": str(self.dtype).replace("torch.", ""), "world_size": dist.world,
+                "history": self.history}
+
+    def _after_step(self, state, loss, window, tokens_run, started, bar, opt, sched, lr):
+        cfg = self.cfg
+        step = state["step"]
+        rate = tokens_run / max(time.perf_counter() - started, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}")
+        entry = {"step": step, "loss": loss, "lr": lr, "tokens_per_second": round(rate, 2)}
+        self.history.append(entry)
+        if step % cfg.logging_steps == 0 or step == 1:
+            log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, self.total_steps, sum(window) / len(window),
+                     lr, rate)
+            window.clear()
+        if cfg.eval_steps and step % cfg.eval_steps == 0 and self.val_set:
+            self._log_eval(state)
+        if cfg.save_steps and step % cfg.save_steps == 0:
+            save_checkpoint(self.out, self.model, opt, sched, state, self.dist, cfg.save_total_limit)
+
+    def _log_eval(self, state):
+        eval_loss = self.evaluate()
+        if eval_loss is None:
+            return
+        entry = {"step": state["step"], "eval_loss": eval_loss}
+        self.history.append(entry)
+        log.warning("step %d eval loss %.4f", state["step"], eval_loss)
+
+
+# -- outputs --------------------------------------------------------------------------------------------
+def finish(cfg, model, tokenizer, model_dir: str, out: Path, metrics: dict) -> TrainResult:
+    from ...io import atomic_write_json
+    from .export import save_adapter, save_merged
+    from .plots import plot_loss
+
+    adapter = save_adapter(model, tokenizer, out / "adapter") if cfg.method == "lora" else None
+    merged = save_merged(cfg, model, tokenizer, model_dir, out / "merged", adapter) if cfg.merge else None
+    metrics = dict(metrics)
+    atomic_write_json(out / "metrics.json", metrics)
+    plot_loss(metrics["history"], out / "loss.png")
+    atomic_write_json(out / "ragtune_finetune.json", {
+        "base_model": cfg.base_model, "base_model_path": model_dir, "method": cfg.method,
+        "adapter": "adapter" if adapter else None, "merged": "merged" if merged else None,
+        "prompt": {"system": cfg.system, "drop_builtin_system": cfg.drop_builtin_system,
+                   "template": cfg.template},
+        "cutoff_len": cfg.cutoff_len})
+    log.warning("done: %s (final loss %s, eval loss %s)", out, metrics.get("final_loss"), metrics.get("eval_loss"))
+    return TrainResult(out, adapter, merged, metrics)
+
+
+def _attach_logfile(path: Path) -> logging.Handler:
+    root = logging.getLogger("ragtune")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+        for h in root.handlers:
+            if not isinstance(h, logging.FileHandler) and h.level == logging.NOTSET:
+                h.setLevel(logging.WARNING)
+    return handler
