@@ -1,0 +1,129 @@
+"""`ragtune data validate | convert | evalset | embed-pairs | mine-negatives | augment-json`.
+
+Options that belong to a job's typed config (EmbedPairsConfig, MineNegativesConfig,
+AugmentJsonConfig) are generated from it, so flags, YAML (``--config``) and Python agree.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..config import config_options
+from ..data.augment import AugmentJsonConfig
+from ..data.embed_pairs import EmbedPairsConfig
+from ..data.mining import MineNegativesConfig
+
+
+@click.group("data")
+def data() -> None:
+    """Validate and convert data; build eval sets and embedding training sets."""
+
+
+def _echo_summary(summary, as_json: bool) -> None:
+    click.echo(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2) if as_json else str(summary))
+
+
+json_flag = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+config_flag = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                           help="YAML file with the options (flags override it).")
+
+
+@data.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--cutoff-len", type=int, help="Count samples longer than this many tokens (needs --tokenizer).")
+@click.option("--tokenizer", help="Model whose tokenizer counts tokens (name, local dir or HF id).")
+@click.option("--system", help="System prompt training will add (counts toward the length).")
+@click.option("--max-issues", type=int, default=50, show_default=True, help="Issues to print.")
+@json_flag
+@click.pass_context
+def validate_cmd(ctx, file, cutoff_len, tokenizer, system, max_issues, as_json) -> None:
+    """Check every record of FILE (Alpaca or OpenAI messages; JSON, JSONL, CSV, Parquet).
+
+    Exits with status 1 when any record is invalid."""
+    from ..data.validate import validate
+
+    report = validate(file, cutoff_len=cutoff_len, tokenizer=tokenizer,
+                      prompt={"system": system} if system else None)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(report.summary(max_issues))
+    if not report.ok:
+        ctx.exit(1)
+
+
+@data.command("convert")
+@click.option("--from", "source", default="squad", show_default=True,
+              type=click.Choice(["squad", "alpaca", "messages", "auto"]), help="Input format.")
+@click.option("--to", "to", default="alpaca", show_default=True, type=click.Choice(["alpaca", "messages"]),
+              help="Output format.")
+@click.option("--template", help="Instruction template with {context} and {question} (squad only).")
+@click.option("--template-lang", type=click.Choice(["en", "zh"]),
+              help="Built-in template language (squad only) [default: en].")
+@click.argument("input_file", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("output_file", metavar="OUT", type=click.Path(dir_okay=False))
+@json_flag
+def convert_cmd(source, to, template, template_lang, input_file, output_file, as_json) -> None:
+    """Convert IN to OUT: squad -> alpaca instruction data, or alpaca <-> messages (lossless).
+
+    OUT ending in .jsonl is written as JSONL, anything else as a JSON array."""
+    from ..data.convert import convert
+
+    _echo_summary(convert(input_file, output_file, source=source, to=to, template=template,
+                          template_lang=template_lang), as_json)
+
+
+@data.command("evalset")
+@click.option("--from", "source", default="squad", show_default=True, type=click.Choice(["squad"]))
+@click.argument("input_file", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("output_file", metavar="OUT", type=click.Path(dir_okay=False))
+@json_flag
+def evalset_cmd(source, input_file, output_file, as_json) -> None:
+    """Build an eval set {id, context, question, answers, all_answers} from span-extraction rows."""
+    from ..data.squad import evalset
+
+    _echo_summary(evalset(input_file, output_file, source=source), as_json)
+
+
+@data.command("embed-pairs")
+@click.argument("input_file", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("outdir", metavar="OUTDIR", type=click.Path(file_okay=False))
+@config_options(EmbedPairsConfig)
+@config_flag
+@json_flag
+def embed_pairs_cmd(input_file, outdir, config_path, as_json, **options) -> None:
+    """Question/passage rows -> OUTDIR/train.jsonl {query,pos,neg,prompt}, OUTDIR/eval.jsonl
+    {query,corpus} and OUTDIR/kb/knowledge_base.txt."""
+    from ..data.embed_pairs import embed_pairs
+
+    cfg = EmbedPairsConfig.from_sources(config_path, **options)
+    _echo_summary(embed_pairs(input_file, outdir, cfg), as_json)
+
+
+@data.command("mine-negatives")
+@click.argument("input_file", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("output_file", metavar="OUT", type=click.Path(dir_okay=False))
+@config_options(MineNegativesConfig)
+@config_flag
+@json_flag
+def mine_negatives_cmd(input_file, output_file, config_path, as_json, **options) -> None:
+    """Replace the negatives of IN (embed-pairs train.jsonl) with hard negatives mined by --model."""
+    from ..data.mining import mine_negatives
+
+    cfg = MineNegativesConfig.from_sources(config_path, **options)
+    _echo_summary(mine_negatives(input_file, output_file, cfg), as_json)
+
+
+@data.command("augment-json")
+@click.argument("input_file", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("output_file", metavar="OUT", type=click.Path(dir_okay=False))
+@config_options(AugmentJsonConfig)
+@config_flag
+@json_flag
+def augment_json_cmd(input_file, output_file, config_path, as_json, **options) -> None:
+    """Corrupt the input JSON of a fraction of records (clean targets kept) for JSON-repair training."""
+    from ..data.augment import augment_json
+
+    cfg = AugmentJsonConfig.from_sources(config_path, **options)
+    _echo_summary(augment_json(input_file, output_file, cfg), as_json)

@@ -1,0 +1,287 @@
+"""``ragtune data validate``: check every record of an instruction-data file and explain each problem.
+
+Errors (make a record invalid; the CLI exits non-zero): invalid JSON line, unknown format, mixed
+formats, missing required field, wrong type, empty output, roles out of order / unknown role, a
+history pair that is not two strings, duplicate record. Over-long samples (for ``cutoff_len`` and a
+tokenizer) are counted, not errors: training truncates them, the user decides.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..log import get_logger
+from .formats import FORMATS, detect_record_format, to_messages
+from .readers import BadLine, Record, read_records
+
+log = get_logger(__name__)
+
+ERROR_KINDS = ("invalid_json", "unknown_format", "mixed_format", "missing_field", "wrong_type",
+               "empty_output", "role_order", "bad_history", "duplicate")
+
+
+@dataclass
+class Issue:
+    kind: str
+    file: str
+    record: int
+    field: str | None
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}: record {self.record}"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        if self.field:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.message} [{self.kind}]"
+
+
+@dataclass
+class ValidationReport:
+    file: str
+    format: str | None
+    total: int
+    issues: list[Issue] = field(default_factory=list)
+    cutoff_len: int | None = None
+    over_long: int | None = None          # samples longer than cutoff_len (tokens), when checked
+    max_tokens: int | None = None
+    mean_tokens: float | None = None
+
+    @property
+    def invalid_records(self) -> set[int]:
+        return {i.record for i in self.issues}
+
+    @property
+    def valid(self) -> int:
+        return self.total - len(self.invalid_records)
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(i.kind for i in self.issues))
+
+    def summary(self, max_issues: int = 50) -> str:
+        lines = [str(i) for i in self.issues[:max_issues]]
+        if len(self.issues) > max_issues:
+            lines.append(f"... and {len(self.issues) - max_issues} more issues")
+        lines.append(f"{self.file}: {self.total} records ({self.format or 'unknown format'}), "
+                     f"{self.valid} valid, {len(self.invalid_records)} invalid")
+        if self.issues:
+            lines.append("  issues: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts().items())))
+        if self.cutoff_len is not None:
+            lines.append(f"  over cutoff_len={self.cutoff_len}: {self.over_long} samples "
+                         f"(max {self.max_tokens} tokens, mean {self.mean_tokens:.0f})")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(valid=self.valid, invalid=len(self.invalid_records), counts=self.counts(), ok=self.ok)
+        return d
+
+
+class _Checker:
+    """Collects the issues of one record; ``add`` names the field."""
+
+    def __init__(self, file: str, rec: Record):
+        self.file, self.rec, self.issues = file, rec, []
+
+    def add(self, kind: str, fld: str | None, message: str) -> None:
+        self.issues.append(Issue(kind, self.file, self.rec.index, fld, message, self.rec.line))
+
+    def require_str(self, data: dict, key: str, required: bool) -> bool:
+        if key not in data or data[key] is None:
+            if required:
+                self.add("missing_field", key, "required field is missing")
+            return False
+        if not isinstance(data[key], str):
+            self.add("wrong_type", key, f"must be a string, got {type(data[key]).__name__}")
+            return False
+        return True
+
+
+def _check_alpaca(c: _Checker, data: dict) -> None:
+    c.require_str(data, "instruction", True)
+    if c.require_str(data, "output", True) and not data["output"].strip():
+        c.add("empty_output", "output", "output is empty")
+    c.require_str(data, "input", False)
+    c.require_str(data, "system", False)
+    history = data.get("history")
+    if history is None:
+        return
+    if not isinstance(history, list):
+        c.add("wrong_type", "history", f"must be a list of [instruction, answer] pairs, got {type(history).__name__}")
+        return
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            c.add("bad_history", f"history[{i}]", f"must be two strings [instruction, answer], got {json.dumps(pair, ensure_ascii=False)[:80]}")
+
+
+def _check_messages(c: _Checker, data: dict) -> None:
+    messages = data["messages"]
+    if not isinstance(messages, list):
+        c.add("wrong_type", "messages", f"must be a list of {{role, content}} objects, got {type(messages).__name__}")
+        return
+    if not messages:
+        c.add("missing_field", "messages", "has no messages")
+        return
+    roles = []
+    for i, m in enumerate(messages):
+        name = f"messages[{i}]"
+        if not isinstance(m, dict):
+            c.add("wrong_type", name, f"must be an object with role and content, got {type(m).__name__}")
+            return
+        for key in ("role", "content"):
+            if key not in m or m[key] is None:
+                c.add("missing_field", f"{name}.{key}", "required field is missing")
+                return
+        if not isinstance(m["content"], str):
+            c.add("wrong_type", f"{name}.content", f"must be a string, got {type(m['content']).__name__}")
+            return
+        if m["role"] not in ("system", "user", "assistant"):
+            c.add("role_order", f"{name}.role", f"unknown role {m['role']!r}; valid: system, user, assistant")
+            return
+        roles.append(m["role"])
+    _check_role_order(c, roles)
+    if roles[-1] == "assistant" and not messages[-1]["content"].strip():
+        c.add("empty_output", f"messages[{len(messages) - 1}].content", "the final assistant answer is empty")
+
+
+def _check_role_order(c: _Checker, roles: list[str]) -> None:
+    """Optional system first, then user/assistant strictly alternating, ending with assistant."""
+    start = 1 if roles[0] == "system" else 0
+    for i, role in enumerate(roles[start:], start=start):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        if role != expected:
+            c.add("role_order", f"messages[{i}].role",
+                  f"expected {expected!r} here, got {role!r} (order: [system], user, assistant, user, ...)")
+            return
+    if roles[-1] != "assistant":
+        c.add("role_order", f"messages[{len(roles) - 1}].role",
+              "the conversation must end with an assistant answer to train on")
+
+
+def _duplicate_key(data: dict, fmt: str) -> str:
+    return json.dumps(to_messages(data, fmt), ensure_ascii=False, sort_keys=True)
+
+
+def validate(path: str | os.PathLike, *, cutoff_len: int | None = None, tokenizer: Any = None,
+             prompt: Any = None) -> ValidationReport:
+    """Validate ``path`` (JSON/JSONL/CSV/Parquet, Alpaca or messages). ``tokenizer`` is a model
+    reference (name/dir, resolved with ``ragtune.models.resolve_model``) or a loaded tokenizer;
+    with ``cutoff_len`` it counts samples whose rendered prompt+answer is longer."""
+    file = str(path)
+    records = read_records(path, keep_bad_lines=True)
+    report = ValidationReport(file=file, format=None, total=len(records))
+    formats: dict[int, str] = {}
+    for r in records:
+        if isinstance(r, BadLine):
+            report.issues.append(Issue("invalid_json", file, r.index, None, f"not valid JSON ({r.error})", r.line))
+            continue
+        fmt = detect_record_format(r.data)
+        if fmt is None:
+            keys = sorted(r.data) if isinstance(r.data, dict) else type(r.data).__name__
+            report.issues.append(Issue("unknown_format", file, r.index, None,
+                                       f"neither Alpaca (instruction/output) nor messages; has {keys}", r.line))
+        else:
+            formats[r.index] = fmt
+    counts = Counter(formats.values())
+    report.format = max(FORMATS, key=lambda f: counts[f]) if counts else None
+    good: list[tuple[Record, str]] = []
+    for r in records:
+        if isinstance(r, BadLine) or r.index not in formats:
+            continue
+        c = _Checker(file, r)
+        fmt = formats[r.index]
+        if fmt != report.format:
+            c.add("mixed_format", None, f"this record is {fmt} but the file is {report.format} "
+                                        f"({counts[report.format]} of {len(formats)} records)")
+        else:
+            (_check_alpaca if fmt == "alpaca" else _check_messages)(c, r.data)
+        report.issues.extend(c.issues)
+        if not c.issues:
+            good.append((r, fmt))
+    _find_duplicates(report, good)
+    if cutoff_len is not None:
+        _count_over_long(report, [r for r, _ in good], cutoff_len, tokenizer, prompt)
+    report.issues.sort(key=lambda i: (i.record, ERROR_KINDS.index(i.kind)))
+    return report
+
+
+def _find_duplicates(report: ValidationReport, good: list[tuple[Record, str]]) -> None:
+    first: dict[str, Record] = {}
+    for r, fmt in good:
+        key = _duplicate_key(r.data, fmt)
+        if key in first:
+            report.issues.append(Issue("duplicate", report.file, r.index, None,
+                                       f"duplicate of {first[key].where} (same conversation)", r.line))
+        else:
+            first[key] = r
+
+
+def load_tokenizer(ref: Any):
+    """A loaded tokenizer as is, or a model reference resolved like every other ragtune model."""
+    if ref is None or not isinstance(ref, (str, os.PathLike)):
+        return ref
+    from transformers import AutoTokenizer
+
+    from ..models import resolve_model
+
+    resolved = resolve_model(str(ref))
+    kwargs = {"gguf_file": resolved.gguf_file} if resolved.gguf_file else {}
+    return AutoTokenizer.from_pretrained(str(resolved.path), **kwargs)
+
+
+def sample_token_lengths(tokenizer: Any, conversations: list[list[dict]], prompt: Any = None,
+                         batch_size: int = 256) -> list[int]:
+    """Token count of each conversation as training renders it (``ragtune.prompt.render_turns``,
+    BOS included), so "over-long" means what the trainer will truncate."""
+    from tqdm.auto import tqdm
+
+    from ..prompt import PromptConfig, bos_prefix, render_turns
+
+    cfg = PromptConfig.coerce(prompt)
+    texts = ["".join(t for t, _ in render_turns(tokenizer, conv, cfg)) for conv in conversations]
+    lengths: list[int] = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="tokenizing", unit="batch",
+                      disable=len(texts) <= batch_size):
+        batch = texts[start:start + batch_size]
+        ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+        lengths.extend(len(i) + int(bos_prefix(tokenizer, t)) for i, t in zip(ids, batch))
+    return lengths
+
+
+def _count_over_long(report: ValidationReport, records: list[Record], cutoff_len: int,
+                     tokenizer: Any, prompt: Any) -> None:
+    from ..errors import ConfigError
+
+    if tokenizer is None:
+        raise ConfigError("cutoff_len needs a tokenizer to count tokens",
+                          hint="pass --tokenizer MODEL (e.g. gemma-3-270m or a local model dir)")
+    tok = load_tokenizer(tokenizer)
+    lengths = sample_token_lengths(tok, [to_messages(r.data) for r in records], prompt)
+    report.cutoff_len = cutoff_len
+    report.over_long = sum(n > cutoff_len for n in lengths)
+    report.max_tokens = max(lengths, default=0)
+    report.mean_tokens = sum(lengths) / len(lengths) if lengths else 0.0
+
+
+def validate_path_or_raise(path: str | os.PathLike, **kwargs: Any) -> ValidationReport:
+    """``validate`` that raises :class:`DataError` (naming the first problem) when any record is bad:
+    what trainers call before they start."""
+    from ..errors import DataError
+
+    report = validate(path, **kwargs)
+    if not report.ok:
+        first = report.issues[0]
+        raise DataError(f"{len(report.invalid_records)} invalid records; first: {first.message}",
+                        file=first.file, record=first.record, field=first.field,
+                        hint=f"run `ragtune data validate {Path(path)}` for the full list")
+    return report
