@@ -1,0 +1,217 @@
+"""LLM clients a RAG pipeline calls like a function: ``llm("question")`` -> str.
+
+- :class:`OnlineChatModule`: any OpenAI-compatible API (a ``ragtune serve`` / vLLM server, OpenAI,
+  DeepSeek, Qwen/DashScope, ...) over httpx, with retries and backoff.
+- :class:`LocalLLM`: the builtin engine in this process (no HTTP).
+
+Both take a string (one user turn) or a list of messages, both have ``.prompt(system=...)`` and
+``.batch([...])``; so a local fine-tuned model and a remote baseline are interchangeable.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from typing import Any, Sequence
+
+from ..errors import BackendError, ConfigError
+from ..log import get_logger
+from ..prompt import PromptConfig
+
+log = get_logger(__name__)
+
+# source name -> (base URL, env var holding the key, default model)
+SOURCES: dict[str, tuple[str, str, str | None]] = {
+    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY", "gpt-4o-mini"),
+    "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", "deepseek-chat"),
+    "qwen": ("https://dashscope.aliyuncs.com/compatible-mode/v1", "DASHSCOPE_API_KEY", "qwen-plus"),
+    "ragtune": ("http://127.0.0.1:8000/v1", "RAGTUNE_API_KEY", None),
+}
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def _as_messages(x: str | Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    if isinstance(x, str):
+        return [{"role": "user", "content": x}]
+    msgs = list(x)
+    if not msgs or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+        raise ConfigError("an LLM input must be a string or a list of {'role', 'content'} messages")
+    return [dict(m) for m in msgs]
+
+
+class _ChatModel:
+    """Shared call interface."""
+
+    def __init__(self, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 stop: Sequence[str] | None = None, seed: int | None = None):
+        self.defaults = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                             stop=list(stop or []), seed=seed)
+        self.prompt_cfg = PromptConfig()
+
+    def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "_ChatModel":
+        """``llm.prompt("You are ...")`` or ``llm.prompt(dict(system=..., drop_builtin_system=True))``;
+        returns ``self`` (fluent)."""
+        cfg = PromptConfig.coerce(system)
+        if drop_builtin_system is not None:
+            cfg = PromptConfig(cfg.system, drop_builtin_system, cfg.template)
+        self.prompt_cfg = cfg
+        return self
+
+    def _settings(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(overrides) - set(self.defaults)
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s) {sorted(unknown)}; valid: {', '.join(self.defaults)}")
+        return {**self.defaults, **overrides}
+
+    def __call__(self, x: str | Sequence[dict[str, str]], **overrides: Any) -> str:
+        return self.batch([x], **overrides)[0]
+
+    def batch(self, inputs: Sequence[str | Sequence[dict[str, str]]], **overrides: Any) -> list[str]:
+        raise NotImplementedError
+
+
+class OnlineChatModule(_ChatModel):
+    """Client for an OpenAI-compatible chat API.
+
+    >>> llm = OnlineChatModule(source="deepseek")                      # key from $DEEPSEEK_API_KEY
+    >>> llm = OnlineChatModule(base_url="http://127.0.0.1:8000/v1")    # a ragtune/vLLM server
+    >>> llm.prompt("You are a helpful assistant.")("Where is Furong Cave?")
+    """
+
+    def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
+                 source: str | None = None, timeout: float = 120.0, retries: int = 4, backoff: float = 0.5,
+                 concurrency: int = 8, **defaults: Any):
+        super().__init__(**defaults)
+        if source is not None and source not in SOURCES:
+            raise ConfigError(f"unknown source {source!r}; valid: {', '.join(SOURCES)} (or pass base_url=)")
+        if source:
+            url, env, default_model = SOURCES[source]
+        else:  # a ragtune/vLLM server: $RAGTUNE_BASE_URL or localhost:8000, key from $RAGTUNE_API_KEY
+            url, env, default_model = SOURCES["ragtune"]
+            url = os.environ.get("RAGTUNE_BASE_URL") or url
+        self.base_url = (base_url or url).rstrip("/")
+        self.api_key = api_key or (os.environ.get(env) if env else None) or os.environ.get("RAGTUNE_API_KEY")
+        self.model = model or default_model
+        self.timeout, self.retries, self.backoff, self.concurrency = timeout, retries, backoff, concurrency
+        self._local = threading.local()
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    def _client(self):
+        import httpx
+
+        client = getattr(self._local, "client", None)
+        if client is None:  # one connection pool per thread: httpx.Client is not shared across threads
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            client = self._local.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout)
+        return client
+
+    def _model_name(self) -> str:
+        if self.model is None:  # ask the server what it serves (ragtune / vLLM serve one model)
+            data = self.request("GET", "/models")["data"]
+            if not data:
+                raise BackendError(f"{self.base_url}/models lists no model; pass model=")
+            self.model = data[0]["id"]
+        return self.model
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One API call with retries (connection errors, 429, 5xx) and exponential backoff + jitter;
+        4xx errors are raised at once with the server's message."""
+        import httpx
+
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self._client().request(method, path, json=body)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code < 400:
+                    return resp.json()
+                last = f"HTTP {resp.status_code}: {_error_message(resp)}"
+                if resp.status_code not in RETRY_STATUS:
+                    raise BackendError(f"{self.base_url}{path} rejected the request: {last}")
+            if attempt < self.retries:
+                delay = self.backoff * 2 ** attempt * (1 + random.random() * 0.25)
+                log.info("%s%s failed (%s); retry %d/%d in %.1fs", self.base_url, path, last, attempt + 1,
+                         self.retries, delay)
+                time.sleep(delay)
+        raise BackendError(f"{self.base_url}{path} failed after {self.retries + 1} attempts: {last}")
+
+    # -- calls --------------------------------------------------------------------------------------
+    def _body(self, settings: dict[str, Any]) -> dict[str, Any]:
+        body = {"model": self._model_name(), "max_tokens": settings["max_tokens"],
+                "temperature": settings["temperature"], "top_p": settings["top_p"]}
+        if settings["stop"]:
+            body["stop"] = settings["stop"]
+        if settings["seed"] is not None:
+            body["seed"] = settings["seed"]
+        return body
+
+    def chat(self, x: str | Sequence[dict[str, str]], **overrides: Any) -> dict:
+        """The full response JSON of ``/chat/completions``."""
+        messages = _as_messages(x)
+        if messages[0]["role"] != "system" and (self.prompt_cfg.system is not None or self.prompt_cfg.drop_builtin_system):
+            messages.insert(0, {"role": "system", "content": self.prompt_cfg.system or ""})
+        return self.request("POST", "/chat/completions", {**self._body(self._settings(overrides)),
+                                                          "messages": messages})
+
+    def completion(self, prompt: str, **overrides: Any) -> dict:
+        """The full response JSON of ``/completions`` (raw prompt, no chat template)."""
+        return self.request("POST", "/completions", {**self._body(self._settings(overrides)), "prompt": prompt})
+
+    def complete(self, prompt: str, **overrides: Any) -> str:
+        return self.completion(prompt, **overrides)["choices"][0]["text"]
+
+    def batch(self, inputs, **overrides: Any) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(x):
+            data = self.chat(x, **overrides)
+            return data["choices"][0]["message"]["content"] or ""
+
+        if len(inputs) == 1:
+            return [one(inputs[0])]
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return list(pool.map(one, inputs))
+
+    def __repr__(self) -> str:
+        return f"OnlineChatModule(base_url={self.base_url!r}, model={self.model!r})"
+
+
+def _error_message(resp) -> str:
+    try:
+        return resp.json()["error"]["message"]
+    except Exception:
+        return resp.text[:300]
+
+
+class LocalLLM(_ChatModel):
+    """The builtin engine in-process: ``LocalLLM.load("gemma-3-270m")("Hello")``. Inputs of one
+    ``batch`` call run as batched generate calls."""
+
+    def __init__(self, engine: Any, **defaults: Any):
+        super().__init__(**defaults)
+        self.engine = engine
+        self.prompt_cfg = engine.prompt_cfg
+
+    @classmethod
+    def load(cls, model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
+             max_batch_size: int = 16, **defaults: Any) -> "LocalLLM":
+        from ..serve.engine import BuiltinEngine
+
+        return cls(BuiltinEngine.load(model, adapter, dtype=dtype, device=device, max_batch_size=max_batch_size),
+                   **defaults)
+
+    def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "LocalLLM":
+        super().prompt(system, drop_builtin_system)
+        self.engine.prompt_cfg = self.prompt_cfg  # the engine builds prompts with the shared builder
+        return self
+
+    def batch(self, inputs, **overrides: Any) -> list[str]:
+        from ..serve.engine import SamplingParams
+
+        s = self._settings(overrides)
+        params = SamplingParams(max_tokens=s["max_tokens"], temperature=s["temperature"], top_p=s["top_p"],
+                                stop=tuple(s["stop"]), seed=s["seed"])
+        return [c.text for c in self.engine.generate([_as_messages(x) for x in inputs], params)]

@@ -1,0 +1,299 @@
+"""Batch inference over an eval set, resumable.
+
+Every finished item is appended to ``<output>.partial.jsonl`` (flushed and fsynced) as
+``{"index": i, "prediction": ..., "finish_reason": ...}``; its first line records a fingerprint of
+the eval set and the generation settings. A rerun with the same settings skips the items already
+there, so a killed run loses at most the batch in flight and never duplicates an item. At the end
+``<output>`` is written atomically: a JSON list in eval-set order, each record the eval item plus
+``prediction`` and ``finish_reason``; then the side file is removed.
+
+Eval items: ``{context, question, answers}`` (rendered with ``template``, by default the chapter's
+CMRC template), ``{instruction, input}`` (alpaca), ``{messages}`` (a trailing assistant message is the
+reference, not input) or ``{prompt}`` (raw text, sent without any chat/plain template).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+
+from ..config import Config
+from ..errors import ConfigError, DataError
+from ..io import atomic_write_json
+from ..log import get_logger
+
+log = get_logger(__name__)
+
+CHAPTER_TEMPLATE = ("Please use the original text of the following paragraph to answer the question\n\n"
+                    "### Known paragraph: {context}\n\n### Question: {question}\n")
+
+
+class InferConfig(Config):
+    evalset: str = Field(description="Eval set: JSON list or JSONL of items.")
+    output: str = Field(description="Predictions file (JSON list, eval-set order).")
+    model: str | None = Field(None, description="Local model (name, dir, DIR/merged, fine-tune output DIR).")
+    adapter: str | None = Field(None, description="PEFT adapter dir for --model.")
+    url: str | None = Field(None, description="OpenAI-compatible base URL instead of a local model.")
+    remote_model: str | None = Field(None, description="Model name at --url (default: the server's first model).")
+    api_key: str | None = Field(None, description="Bearer key for --url (or $RAGTUNE_API_KEY).")
+    template: str | None = Field(None, description="Prompt template with {field} placeholders (default: the chapter's CMRC template for context/question items).")
+    system: str | None = Field(None, description="System prompt.")
+    drop_builtin_system: bool | None = Field(None, description="Empty system prompt instead of the template's built-in one.")
+    max_tokens: int = Field(64, ge=1, description="New tokens per item.")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings.")
+    seed: int | None = Field(None, description="Sampling seed.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight against --url.")
+    batch_size: int = Field(16, ge=1, description="Local model: prompts per batched generate.")
+    retries: int = Field(4, ge=0, description="Retries per request against --url (with backoff).")
+    timeout: float = Field(300.0, gt=0, description="Seconds per request against --url.")
+    dtype: str = Field("auto", description="Local model precision.")
+    device: str | None = Field(None, description="Local model device.")
+    restart: bool = Field(False, description="Ignore earlier partial results and start over.")
+
+
+# -- eval set -----------------------------------------------------------------------------------------
+def load_evalset(path: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError("eval set does not exist", file=str(path)) from None
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON: {exc}", file=str(path)) from None
+    else:
+        items = []
+        for n, line in enumerate(text.splitlines()):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"line {n + 1} is not valid JSON: {exc}", file=str(path), record=len(items)) from None
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DataError(f"each item must be a JSON object, got {type(item).__name__}", file=str(path), record=i)
+    if not items:
+        raise DataError("eval set is empty", file=str(path))
+    return items
+
+
+def item_input(item: dict[str, Any], template: str | None, *, file: str = "", record: int = 0):
+    """("chat", messages) or ("raw", text) for one eval item."""
+    def need(field: str, types=str):
+        if field not in item:
+            raise DataError("missing field", file=file, record=record, field=field)
+        if not isinstance(item[field], types):
+            raise DataError(f"must be {getattr(types, '__name__', types)}, got {type(item[field]).__name__}",
+                            file=file, record=record, field=field)
+        return item[field]
+
+    if template is not None:
+        try:
+            return "chat", [{"role": "user", "content": template.format(**item)}]
+        except KeyError as exc:
+            raise DataError(f"the template needs field {exc.args[0]!r}", file=file, record=record,
+                            field=str(exc.args[0])) from None
+    if "messages" in item:
+        msgs = need("messages", list)
+        if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
+            msgs = msgs[:-1]  # the reference answer
+        if not msgs:
+            raise DataError("no input message before the reference answer", file=file, record=record, field="messages")
+        return "chat", msgs
+    if "prompt" in item:
+        return "raw", need("prompt")
+    if "instruction" in item:
+        text = need("instruction")
+        extra = item.get("input") or ""
+        return "chat", [{"role": "user", "content": text + ("\n" + extra if extra else "")}]
+    if "question" in item:
+        need("context"), need("question")
+        return "chat", [{"role": "user", "content": CHAPTER_TEMPLATE.format(**item)}]
+    raise DataError("an eval item needs {context, question}, {instruction[, input]}, {messages} or {prompt}",
+                    file=file, record=record, hint="or pass --template with {field} placeholders")
+
+
+# -- resumable side file ------------------------------------------------------------------------------
+def fingerprint(cfg: InferConfig, items: list[dict]) -> dict[str, Any]:
+    data = json.dumps(items, ensure_ascii=False, sort_keys=True).encode()
+    settings = cfg.model_dump(include={"model", "adapter", "url", "remote_model", "template", "system",
+                                       "drop_builtin_system", "max_tokens", "temperature", "top_p", "stop", "seed"})
+    return {"evalset_sha256": hashlib.sha256(data).hexdigest(), "items": len(items), "settings": settings}
+
+
+def partial_path(output: str | os.PathLike) -> Path:
+    return Path(str(output) + ".partial.jsonl")
+
+
+class PartialResults:
+    """Append-only JSONL of finished items; tolerant of a torn last line from a killed run."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], restart: bool = False):
+        self.path, self.meta = path, meta
+        self.done: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if restart:
+            path.unlink(missing_ok=True)
+        if path.exists():
+            self._load()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps({"meta": meta}, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        good_end, lines = 0, raw.split(b"\n")
+        for n, line in enumerate(lines[:-1]):  # the piece after the last newline is torn or empty
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if n == 0:
+                if row.get("meta") != self.meta:
+                    raise ConfigError(f"{self.path} holds partial results of a different eval set or different "
+                                      "settings", hint="rerun with the same settings, or pass --restart to start over")
+            else:
+                self.done.setdefault(int(row["index"]), row)
+            good_end += len(line) + 1
+        if good_end < len(raw):
+            with open(self.path, "r+b") as fh:  # drop the torn tail so appends stay valid JSONL
+                fh.truncate(good_end)
+
+    def add(self, index: int, prediction: str, finish_reason: str) -> None:
+        row = {"index": index, "prediction": prediction, "finish_reason": finish_reason}
+        with self._lock:
+            if index in self.done:
+                return
+            self.done[index] = row
+            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+# -- running ------------------------------------------------------------------------------------------
+def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = True,
+              on_item: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Predict every eval item (resuming earlier partial results); returns the output records.
+    ``engine``: an already loaded :class:`BuiltinEngine` to use instead of loading ``cfg.model``."""
+    if (cfg.model is None) == (cfg.url is None) and engine is None:
+        raise ConfigError("give exactly one of --model (local) or --url (OpenAI-compatible server)")
+    items = load_evalset(cfg.evalset)
+    inputs = [item_input(it, cfg.template, file=cfg.evalset, record=i) for i, it in enumerate(items)]
+    partial = PartialResults(partial_path(cfg.output), fingerprint(cfg, items), restart=cfg.restart)
+    todo = [i for i in range(len(items)) if i not in partial.done]
+    if partial.done:
+        log.warning("resuming: %d of %d items already done in %s", len(partial.done), len(items), partial.path)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="infer", unit="item", disable=not show_progress)
+
+    def record(index: int, text: str, reason: str) -> None:
+        partial.add(index, text, reason)
+        bar.update(1)
+        if on_item is not None:
+            on_item(index)
+
+    try:
+        if todo:
+            if cfg.url is not None and engine is None:
+                _run_remote(cfg, inputs, todo, record)
+            else:
+                _run_local(cfg, inputs, todo, record, engine)
+    finally:
+        bar.close()
+        partial.close()
+    rows = []
+    for i, item in enumerate(items):
+        got = partial.done[i]
+        rows.append({**item, "prediction": got["prediction"], "finish_reason": got["finish_reason"]})
+    atomic_write_json(cfg.output, rows)
+    partial.path.unlink(missing_ok=True)
+    return rows
+
+
+def _sampling(cfg: InferConfig):
+    from ..serve.engine import SamplingParams
+
+    return SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                          stop=tuple(cfg.stop), seed=cfg.seed)
+
+
+def _run_local(cfg: InferConfig, inputs, todo: list[int], record, engine=None) -> None:
+    from ..prompt import PromptConfig
+    from ..serve.engine import BuiltinEngine
+    from ..serve.source import merge_prompt, resolve_source
+
+    owned = engine is None
+    if owned:
+        source = resolve_source(cfg.model, cfg.adapter)
+        prompt = merge_prompt(source.prompt, cfg.system, cfg.drop_builtin_system)
+        engine = BuiltinEngine.load(source.model, source.adapter, dtype=cfg.dtype, device=cfg.device,
+                                    prompt=prompt, name=source.name, max_batch_size=cfg.batch_size)
+    elif cfg.system is not None or cfg.drop_builtin_system is not None:
+        engine.prompt_cfg = PromptConfig(cfg.system, bool(cfg.drop_builtin_system), engine.prompt_cfg.template)
+    ids = [engine.encode_text(inputs[i][1]) if inputs[i][0] == "raw" else engine.encode_chat(inputs[i][1])
+           for i in todo]
+
+    def on_batch(positions: list[int], completions) -> None:
+        for pos, c in zip(positions, completions):
+            record(todo[pos], c.text, c.finish_reason)
+
+    try:
+        engine.generate_ids(ids, _sampling(cfg), progress=on_batch)
+    finally:
+        if owned:
+            engine.close()
+
+
+def _normalise_url(url: str) -> str:
+    from urllib.parse import urlparse
+
+    url = url.rstrip("/")
+    return url + "/v1" if urlparse(url).path in ("", "/") else url
+
+
+def _run_remote(cfg: InferConfig, inputs, todo: list[int], record) -> None:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from .client import OnlineChatModule
+
+    client = OnlineChatModule(base_url=_normalise_url(cfg.url), model=cfg.remote_model, api_key=cfg.api_key,
+                              timeout=cfg.timeout, retries=cfg.retries, max_tokens=cfg.max_tokens,
+                              temperature=cfg.temperature, top_p=cfg.top_p, stop=cfg.stop, seed=cfg.seed)
+    if cfg.system is not None or cfg.drop_builtin_system:
+        client.prompt(cfg.system or "", cfg.drop_builtin_system)
+
+    def one(index: int):
+        kind, x = inputs[index]
+        if kind == "raw":
+            choice = client.completion(x)["choices"][0]
+            return index, choice["text"] or "", choice.get("finish_reason") or "stop"
+        choice = client.chat(x)["choices"][0]
+        return index, choice["message"]["content"] or "", choice.get("finish_reason") or "stop"
+
+    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+        futures = [pool.submit(one, i) for i in todo]
+        try:
+            for fut in as_completed(futures):
+                record(*fut.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise

@@ -1,0 +1,121 @@
+"""Work out what to serve from what the user points at (no torch here).
+
+Accepted forms:
+- ``--model M`` (bundled name, local dir, hub id) with an optional ``--adapter DIR`` (PEFT adapter);
+- ``--model DIR/merged`` (full weights + tokenizer written by ``ragtune finetune``);
+- ``--model DIR`` where DIR is a fine-tune output (has ``ragtune_finetune.json``): its ``merged/``
+  is used when present, else base model + ``adapter/``; its prompt settings become the defaults;
+- ``--model ADAPTER_DIR`` (a bare PEFT adapter: ``adapter_config.json`` names the base model).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ModelNotFoundError
+from ..prompt import PromptConfig
+
+FINETUNE_MANIFEST = "ragtune_finetune.json"
+_BASE_KEYS = ("base_model", "base", "model")  # tolerant: the manifest's key for the base model ref
+
+
+@dataclass(frozen=True)
+class ServingSource:
+    model: str                      # what resolve_model() receives (name, dir, hub id)
+    adapter: Path | None = None     # PEFT adapter dir to apply on top of ``model``
+    name: str = "model"             # the name clients use in the "model" field
+    prompt: dict[str, Any] = field(default_factory=dict)  # prompt defaults from a fine-tune manifest
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _manifest_prompt(data: dict[str, Any]) -> dict[str, Any]:
+    prompt = data.get("prompt")
+    if isinstance(prompt, dict):
+        return {k: prompt[k] for k in ("system", "drop_builtin_system", "template") if k in prompt}
+    return {k: data[k] for k in ("system", "drop_builtin_system") if k in data}
+
+
+def _base_from_manifest(path: Path, data: dict[str, Any]) -> str:
+    for key in _BASE_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value
+    raise ConfigError(f"{path} does not name the base model (expected one of the keys "
+                      f"{', '.join(_BASE_KEYS)})", hint="pass it explicitly: --model BASE --adapter DIR/adapter")
+
+
+def _adapter_dir(path: Path) -> Path:
+    """An adapter given as a fine-tune output dir means its ``adapter/`` subfolder."""
+    if (path / "adapter_config.json").exists():
+        return path
+    if (path / "adapter" / "adapter_config.json").exists():
+        return path / "adapter"
+    raise ModelNotFoundError(f"adapter {path} has no adapter_config.json (nor adapter/adapter_config.json)",
+                             hint="point --adapter at the PEFT adapter folder written by fine-tuning")
+
+
+def _adapter_base(adapter: Path) -> str:
+    data = _read_manifest(adapter / "adapter_config.json")
+    base = data.get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{adapter / 'adapter_config.json'} does not name its base model",
+                          hint="pass --model BASE together with --adapter")
+    return str(base)
+
+
+def resolve_source(model: str | os.PathLike, adapter: str | os.PathLike | None = None,
+                   name: str | None = None) -> ServingSource:
+    ref = os.fspath(model)
+    path = Path(ref).expanduser()
+    prompt: dict[str, Any] = {}
+    adapter_path = _adapter_dir(Path(adapter).expanduser()) if adapter else None
+    if (path / FINETUNE_MANIFEST).exists() and path.is_dir():
+        data = _read_manifest(path / FINETUNE_MANIFEST)
+        prompt = _manifest_prompt(data)
+        if adapter_path is None and (path / "merged" / "config.json").exists():
+            ref = str(path / "merged")
+        elif adapter_path is None and (path / "adapter" / "adapter_config.json").exists():
+            ref, adapter_path = _base_from_manifest(path / FINETUNE_MANIFEST, data), path / "adapter"
+        elif adapter_path is None:
+            raise ModelNotFoundError(f"fine-tune output {path} has neither merged/ nor adapter/ inside",
+                                     hint="the fine-tune run may not have finished")
+        else:
+            ref = _base_from_manifest(path / FINETUNE_MANIFEST, data)
+    elif path.is_dir() and (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        if adapter_path is not None:
+            raise ConfigError(f"--model {path} is itself a PEFT adapter; pass the base model as --model")
+        adapter_path, ref = path, _adapter_base(path)
+    if path.name == "merged" and (path.parent / FINETUNE_MANIFEST).exists():
+        prompt = _manifest_prompt(_read_manifest(path.parent / FINETUNE_MANIFEST))
+    served = name or _default_name(path if path.exists() else None, ref, adapter_path)
+    return ServingSource(ref, adapter_path, served, prompt)
+
+
+def _default_name(path: Path | None, ref: str, adapter: Path | None) -> str:
+    if path is not None:
+        return path.parent.name if path.name in ("merged", "adapter") else path.name
+    if adapter is not None:
+        return adapter.parent.name if adapter.name == "adapter" else adapter.name
+    return ref.rstrip("/").split("/")[-1]
+
+
+def merge_prompt(source_prompt: dict[str, Any], system: str | None = None,
+                 drop_builtin_system: bool | None = None, template: str | None = None) -> PromptConfig:
+    """Explicit flags win over the fine-tune manifest, which wins over the defaults."""
+    values = dict(source_prompt)
+    for key, value in (("system", system), ("drop_builtin_system", drop_builtin_system), ("template", template)):
+        if value is not None:
+            values[key] = value
+    return PromptConfig.coerce(values)
