@@ -8,6 +8,7 @@ from .base import (METRICS, Aggregate, EvalItem, Metric, MetricResult, aggregate
 from .generation import CosineSimilarity, Embedder, ExactMatch, LenientExactMatch, OriginScore, clamped_cosine
 from .retrieval import (ContextRecall, ContextRelevance, context_recall, context_relevance, levenshtein_similarity,
                         mrr_at_k, ndcg_at_k, recall_at_k, recalled_references)
+from .judge import AnswerRelevance, Faithfulness, Judge, JudgeOutputError, parse_json_answer
 from .text import has_cjk, normalize_answer, split_sentences, split_words
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "register_metric", "CosineSimilarity", "Embedder", "ExactMatch", "LenientExactMatch", "OriginScore",
     "clamped_cosine", "ContextRecall", "ContextRelevance", "context_recall", "context_relevance",
     "levenshtein_similarity", "mrr_at_k", "ndcg_at_k", "recall_at_k", "recalled_references", "has_cjk",
-    "normalize_answer", "split_sentences", "split_words",
+    "normalize_answer", "split_sentences", "split_words", "AnswerRelevance", "Faithfulness", "Judge",
+    "JudgeOutputError", "parse_json_answer",
 ]
