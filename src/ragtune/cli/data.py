@@ -36,8 +36,7 @@ config_flag = click.option("--config", "config_path", type=click.Path(dir_okay=F
 @click.option("--system", help="System prompt training will add (counts toward the length).")
 @click.option("--max-issues", type=int, default=50, show_default=True, help="Issues to print.")
 @json_flag
-@click.pass_context
-def validate_cmd(ctx, file, cutoff_len, tokenizer, system, max_issues, as_json) -> None:
+def validate_cmd(file, cutoff_len, tokenizer, system, max_issues, as_json) -> None:
     """Check every record of FILE (Alpaca or OpenAI messages; JSON, JSONL, CSV, Parquet).
 
     Exits with status 1 when any record is invalid."""
@@ -50,7 +49,9 @@ def validate_cmd(ctx, file, cutoff_len, tokenizer, system, max_issues, as_json) 
     else:
         click.echo(report.summary(max_issues))
     if not report.ok:
-        ctx.exit(1)
+        # A ClickException, not ctx.exit(1): ragtune.cli.main runs click with standalone_mode=False
+        # and ignores the code click returns for ctx.exit, so only an exception yields status 1.
+        raise click.ClickException(f"{len(report.invalid_records)} of {report.total} records in {file} are invalid")
 
 
 @data.command("convert")

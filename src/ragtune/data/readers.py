@@ -52,9 +52,9 @@ def read_records(path: str | os.PathLike, *, keep_bad_lines: bool = False) -> li
     """All records of ``path``. A JSONL line that does not parse raises :class:`DataError` naming
     the line, unless ``keep_bad_lines`` (then it is returned as a :class:`BadLine`)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError("file does not exist", file=str(path))
     kind = file_kind(path)
+    if not path.is_file():
+        raise DataError("file does not exist", file=str(path))
     reader = {"json": _read_json, "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[kind]
     records = list(reader(path))
     if not keep_bad_lines:
