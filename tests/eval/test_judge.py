@@ -1,0 +1,112 @@
+"""LLM-judged metrics against a real local HTTP judge that returns scripted (and garbage) answers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from judge_server import running_judge
+from ragtune.errors import BackendError, ConfigError
+from ragtune.eval import EvalItem, Judge, clamped_cosine, get_metric, parse_json_answer
+
+ITEM = EvalItem(question="What pressure does the pump run at?", context="The pump runs at 5 bar. It is red.",
+                reference="5 bar", prediction="The pump runs at 5 bar and it is blue.")
+
+
+@pytest.fixture(scope="module")
+def judge_server():
+    with running_judge() as server:
+        yield server
+
+
+@pytest.fixture
+def server(judge_server):
+    judge_server.script.clear()
+    judge_server.requests.clear()
+    judge_server.fail_status = None
+    return judge_server
+
+
+def test_parse_json_answer_accepts_fences_and_surrounding_text():
+    assert parse_json_answer('```json\n{"a": 1}\n```') == {"a": 1}
+    assert parse_json_answer('Sure! {"a": [1, 2]} hope this helps') == {"a": [1, 2]}
+    with pytest.raises(ValueError):
+        parse_json_answer("I think it is faithful.")
+
+
+def test_faithfulness_scores_supported_over_total(server):
+    server.script += [json.dumps({"statements": ["The pump runs at 5 bar.", "The pump is blue."]}),
+                      "```json\n" + json.dumps({"verdicts": [{"statement": "s1", "verdict": 1, "reason": "in context"},
+                                                             {"statement": "s2", "verdict": 0, "reason": "red"}]}) + "\n```"]
+    judge = Judge(server.base_url, api_key="sk-test", model="judge-1")
+    before = dataclasses.asdict(judge)
+    r = get_metric("faithfulness", judge=judge).score(ITEM)
+    assert (r.status, r.value, r.reason) == ("ok", 0.5, "1/2 statements unsupported")
+    assert r.details["verdicts"] == [1, 0]
+    assert len(server.requests) == 2
+    assert server.requests[0]["auth"] == "Bearer sk-test"
+    assert server.requests[0]["body"]["model"] == "judge-1"
+    assert "The pump is blue." in server.requests[1]["body"]["messages"][0]["content"]
+    assert "The pump runs at 5 bar. It is red." in server.requests[1]["body"]["messages"][0]["content"]
+    assert dataclasses.asdict(judge) == before           # the judge is never mutated
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        judge.model = "other"                             # type: ignore[misc]
+
+
+def test_garbage_judge_is_retried_then_recorded_as_error_with_raw_text(server):
+    server.script += ["I am not JSON", '{"statements": "not a list"}', "still garbage"]
+    r = get_metric("faithfulness", judge=Judge(server.base_url, max_retries=2)).score(ITEM)
+    assert r.status == "error" and r.value is None
+    assert "malformed after 3 attempts" in r.reason
+    assert r.details["raw"] == ["I am not JSON", '{"statements": "not a list"}', "still garbage"]
+    assert len(server.requests) == 3
+
+
+def test_garbage_then_valid_answer_succeeds_after_retry(server):
+    server.script += ["garbage", json.dumps({"statements": ["The pump runs at 5 bar."]}),
+                      json.dumps({"verdicts": [1, 1]}),           # wrong count: retried
+                      json.dumps({"verdicts": [{"verdict": 1}]})]
+    r = get_metric("faithfulness", judge=Judge(server.base_url, max_retries=1)).score(ITEM)
+    assert (r.status, r.value, r.reason) == ("ok", 1.0, None)
+    assert len(server.requests) == 4
+
+
+def test_empty_prediction_scores_zero_without_calling_the_judge(server):
+    r = get_metric("faithfulness", judge=Judge(server.base_url)).score(EvalItem(question="q", context="c"))
+    assert (r.value, r.reason) == (0.0, "empty prediction") and server.requests == []
+
+
+def test_answer_relevance_mean_clamped_cosine(server, tiny_embedder_dir):
+    from sentence_transformers import SentenceTransformer
+
+    generated = [ITEM.question, "Which colour is the pump?", "How many bar?"]
+    server.script.append(json.dumps({"questions": generated}))
+    r = get_metric("answer_relevance", judge=Judge(server.base_url), embed=str(tiny_embedder_dir), n=3).score(ITEM)
+    st = SentenceTransformer(str(tiny_embedder_dir), device="cpu")
+    q, *gen = st.encode([ITEM.question, *generated])
+    expected = [clamped_cosine(q, g) for g in gen]
+    assert r.status == "ok"
+    assert r.details["scores"][0] == pytest.approx(1.0, abs=1e-5)      # identical question
+    assert r.value == pytest.approx(sum(expected) / 3, abs=1e-5)
+    assert "3 different questions" in server.requests[0]["body"]["messages"][0]["content"]
+
+
+def test_answer_relevance_garbage_is_error(server, tiny_embedder_dir):
+    server.script += ['{"questions": []}', "nope"]
+    r = get_metric("answer_relevance", judge=Judge(server.base_url, max_retries=1), embed=str(tiny_embedder_dir)).score(ITEM)
+    assert r.status == "error" and r.details["raw"] == ['{"questions": []}', "nope"]
+
+
+def test_http_failure_and_missing_url_are_clear_errors(server, monkeypatch):
+    server.fail_status = 500
+    with pytest.raises(BackendError, match="HTTP 500"):
+        Judge(server.base_url).chat([{"role": "user", "content": "hi"}])
+    for var in ("RAGTUNE_JUDGE_BASE_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="no judge URL"):
+        Judge()
+    monkeypatch.setenv("RAGTUNE_JUDGE_BASE_URL", server.base_url + "/")
+    monkeypatch.setenv("RAGTUNE_JUDGE_API_KEY", "sk-env")
+    j = Judge()
+    assert j.base_url == server.base_url and j.api_key == "sk-env" and "sk-env" not in repr(j)
