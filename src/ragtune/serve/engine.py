@@ -68,6 +68,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) | "length"
+    token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids (EOS excluded)
 
 
 @dataclass
@@ -120,7 +121,7 @@ class _RowTracker:
         elif reason is None and len(toks) >= req.params.max_tokens:
             reason = "length"
         if reason is not None:
-            self.results[i] = Completion(text, len(req.ids), len(toks), reason)
+            self.results[i] = Completion(text, len(req.ids), len(toks), reason, toks)
             self._emit(i, req, text)
             return
         # Hold back an incomplete UTF-8 character and a possible stop-string prefix.

@@ -42,12 +42,14 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 def _manifest_prompt(data: dict[str, Any]) -> dict[str, Any]:
     prompt = data.get("prompt")
-    if isinstance(prompt, dict):
-        return {k: prompt[k] for k in ("system", "drop_builtin_system", "template") if k in prompt}
-    return {k: data[k] for k in ("system", "drop_builtin_system") if k in data}
+    src = prompt if isinstance(prompt, dict) else data
+    return {k: src[k] for k in ("system", "drop_builtin_system", "template") if src.get(k) is not None}
 
 
 def _base_from_manifest(path: Path, data: dict[str, Any]) -> str:
+    local = data.get("base_model_path")  # the resolved dir training used, when still on this machine
+    if isinstance(local, str) and Path(local).is_dir():
+        return local
     for key in _BASE_KEYS:
         value = data.get(key)
         if isinstance(value, str) and value:
