@@ -1,0 +1,83 @@
+"""The chapter's TrainableModule example, with ragtune names, on tiny models."""
+import json
+
+import pytest
+
+import ragtune as rt
+from ragtune.errors import ConfigError
+from ragtune.module import UsageError
+from ragtune.synth import generate_manuals, split_by_passage
+
+
+@pytest.fixture(scope="module")
+def manual_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("manuals")
+    train, test = split_by_passage(generate_manuals(12, 4, seed=3), 0.25, seed=3)
+    (d / "train_squad.json").write_text(json.dumps(train))
+    (d / "test_squad.json").write_text(json.dumps(test))
+    rt.data.squad_to_alpaca(d / "train_squad.json", d / "train.json")
+    rt.data.evalset(d / "test_squad.json", d / "eval.json")
+    return d
+
+
+def test_chapter_example_finetune_deploy_infer(tiny_llm_dir, manual_data, tmp_path):
+    eval_items = json.loads((manual_data / "eval.json").read_text())
+    model = (rt.TrainableModule(str(tiny_llm_dir), tmp_path / "sft")
+             .mode("finetune")
+             .trainset(str(manual_data / "train.json"))
+             .finetune_method((rt.finetune.lora, {
+                 "learning_rate": 1e-3, "cutoff_len": 1000, "max_samples": 16, "val_size": 0.0,
+                 "per_device_train_batch_size": 2, "num_train_epochs": 1.0}))
+             .prompt(dict(system="You are a helpful assistant.", drop_builtin_system=True))
+             .deploy_method(rt.deploy.builtin))
+    model.evalset(eval_items)
+    model.update()
+    try:
+        assert (tmp_path / "sft" / "adapter" / "adapter_config.json").exists()
+        metrics = model.finetune_result.metrics
+        assert metrics, "fine-tune wrote no metrics"
+        assert isinstance(model.eval_result, list) and len(model.eval_result) == len(eval_items)
+        assert all(isinstance(p, str) for p in model.eval_result)
+        # the deployed module answers like a function, through the same prompt builder
+        assert isinstance(model("What is the warranty?", max_tokens=4), str)
+    finally:
+        model.stop()
+
+
+def test_serving_an_existing_finetune_output(tiny_llm_dir, manual_data, tmp_path):
+    out = tmp_path / "sft"
+    rt.finetune.lora.run(str(tiny_llm_dir), str(manual_data / "train.json"), str(out),
+                         max_samples=4, cutoff_len=1000, max_steps=1)
+    llm = rt.TrainableModule(str(tiny_llm_dir), out)
+    try:
+        assert isinstance(llm("hello", max_tokens=3), str)
+        assert llm.model_path == str(out)
+    finally:
+        llm.stop()
+
+
+def test_wrong_order_and_bad_params_say_what_to_do(tiny_llm_dir, tiny_embedder_dir):
+    m = rt.TrainableModule(str(tiny_llm_dir)).mode("finetune")
+    with pytest.raises(UsageError, match=r"\.trainset\("):
+        m.update()
+    with pytest.raises(ConfigError, match="learning_rat"):
+        m.finetune_method(rt.finetune.lora, learning_rat=1e-4)
+    with pytest.raises(ConfigError, match="unknown mode"):
+        m.mode("train")
+    with pytest.raises(ConfigError, match="unknown fine-tune method"):
+        m.finetune_method("qlora")
+    with pytest.raises(ConfigError, match="unknown deploy method"):
+        m.deploy_method("tgi")
+    emb = rt.TrainableModule(str(tiny_embedder_dir)).mode("finetune").trainset([{"query": "q", "pos": ["p"]}])
+    emb.finetune_method(rt.finetune.lora)
+    with pytest.raises(UsageError, match="rt.finetune.embedding"):
+        emb.update()
+
+
+def test_embedding_module_embeds(tiny_embedder_dir):
+    emb = rt.TrainableModule(str(tiny_embedder_dir))
+    vecs = emb(["pump valve", "north station"])
+    assert len(vecs) == 2 and len(vecs[0]) == 32
+    one = emb("pump valve")
+    assert one == pytest.approx(vecs[0], abs=1e-5)
+    assert sum(v * v for v in one) == pytest.approx(1.0, abs=1e-4)
