@@ -180,7 +180,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
-td.good{background:#e3f4e1}td.bad{background:#fbe3e1}td.err{background:#fff1c2}
+td.diff{font-weight:bold;outline:2px solid #c0392b;outline-offset:-2px}td.good{background:#e3f4e1}td.bad{background:#fbe3e1}td.err{background:#fff1c2}
 .small{color:#666;font-size:12px}.ctx{max-width:420px;color:#555;font-size:12px}
 img{max-width:100%;border:1px solid #eee}
 """
@@ -192,12 +192,13 @@ def _cell_class(score: dict[str, Any] | None) -> str:
     return "good" if score["value"] >= 0.5 else "bad"
 
 
-def _score_td(score: dict[str, Any] | None) -> str:
+def _score_td(score: dict[str, Any] | None, differs: bool = False) -> str:
     if not score:
         return '<td class="err">—</td>'
     text = f"{score['value']:.2f}" if score.get("value") is not None else score.get("status", "")
     title = html.escape(score.get("reason") or "", quote=True)
-    return f'<td class="num {_cell_class(score)}" title="{title}">{text}</td>'
+    extra = " diff" if differs else ""
+    return f'<td class="num {_cell_class(score)}{extra}" title="{title}">{text}</td>'
 
 
 def _summary_table_html(runs: Sequence[EvalRun]) -> str:
@@ -212,7 +213,8 @@ def _summary_table_html(runs: Sequence[EvalRun]) -> str:
     return f"<table><tr><th>Model</th>{head}<th>Items</th></tr>{''.join(rows)}</table>"
 
 
-def _items_table_html(runs: Sequence[EvalRun], indices: Sequence[int], metrics: Sequence[str]) -> str:
+def _items_table_html(runs: Sequence[EvalRun], indices: Sequence[int], metrics: Sequence[str],
+                      differing: dict[int, list[str]] | None = None) -> str:
     labels = _labels(runs)
     head = "<tr><th>#</th><th>Question</th><th>Reference</th>" + "".join(
         f"<th>{html.escape(label)}</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in metrics) for label in labels
@@ -221,7 +223,7 @@ def _items_table_html(runs: Sequence[EvalRun], indices: Sequence[int], metrics: 
     for i in indices:
         first = runs[0].items[i]
         cells = "".join(
-            f"<td>{html.escape(r.items[i]['prediction'])}</td>" + "".join(_score_td(r.items[i]['scores'].get(m)) for m in metrics)
+            f"<td>{html.escape(r.items[i]['prediction'])}</td>" + "".join(_score_td(r.items[i]['scores'].get(m), m in (differing or {}).get(i, ())) for m in metrics)
             for r in runs)
         rows.append(f"<tr><td class='num'>{i}</td><td>{html.escape(first['question'])}</td>"
                     f"<td>{html.escape(first['reference'])}</td>{cells}</tr>")
@@ -239,14 +241,15 @@ def render_html(runs: Sequence[EvalRun], title: str = "ragtune eval comparison",
                       f"(run {html.escape(r.summary['run_id'])}, predictions <code>{html.escape(r.summary['predictions'])}</code>)</li>"
                       for label, r in zip(_labels(runs), runs))
     if len(runs) == 1:
-        indices = list(range(min(n, max_items)))
+        indices, differing = list(range(min(n, max_items))), None
         section = f"<h2>Items ({len(indices)} of {n} shown)</h2>"
     else:
         dis = disagreements(runs, spread)
         indices = [d["index"] for d in dis][:max_items]
+        differing = {d["index"]: d["metrics"] for d in dis}
         section = (f"<h2>Items where the runs disagree ({len(dis)} of {n}; {len(indices)} shown)</h2>"
                    f"<p class='small'>An item is listed when a 0/1 metric differs between runs or a continuous "
-                   f"score spreads by more than {spread:.2f}. Hover a score for its reason.</p>")
+                   f"score spreads by more than {spread:.2f}; the scores that differ are outlined. Hover a score for its reason.</p>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>
 <body><h1>{html.escape(title)}</h1>
@@ -255,7 +258,7 @@ def render_html(runs: Sequence[EvalRun], title: str = "ragtune eval comparison",
 <img alt="mean score per metric and run" src="data:image/png;base64,{png}">
 <ul class="small">{sources}</ul>
 {section}
-{_items_table_html(runs, indices, metrics)}
+{_items_table_html(runs, indices, metrics, differing)}
 </body></html>
 """
 
