@@ -93,12 +93,41 @@ def validation_message(cls: type[Config], exc: ValidationError, source: str | No
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ())) or "(config)"
         if err.get("type") == "extra_forbidden":
-            lines.append(unknown_key_message(cls, str(err["loc"][-1]), source))
+            owner, prefix = _owner_of(cls, err["loc"][:-1])
+            msg = unknown_key_message(owner, str(err["loc"][-1]), source)
+            lines.append(msg.replace("unknown key '", f"unknown key '{prefix}", 1) if prefix else msg)
             continue
         value = err.get("input")
         shown = repr(value) if not isinstance(value, Mapping) else "{...}"
         lines.append(f"invalid value for '{loc}'{where}: {shown}: {err.get('msg')}")
     return "; ".join(lines)
+
+
+def _owner_of(cls: type[Config], loc: tuple) -> tuple[type[Config], str]:
+    """The nested config class that ``loc`` points into (for YAML sections like ``llm.finetune``)."""
+    owner, parts = cls, []
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+            continue
+        field = owner.model_fields.get(str(part)) if isinstance(owner, type) else None
+        sub = _config_type(field.annotation) if field is not None else None
+        if sub is None:
+            break
+        owner = sub
+        parts.append(str(part))
+    prefix = ".".join(parts).replace(".[", "[")
+    return owner, (prefix + "." if prefix else "")
+
+
+def _config_type(annotation: Any) -> type[Config] | None:
+    if isinstance(annotation, type) and issubclass(annotation, Config):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _config_type(arg)
+        if found is not None:
+            return found
+    return None
 
 
 # -- CLI flags from a config class --------------------------------------------------------------

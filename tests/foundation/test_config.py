@@ -71,3 +71,22 @@ def test_cli_flags_come_from_the_same_config():
     assert out.output.strip() == "5e-05 full ['q_proj', 'v_proj'] True"
     bad = runner.invoke(cmd, ["--method", "qlora"])
     assert bad.exit_code != 0 and "qlora" in bad.output
+
+
+class Inner(Config):
+    learning_rate: float = 1e-4
+
+
+class Outer(Config):
+    name: str = "x"
+    llm: Inner | None = None
+    baselines: list[Inner] = []
+
+
+def test_nested_unknown_key_names_section_and_its_valid_keys():
+    with pytest.raises(ConfigError) as exc:
+        Outer.build(llm={"learning_rat": 1})
+    assert "unknown key 'llm.learning_rat'" in str(exc.value)
+    assert "did you mean 'learning_rate'" in str(exc.value) and "Valid keys: learning_rate" in str(exc.value)
+    with pytest.raises(ConfigError, match=r"unknown key 'baselines\[1\]\.lr'"):
+        Outer.build(baselines=[{}, {"lr": 1}])

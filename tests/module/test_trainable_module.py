@@ -30,7 +30,7 @@ def test_chapter_example_finetune_deploy_infer(tiny_llm_dir, manual_data, tmp_pa
                  "per_device_train_batch_size": 2, "num_train_epochs": 1.0}))
              .prompt(dict(system="You are a helpful assistant.", drop_builtin_system=True))
              .deploy_method(rt.deploy.builtin))
-    model.evalset(eval_items)
+    model.evalset(eval_items, max_tokens=8)
     model.update()
     try:
         assert (tmp_path / "sft" / "adapter" / "adapter_config.json").exists()
