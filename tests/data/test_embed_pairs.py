@@ -16,6 +16,7 @@ def qa_rows(n=60):
     for i in (1, 2, 3):
         rows[i]["context"] = "Shared passage about filters."
     rows.append({"question": "", "context": "orphan passage"})          # rejected: empty query
+    rows.append(dict(rows[10]))                                          # rejected: exact repeat
     return rows
 
 
@@ -25,7 +26,9 @@ def test_outputs_and_shapes(tmp_path):
     train = read_jsonl(tmp_path / "out" / "train.jsonl")
     evals = read_jsonl(tmp_path / "out" / "eval.jsonl")
     kb = (tmp_path / "out" / "kb" / "knowledge_base.txt").read_text(encoding="utf-8").splitlines()
-    assert summary.records_in == 61 and summary.rejected == {"empty query or passage": 1}
+    assert summary.records_in == 62
+    assert summary.rejected == {"empty query or passage": 1, "duplicate (query, passage) pair": 1}
+    assert summary.examples["duplicate (query, passage) pair"] == ["record 61 = record 10"]
     assert len(train) == 54 and len(evals) == 6          # ceil(60 * 0.1) eval rows
     for row in train:
         assert set(row) == {"query", "pos", "neg", "prompt"} and row["prompt"] == DEFAULT_INSTRUCTION

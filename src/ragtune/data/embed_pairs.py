@@ -94,6 +94,7 @@ def embed_pairs(path: str | os.PathLike, outdir: str | os.PathLike, config: Embe
     records = read_rows(path)
     summary.records_in = len(records)
     queries, passages = [], []
+    seen: dict[tuple[str, str], str] = {}
     for r in records:
         for col in (cfg.query_col, cfg.pos_col):
             if col not in r.data:
@@ -106,6 +107,12 @@ def embed_pairs(path: str | os.PathLike, outdir: str | os.PathLike, config: Embe
         if not (q or "").strip() or not (p or "").strip():
             summary.reject("empty query or passage", r.where)
             continue
+        # An exact repeat of a (query, passage) pair could land in both splits and leak eval into train.
+        key = (q.strip(), p.strip())
+        if key in seen:
+            summary.reject("duplicate (query, passage) pair", f"{r.where} = {seen[key]}")
+            continue
+        seen[key] = r.where
         queries.append(q.strip())
         passages.append(p)
     train_idx, test_idx = split_indices(len(queries), cfg.test_size, cfg.seed)
