@@ -105,6 +105,9 @@ def test_over_long_counts_with_real_tokenizer(tmp_path, tiny_llm_dir):
     assert longer.max_tokens > report.max_tokens
     with pytest.raises(ConfigError, match="tokenizer"):
         validate(path, cutoff_len=10)
+    assert main(["data", "validate", str(path), "--cutoff-len", str(cutoff), "--tokenizer", str(tiny_llm_dir),
+                 "--plot", str(tmp_path / "len.png")]) == 0
+    assert (tmp_path / "len.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_validate_exit_codes_and_json(tmp_path, capsys):

@@ -35,8 +35,9 @@ config_flag = click.option("--config", "config_path", type=click.Path(dir_okay=F
 @click.option("--tokenizer", help="Model whose tokenizer counts tokens (name, local dir or HF id).")
 @click.option("--system", help="System prompt training will add (counts toward the length).")
 @click.option("--max-issues", type=int, default=50, show_default=True, help="Issues to print.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a token-length histogram PNG here.")
 @json_flag
-def validate_cmd(file, cutoff_len, tokenizer, system, max_issues, as_json) -> None:
+def validate_cmd(file, cutoff_len, tokenizer, system, max_issues, plot, as_json) -> None:
     """Check every record of FILE (Alpaca or OpenAI messages; JSON, JSONL, CSV, Parquet).
 
     Exits with status 1 when any record is invalid."""
@@ -48,6 +49,10 @@ def validate_cmd(file, cutoff_len, tokenizer, system, max_issues, as_json) -> No
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
         click.echo(report.summary(max_issues))
+    if plot:
+        from ..data.validate import plot_lengths
+
+        click.echo(f"length histogram: {plot_lengths(report, plot)}", err=as_json)
     if not report.ok:
         # A ClickException, not ctx.exit(1): ragtune.cli.main runs click with standalone_mode=False
         # and ignores the code click returns for ctx.exit, so only an exception yields status 1.

@@ -13,13 +13,13 @@ from .mining import MineNegativesConfig, mine_negatives
 from .readers import Record, read_records, read_rows
 from .squad import DEFAULT_TEMPLATE, TEMPLATES, evalset, fill_template, resolve_template, squad_to_alpaca
 from .summary import Summary
-from .validate import ERROR_KINDS, Issue, ValidationReport, validate, validate_path_or_raise
+from .validate import ERROR_KINDS, Issue, ValidationReport, plot_lengths, validate, validate_path_or_raise
 
 __all__ = [
     "AugmentJsonConfig", "DEFAULT_INSTRUCTION", "DEFAULT_TEMPLATE", "ERROR_KINDS", "EmbedPairsConfig",
     "Issue", "MineNegativesConfig", "Record", "Summary", "TEMPLATES", "ValidationReport",
     "alpaca_to_messages", "augment_json", "convert", "convert_record", "corrupt_json", "detect_format",
     "detect_record_format", "embed_pairs", "evalset", "fill_template", "messages_to_alpaca",
-    "mine_negatives", "normalize_alpaca", "read_records", "read_rows", "reformat", "resolve_template",
+    "mine_negatives", "normalize_alpaca", "plot_lengths", "read_records", "read_rows", "reformat", "resolve_template",
     "split_indices", "squad_to_alpaca", "to_messages", "validate", "validate_path_or_raise",
 ]

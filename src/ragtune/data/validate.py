@@ -52,6 +52,7 @@ class ValidationReport:
     over_long: int | None = None          # samples longer than cutoff_len (tokens), when checked
     max_tokens: int | None = None
     mean_tokens: float | None = None
+    lengths: list[int] | None = field(default=None, repr=False)   # tokens per valid sample, in order
 
     @property
     def invalid_records(self) -> set[int]:
@@ -83,6 +84,7 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("lengths")
         d.update(valid=self.valid, invalid=len(self.invalid_records), counts=self.counts(), ok=self.ok)
         return d
 
@@ -268,6 +270,7 @@ def _count_over_long(report: ValidationReport, records: list[Record], cutoff_len
     tok = load_tokenizer(tokenizer)
     lengths = sample_token_lengths(tok, [to_messages(r.data) for r in records], prompt)
     report.cutoff_len = cutoff_len
+    report.lengths = lengths
     report.over_long = sum(n > cutoff_len for n in lengths)
     report.max_tokens = max(lengths, default=0)
     report.mean_tokens = sum(lengths) / len(lengths) if lengths else 0.0
@@ -285,3 +288,31 @@ def validate_path_or_raise(path: str | os.PathLike, **kwargs: Any) -> Validation
                         file=first.file, record=first.record, field=first.field,
                         hint=f"run `ragtune data validate {Path(path)}` for the full list")
     return report
+
+
+def plot_lengths(report: ValidationReport, path: str | os.PathLike) -> Path:
+    """PNG histogram of sample lengths with the cutoff marked (needs a report with lengths)."""
+    from ..errors import ConfigError
+    from ..io import atomic_open
+
+    if not report.lengths:
+        raise ConfigError("no token lengths to plot", hint="pass --cutoff-len and --tokenizer")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(report.lengths, bins=50, color="#4c72b0")
+    ax.axvline(report.cutoff_len, color="#c44e52", linestyle="--",
+               label=f"cutoff_len={report.cutoff_len} ({report.over_long} over)")
+    ax.set_xlabel("tokens per sample (prompt + answer, as trained)")
+    ax.set_ylabel("samples")
+    ax.set_title(f"{Path(report.file).name}: {len(report.lengths)} samples, mean {report.mean_tokens:.0f}, "
+                 f"max {report.max_tokens}", fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)
