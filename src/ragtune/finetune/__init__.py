@@ -33,6 +33,10 @@ class FinetuneMethod:
     def __call__(self, **values: Any) -> "BoundMethod":
         return BoundMethod(self, self.config(**values))
 
+    def run_config(self, cfg):
+        """Run with an already-validated config object."""
+        return BoundMethod(self, cfg).run()
+
     def run(self, base_model: str, train: str, output_dir: str, **values: Any):
         cfg = self.config(base_model=base_model, train=train, output_dir=output_dir, **values)
         return BoundMethod(self, cfg).run()

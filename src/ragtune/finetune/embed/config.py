@@ -27,7 +27,7 @@ class EmbedFinetuneConfig(Config):
     eval_file: Optional[str] = Field(None, description="Held-out eval file {query, corpus:[..]}; default: split from train.")
     eval_split: float = Field(0.1, ge=0, lt=1, description="Share of train records held out when no eval_file is given.")
     eval_ks: list[int] = Field([1, 3, 5, 10], description="k values for recall@k / MRR@k / NDCG@k.")
-    max_samples: Optional[int] = Field(None, ge=1, description="Use only the first N training records (logged, never silent).")
+    max_samples: Optional[int] = Field(None, ge=1, description="Use a seeded random N of the training records (logged, never silent).")
     dtype: str = Field("auto", description="auto (bf16 where native) | bf16 | fp32.")
     seed: int = Field(42, description="Seed for the split, the negatives fill and the shuffling.")
     logging_steps: int = Field(10, ge=1, description="Log the loss every N steps.")

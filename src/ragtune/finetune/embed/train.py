@@ -52,8 +52,12 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
     cfg = cfg if cfg is not None else EmbedFinetuneConfig.build(**kw)
     records = load_train(cfg.train)
     if cfg.max_samples is not None and cfg.max_samples < len(records):
-        log.warning("max_samples=%d: training on %d of %d records", cfg.max_samples, cfg.max_samples, len(records))
-        records = records[: cfg.max_samples]
+        # A seeded random subset, not the head: files are often sorted (by company, by topic).
+        import random
+
+        log.warning("max_samples=%d: training on a random %d of %d records", cfg.max_samples, cfg.max_samples, len(records))
+        keep = sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.max_samples))
+        records = [records[i] for i in keep]
     if cfg.eval_file:
         train_records, evals = records, load_eval(cfg.eval_file)
     else:
