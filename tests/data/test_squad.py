@@ -95,3 +95,5 @@ def test_cli_convert_and_evalset(tmp_path, capsys):
     assert main(["data", "evalset", "--from", "squad", "--json", str(src), str(tmp_path / "e.jsonl")]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["records_out"] == 3 and len(read_jsonl(tmp_path / "e.jsonl")) == 3
+    assert main(["data", "convert", "--template", r"Q: {question}\nC: {context}", str(src), str(tmp_path / "n.json")]) == 0
+    assert json.loads((tmp_path / "n.json").read_text())[0]["instruction"].startswith("Q: Where is P-7?\nC: The pump")

@@ -64,7 +64,8 @@ def validate_cmd(file, cutoff_len, tokenizer, system, max_issues, plot, as_json)
               type=click.Choice(["squad", "alpaca", "messages", "auto"]), help="Input format.")
 @click.option("--to", "to", default="alpaca", show_default=True, type=click.Choice(["alpaca", "messages"]),
               help="Output format.")
-@click.option("--template", help="Instruction template with {context} and {question} (squad only).")
+@click.option("--template", help="Instruction template with {context} and {question} (squad only); "
+              "the escapes \\n and \\t typed in a shell become a newline and a tab.")
 @click.option("--template-lang", type=click.Choice(["en", "zh"]),
               help="Built-in template language (squad only) [default: en].")
 @click.argument("input_file", metavar="IN", type=click.Path(dir_okay=False))
@@ -76,6 +77,8 @@ def convert_cmd(source, to, template, template_lang, input_file, output_file, as
     OUT ending in .jsonl is written as JSONL, anything else as a JSON array."""
     from ..data.convert import convert
 
+    if template is not None:   # a shell passes "\n" as two characters; templates need real newlines
+        template = template.replace("\\n", "\n").replace("\\t", "\t")
     _echo_summary(convert(input_file, output_file, source=source, to=to, template=template,
                           template_lang=template_lang), as_json)
 
