@@ -185,7 +185,7 @@ def test_errors_come_before_the_model_loads(tiny_llm_dir, tmp_path, monkeypatch)
     good.write_text(json.dumps([{"instruction": "q", "output": "a"}]))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "q"}]))
-    with pytest.raises(ConfigError, match=r"lora_target \['qq_proj'\] match.*valid: all, .*q_proj"):
+    with pytest.raises(ConfigError, match=r"(?s)lora_target \['qq_proj'\] match.*valid: all, .*q_proj"):
         rt.finetune.lora.run(str(tiny_llm_dir), str(good), str(tmp_path / "o1"), lora_target=["qq_proj"])
     with pytest.raises(DataError, match="record 0, field 'output'"):
         rt.finetune.lora.run(str(tiny_llm_dir), str(bad), str(tmp_path / "o2"))
