@@ -156,13 +156,15 @@ def bar_chart_png(runs: Sequence[EvalRun]) -> bytes:
     labels = _labels(runs)
     x = np.arange(len(metrics))
     width = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(metrics) + 1), 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.0 * len(metrics) + 1.5), 3.8), dpi=110)
     for k, (label, run) in enumerate(zip(labels, runs)):
         vals = [(run.summary["metrics"].get(m, {}).get("mean") or 0.0) * 100 for m in metrics]
         bars = ax.bar(x + (k - (len(runs) - 1) / 2) * width, vals, width, label=label)
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     titles = [next(r.summary["metrics"][m]["title"] for r in runs if m in r.summary["metrics"]) for m in metrics]
-    ax.set_xticks(x, titles)
+    import textwrap
+
+    ax.set_xticks(x, ["\n".join(textwrap.wrap(t, 14)) for t in titles])   # long titles must not overlap
     ax.set_ylim(0, 110)
     ax.set_ylabel("score (%)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -181,7 +183,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 td.diff{font-weight:bold;outline:2px solid #c0392b;outline-offset:-2px}td.good{background:#e3f4e1}td.bad{background:#fbe3e1}td.err{background:#fff1c2}
-.small{color:#666;font-size:12px}.ctx{max-width:420px;color:#555;font-size:12px}
+td.pred{white-space:pre-wrap;max-width:360px}.small{color:#666;font-size:12px}.ctx{max-width:420px;color:#555;font-size:12px}
 img{max-width:100%;border:1px solid #eee}
 """
 
@@ -223,7 +225,7 @@ def _items_table_html(runs: Sequence[EvalRun], indices: Sequence[int], metrics: 
     for i in indices:
         first = runs[0].items[i]
         cells = "".join(
-            f"<td>{html.escape(r.items[i]['prediction'])}</td>" + "".join(_score_td(r.items[i]['scores'].get(m), m in (differing or {}).get(i, ())) for m in metrics)
+            f"<td class='pred'>{html.escape(r.items[i]['prediction'])}</td>" + "".join(_score_td(r.items[i]['scores'].get(m), m in (differing or {}).get(i, ())) for m in metrics)
             for r in runs)
         rows.append(f"<tr><td class='num'>{i}</td><td>{html.escape(first['question'])}</td>"
                     f"<td>{html.escape(first['reference'])}</td>{cells}</tr>")
