@@ -157,8 +157,8 @@ def config_options(cls: type[Config], *, exclude: tuple[str, ...] = ()):
                 continue
             flag = "--" + name.replace("_", "-")
             ctype = _click_type(field.annotation)
-            help_text = (field.description or "") + (
-                f" [default: {field.default}]" if field.default is not None and not callable(field.default) else "")
+            shows_default = not field.is_required() and field.default is not None and not callable(field.default)
+            help_text = (field.description or "") + (f" [default: {field.default}]" if shows_default else "")
             if ctype is bool:
                 fn = click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=None,
                                   help=help_text)(fn)

@@ -1,0 +1,175 @@
+"""Launchers: run a job in this process (``local``), as a multi-process / multi-node ``torchrun``
+job, or as a Slurm batch job (``sbatch`` + state tracking). Every subprocess failure surfaces with
+its exit code and the tail of its log: no pipe through ``tee`` that swallows the exit status.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+from pydantic import Field
+
+from ..config import Config
+from ..errors import BackendError
+from ..log import get_logger
+
+log = get_logger(__name__)
+
+
+class LauncherConfig(Config):
+    type: Literal["local", "torchrun", "slurm"] = Field("local", description="Where the job runs.")
+    nnodes: int = Field(1, ge=1, description="Nodes.")
+    nproc_per_node: int = Field(1, ge=1, description="Processes (GPUs) per node.")
+    partition: Optional[str] = Field(None, description="Slurm partition.")
+    time: Optional[str] = Field(None, description="Slurm time limit, e.g. 04:00:00.")
+    extra_args: list[str] = Field(default_factory=list, description="Extra #SBATCH lines / torchrun flags.")
+    master_port: int = Field(29500, description="Rendezvous port.")
+    dry_run: bool = Field(False, description="Slurm: write and print the script, do not submit.")
+    poll_seconds: float = Field(30.0, gt=0, description="Slurm: job state polling interval.")
+
+
+def ragtune_argv(args: Sequence[str]) -> list[str]:
+    """How a launched process runs ragtune itself (same interpreter, module form)."""
+    return ["-m", "ragtune.cli", *args]
+
+
+def torchrun_command(args: Sequence[str], cfg: LauncherConfig, *, rdzv_endpoint: str | None = None,
+                     rdzv_id: str = "ragtune") -> list[str]:
+    """``torchrun`` for one node (``--standalone``) or many (c10d rendezvous at ``rdzv_endpoint``)."""
+    cmd = ["torchrun", f"--nnodes={cfg.nnodes}", f"--nproc_per_node={cfg.nproc_per_node}"]
+    if cfg.nnodes == 1 and rdzv_endpoint is None:
+        cmd.insert(1, "--standalone")
+    else:
+        if rdzv_endpoint is None:
+            raise BackendError("a multi-node torchrun needs a rendezvous endpoint (host:port of node 0)",
+                               hint="use launcher type 'slurm', which finds the head node itself")
+        cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={rdzv_id}"]
+    cmd += [a for a in cfg.extra_args if a.startswith("--")]
+    return cmd + ragtune_argv(args)
+
+
+def sbatch_script(args: Sequence[str], cfg: LauncherConfig, *, job_name: str, log_path: str | Path,
+                  workdir: str | Path) -> str:
+    """A batch script that starts one torchrun per node; node 0 is the rendezvous host."""
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --nodes={cfg.nnodes}",
+             "#SBATCH --ntasks-per-node=1", f"#SBATCH --gpus-per-node={cfg.nproc_per_node}",
+             f"#SBATCH --output={log_path}"]
+    if cfg.partition:
+        lines.append(f"#SBATCH --partition={cfg.partition}")
+    if cfg.time:
+        lines.append(f"#SBATCH --time={cfg.time}")
+    lines += [f"#SBATCH {a}" for a in cfg.extra_args]
+    torchrun = ["torchrun", "--nnodes=$SLURM_NNODES", f"--nproc_per_node={cfg.nproc_per_node}",
+                "--rdzv_backend=c10d", f'--rdzv_endpoint="$head_node:{cfg.master_port}"',
+                '--rdzv_id="$SLURM_JOB_ID"', *ragtune_argv(args)]
+    lines += ["set -euo pipefail", f"cd {shlex.quote(str(workdir))}",
+              'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+              "srun " + " ".join(shlex.quote(t) if "$" not in t else t for t in torchrun)]
+    return "\n".join(lines) + "\n"
+
+
+def log_tail(path: str | Path, lines: int = 30) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_logged(cmd: Sequence[str], log_path: str | Path, *, env: dict[str, str] | None = None,
+               cwd: str | Path | None = None) -> None:
+    """Run ``cmd`` with stdout+stderr appended to ``log_path`` (and echoed when verbose); a
+    non-zero exit raises :class:`BackendError` with the exit code and the log tail."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log.warning("running: %s  (log: %s)", shlex.join(cmd), log_path)
+    with open(log_path, "ab") as fh:
+        try:
+            proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        except FileNotFoundError:
+            raise BackendError(f"{cmd[0]} not found", hint=f"install it or use launcher type 'local'") from None
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait(timeout=30)
+            raise
+    if code != 0:
+        raise BackendError(f"{shlex.join(cmd[:6])}... exited with code {code}; last lines of {log_path}:\n"
+                           f"{log_tail(log_path)}")
+
+
+# -- Slurm ------------------------------------------------------------------------------------------
+TERMINAL_OK = {"COMPLETED"}
+TERMINAL_BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                "DEADLINE"}
+
+
+def submit(script: Path) -> str:
+    out = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BackendError(f"sbatch failed (exit {out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip().split(";")[0]
+
+
+def job_state(job_id: str) -> str:
+    out = subprocess.run(["sacct", "-j", job_id, "--format=State", "--noheader", "-P", "-X"],
+                         capture_output=True, text=True)
+    states = [s.strip().split()[0] for s in out.stdout.splitlines() if s.strip()]
+    return states[0] if states else "PENDING"
+
+
+def wait_for_job(job_id: str, log_path: Path, poll_seconds: float = 30.0) -> None:
+    last = None
+    while True:
+        state = job_state(job_id)
+        if state != last:
+            log.warning("slurm job %s: %s", job_id, state)
+            last = state
+        if state in TERMINAL_OK:
+            return
+        if state in TERMINAL_BAD:
+            raise BackendError(f"slurm job {job_id} ended {state}; last lines of {log_path}:\n{log_tail(log_path)}")
+        time.sleep(poll_seconds)
+
+
+# -- the one entry point the run/finetune layers use -------------------------------------------------
+def launch_finetune(method: Any, cfg: Any, launcher: dict[str, Any] | LauncherConfig, workdir: Path) -> Any:
+    """Fine-tune with ``method``/``cfg`` under the chosen launcher."""
+    lc = launcher if isinstance(launcher, LauncherConfig) else LauncherConfig.build(**launcher)
+    if lc.type == "local":
+        from ..finetune import BoundMethod
+
+        return BoundMethod(method, cfg).run()
+    workdir = Path(workdir)
+    cfg_path = workdir / "finetune.yaml"
+    import yaml
+
+    from ..io import atomic_write_text
+
+    # Only the keys that were set: the job re-validates them exactly as the caller's config did.
+    atomic_write_text(cfg_path, yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True),
+                                               sort_keys=False, allow_unicode=True))
+    args = ["finetune", "llm", "--config", str(cfg_path.resolve())]
+    log_path = workdir / "launcher.log"
+    if lc.type == "torchrun":
+        if shutil.which("torchrun") is None and Path(sys.executable).with_name("torchrun").exists():
+            os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+        run_logged(torchrun_command(args, lc), log_path)
+        return None
+    script = workdir / "job.sbatch"
+    script.write_text(sbatch_script(args, lc, job_name=f"ragtune-{workdir.name}", log_path=log_path.resolve(),
+                                    workdir=Path.cwd()), encoding="utf-8")
+    if lc.dry_run:
+        print(script.read_text(encoding="utf-8"))
+        return None
+    job = submit(script)
+    log.warning("submitted slurm job %s (script %s, log %s)", job, script, log_path)
+    wait_for_job(job, log_path, lc.poll_seconds)
+    return None
