@@ -97,10 +97,15 @@ def test_jsonl_line_numbers_and_bad_line(tmp_path):
     assert [r.line for r in recs] == [1, 2, 3]
 
 
-def test_json_errors_name_the_file(tmp_path):
+def test_json_lines_saved_as_json_and_json_errors(tmp_path):
+    # what datasets' to_json writes (the chapter names such files train.json)
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"instruction": "a", "output": "b"}\n\n{"instruction": "c", "output": "d"}\n')
+    recs = read_records(lines)
+    assert [(r.index, r.line, r.data["instruction"]) for r in recs] == [(0, 1, "a"), (1, 3, "c")]
     bad = tmp_path / "bad.json"
-    bad.write_text('{"instruction": "a"}\n{"instruction": "b"}\n')
-    with pytest.raises(DataError, match=r"(?s)bad.json.*looks like JSONL"):
+    bad.write_text('[{"instruction": "a"},\n {"instruction": }]')
+    with pytest.raises(DataError, match=r"bad.json: not valid JSON at line 2"):
         read_records(bad)
     with pytest.raises(DataError, match="unsupported file type"):
         read_records(tmp_path / "x.txt")

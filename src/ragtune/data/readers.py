@@ -74,19 +74,20 @@ def read_rows(path: str | os.PathLike) -> list[Record]:
     return records  # type: ignore[return-value]
 
 
-def _read_json(path: Path) -> Iterator[Record]:
+def _read_json(path: Path) -> Iterator[Record | BadLine]:
     text = path.read_text(encoding="utf-8-sig")
     if not text.strip():
         return
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        # A .json file that is really JSONL is common; say so instead of "Extra data".
-        first = text.lstrip().splitlines()[0] if text.strip() else ""
-        hint = "this looks like JSONL (one object per line): rename it to .jsonl" if (
-            first.startswith("{") and first.rstrip().endswith("}")) else None
+        # JSON Lines saved as .json is common (``datasets``' to_json writes exactly that, and the
+        # chapter's scripts name such files train.json): read it as JSONL, with line numbers.
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            yield from _read_jsonl(path)
+            return
         raise DataError(f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                        file=str(path), hint=hint) from None
+                        file=str(path)) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]          # {"data": [...]} wrappers (SQuAD files, HF exports)
     if not isinstance(data, list):
