@@ -49,6 +49,9 @@ def test_chinese_and_custom_templates(tmp_path):
     assert read_jsonl(tmp_path / "zh.jsonl")[0]["instruction"].startswith("请用下面段落的原文回答问题")
     convert(src, tmp_path / "c.json", template="Q: {question}\nC: {context}\nA:")
     assert json.loads((tmp_path / "c.json").read_text())[0]["instruction"].startswith("Q: Where is P-7?\nC: The pump")
+    convert(src, tmp_path / "m.jsonl", to="messages")
+    first = read_jsonl(tmp_path / "m.jsonl")[0]["messages"]
+    assert [m["role"] for m in first] == ["user", "assistant"] and first[1]["content"] == "the north station"
     with pytest.raises(ConfigError, match=r"\{question\}"):
         convert(src, tmp_path / "x.json", template="Context: {context}")
     assert main(["data", "convert", "--from", "squad", "--to", "alpaca", "--template", "no placeholders",

@@ -1,6 +1,6 @@
 """``ragtune data convert --from F --to T IN OUT``: one entry point for every conversion.
 
-- ``squad -> alpaca``: span-extraction rows to instruction data (see :mod:`ragtune.data.squad`).
+- ``squad -> alpaca|messages``: span-extraction rows to instruction data (see :mod:`ragtune.data.squad`).
 - ``alpaca|messages|auto -> alpaca|messages``: lossless reformatting (see :mod:`ragtune.data.formats`);
   invalid records are errors (run ``validate`` for the full list), never silently dropped.
 """
@@ -25,9 +25,7 @@ def convert(path: str | os.PathLike, out: str | os.PathLike, *, source: str = "s
         raise ConfigError(f"unsupported conversion {source} -> {to}; --from is one of {', '.join(SOURCES)}, "
                           f"--to one of {', '.join(TARGETS)}")
     if source == "squad":
-        if to != "alpaca":
-            raise ConfigError("squad converts to alpaca (then alpaca -> messages if you need that)")
-        return squad_to_alpaca(path, out, template=template, template_lang=template_lang)
+        return squad_to_alpaca(path, out, template=template, template_lang=template_lang, to=to)
     if template is not None or template_lang is not None:
         raise ConfigError("--template/--template-lang only apply to --from squad")
     return reformat(path, out, source=source, to=to)

@@ -124,7 +124,7 @@ def count_offset_mismatches(rows: list[SquadRow], summary: Summary) -> int:
 
 
 def squad_to_alpaca(path: str | os.PathLike, out: str | os.PathLike, *, template: str | None = None,
-                    template_lang: str | None = None) -> Summary:
+                    template_lang: str | None = None, to: str = "alpaca") -> Summary:
     """SQuAD/CMRC rows -> Alpaca: instruction = template(context, question), input = "",
     output = first answer. Writes JSON (array) or, for a ``.jsonl`` OUT, JSONL."""
     template = resolve_template(template, template_lang)
@@ -133,6 +133,11 @@ def squad_to_alpaca(path: str | os.PathLike, out: str | os.PathLike, *, template
     count_offset_mismatches(rows, summary)
     items = [{"instruction": fill_template(template, r.context, r.question), "input": "",
               "output": next(a for a in r.answers if a.strip())} for r in rows]
+    if to == "messages":
+        from .formats import alpaca_to_messages
+
+        items = [alpaca_to_messages(i) for i in items]
+        summary.command = "convert squad->messages"
     write_records(out, items)
     summary.records_out = len(items)
     return summary
