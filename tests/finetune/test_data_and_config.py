@@ -158,13 +158,14 @@ def test_tokenization_cache_hits_and_invalidates(tiny_llm_dir, tmp_path, monkeyp
     tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
     f = tmp_path / "t.json"
     f.write_text(json.dumps([{"instruction": "q", "output": "a"}] * 3))
-    first = data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(), 64)
+    first, total = data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(), 64)
+    assert total == 3
     calls = []
     original = data.tokenize_conversation
     monkeypatch.setattr(data, "tokenize_conversation", lambda *a, **k: calls.append(1) or original(*a, **k))
-    again = data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(), 64)
+    again, _ = data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(), 64)
     assert calls == [] and [s.input_ids for s in again] == [s.input_ids for s in first]
-    other = data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(system="x"), 64)  # new key
+    other, _ = data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(system="x"), 64)  # new key
     assert len(calls) == 3 and len(other[0]) > len(first[0])
     f.write_text(json.dumps([{"instruction": "q", "output": "b"}] * 3))  # data changed
     data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(), 64)

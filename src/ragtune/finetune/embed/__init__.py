@@ -27,8 +27,18 @@ class EmbedFinetuneMethod:
         kw.setdefault("backend", self.backend)
         return EmbedFinetuneConfig.build(**kw)
 
-    def __call__(self, **kw: Any) -> EmbedFinetuneResult:
-        return finetune_embedding(self.config(**kw))
+    def run(self, base: str | None = None, train: str | None = None, output: str | None = None,
+            **kw: Any) -> EmbedFinetuneResult:
+        # base_model / output_dir: the LLM methods' names, accepted so callers can treat methods alike
+        base = base or kw.pop("base_model", None)
+        output = output or kw.pop("output_dir", None)
+        given = {k: v for k, v in (("base", base), ("train", train), ("output", output)) if v is not None}
+        return finetune_embedding(self.config(**given, **kw))
+
+    def run_config(self, cfg: EmbedFinetuneConfig) -> EmbedFinetuneResult:
+        return finetune_embedding(cfg)
+
+    __call__ = run
 
     def __repr__(self) -> str:
         return f"<finetune method {self.name} (backend={self.backend})>"

@@ -17,7 +17,7 @@ class EmbedFinetuneConfig(Config):
     num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the training pairs.")
     per_device_train_batch_size: int = Field(32, ge=2, description="Queries per batch (in-batch negatives).")
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps for linear warmup.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps for linear warmup.")
     temperature: float = Field(0.05, gt=0, description="Softmax temperature of the contrastive loss (scale = 1/temperature).")
     train_group_size: int = Field(2, ge=1, description="Passages per query: 1 positive + (N-1) negatives from 'neg'.")
     query_max_len: int = Field(64, ge=8, description="Max query tokens.")

@@ -37,7 +37,7 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
         num_train_epochs=cfg.num_train_epochs,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
         seed=cfg.seed,
         bf16=bf16,
         # In-batch negatives are only negatives if no text repeats inside a batch.

@@ -105,15 +105,21 @@ def _check_messages(msgs: Any, *, file: str, record: int) -> list[dict[str, str]
     return out
 
 
-def load_conversations(path: str | os.PathLike, max_samples: int | None = None) -> list[list[dict]]:
+def load_conversations(path: str | os.PathLike, max_samples: int | None = None,
+                       with_total: bool = False):
+    """Conversations of the first ``max_samples`` records (all by default); never truncates silently."""
     rows = read_records(path)
     total = len(rows)
     if max_samples is not None and max_samples < total:
         rows = rows[:max_samples]
     convs = [to_messages(r, file=str(path), record=i) for i, r in enumerate(rows)]
-    log.warning("training on %d of %d samples in %s%s", len(convs), total, path,
-                f" (max_samples={max_samples})" if len(convs) < total else "")
-    return convs
+    log.info(usage_message(len(convs), total, path, max_samples))
+    return (convs, total) if with_total else convs
+
+
+def usage_message(used: int, total: int, path, max_samples: int | None) -> str:
+    cut = f" (max_samples={max_samples})" if used < total else ""
+    return f"training on {used} of {total} samples in {path}{cut}"
 
 
 # -- tokenizing -------------------------------------------------------------------------------------
@@ -170,22 +176,30 @@ def cache_key(data_path, tokenizer_dir, prompt_cfg, cutoff_len: int, max_samples
 
 
 def tokenized_dataset(data_path, tokenizer, tokenizer_dir, prompt_cfg, cutoff_len: int,
-                      max_samples: int | None = None, use_cache: bool = True) -> list[Sample]:
+                      max_samples: int | None = None, use_cache: bool = True) -> tuple[list[Sample], int]:
+    """(samples, number of records in the file)."""
     from ...io import atomic_write_json
     from ...paths import ragtune_home
 
     key = cache_key(data_path, tokenizer_dir, prompt_cfg, cutoff_len, max_samples)
     cache = ragtune_home() / "cache" / "tokenized" / f"{key}.json"
     if use_cache and cache.exists():
-        rows = json.loads(cache.read_text())
-        log.info("tokenized data from cache %s (%d samples)", cache, len(rows))
-        return [Sample(r[0], r[1]) for r in rows]
-    convs = load_conversations(data_path, max_samples)
+        cached = json.loads(cache.read_text())
+        log.info("tokenized data from cache %s", cache)
+        return [Sample(r[0], r[1]) for r in cached["samples"]], cached["total"]
+    convs, total = load_conversations(data_path, max_samples, with_total=True)
     samples = [tokenize_conversation(tokenizer, c, prompt_cfg, cutoff_len, file=str(data_path), record=i)
-               for i, c in enumerate(convs)]
+               for i, c in enumerate(tqdm_if_long(convs))]
     if use_cache:
-        atomic_write_json(cache, [[s.input_ids, s.labels] for s in samples], indent=None)
-    return samples
+        atomic_write_json(cache, {"total": total, "samples": [[s.input_ids, s.labels] for s in samples]},
+                          indent=None)
+    return samples, total
+
+
+def tqdm_if_long(items):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc="tokenize", unit="sample", disable=len(items) < 2000)
 
 
 def split_validation(samples: Sequence[Sample], val_size: float, seed: int):

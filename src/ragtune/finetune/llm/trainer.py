@@ -69,7 +69,7 @@ def prepare(cfg: LLMFinetuneConfig):
     from transformers import AutoTokenizer
 
     from ...models import resolve_model
-    from .data import split_validation, tokenized_dataset
+    from .data import split_validation, tokenized_dataset, usage_message
     from .methods import check_method
 
     cfg.require_paths()
@@ -87,11 +87,12 @@ def prepare(cfg: LLMFinetuneConfig):
                           hint="use a bundled name (converted automatically) or a safetensors dir")
     model_dir = str(resolved.path)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    samples = tokenized_dataset(cfg.train, tokenizer, model_dir, cfg.prompt_config(), cfg.cutoff_len,
+    samples, total = tokenized_dataset(cfg.train, tokenizer, model_dir, cfg.prompt_config(), cfg.cutoff_len,
                                 cfg.max_samples, cfg.tokenize_cache)
     train, val = split_validation(samples, cfg.val_size, cfg.seed)
     check_method(cfg, model_dir)
-    return model_dir, tokenizer, train, val
+    usage = usage_message(len(samples), total, cfg.train, cfg.max_samples)
+    return model_dir, tokenizer, train, val, usage
 
 
 # -- model --------------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
 def train(cfg: LLMFinetuneConfig) -> TrainResult:
     import torch
 
-    model_dir, tokenizer, train_set, val_set = prepare(cfg)
+    model_dir, tokenizer, train_set, val_set, usage = prepare(cfg)
     dist = setup_dist()
     out = Path(cfg.output_dir)
     handler = None
@@ -230,6 +231,7 @@ def train(cfg: LLMFinetuneConfig) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")  # first: a crashed run still says what it was
         handler = _attach_logfile(out / "train.log")
+    log.warning(usage)  # never truncate silently (LLaMA-Factory's max_samples does)
     try:
         return _train(cfg, dist, out, model_dir, tokenizer, train_set, val_set)
     finally:
