@@ -1,0 +1,193 @@
+"""``Document``: a knowledge base on disk, split into named node groups.
+
+    docs = Document("KB", embed="all-MiniLM-L6-v2")            # store: memory (default) | "milvus" | path.db
+    docs.create_node_group("split_sent", transform=lambda s: s.split("\\n"))
+    docs.create_node_group("windows", transform=TokenSplitter(128, 16), parent="split_sent")
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BackendError, ConfigError, DataError
+from .splitters import SPLITTERS
+
+ROOT = "__root__"
+SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".pdf")
+_TEXT_KEYS = ("content", "text", "context", "passage", "page_content")
+
+
+@dataclass
+class Node:
+    id: str
+    text: str
+    group: str
+    parent: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    score: float | None = None
+
+    def get_text(self) -> str:
+        return self.text
+
+    def get_content(self) -> str:
+        return self.text
+
+    def with_score(self, score: float) -> "Node":
+        return Node(self.id, self.text, self.group, self.parent, dict(self.metadata), score)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "content": self.text, "score": self.score, "group": self.group,
+                "metadata": self.metadata}
+
+
+def _node_id(*parts: Any) -> str:
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:32]
+
+
+def _json_texts(rows: Any, file: str) -> list[str]:
+    if isinstance(rows, dict):
+        rows = [rows]
+    if not isinstance(rows, list):
+        raise DataError(f"expected a list of strings or objects, got {type(rows).__name__}", file=file)
+    out = []
+    for i, row in enumerate(rows):
+        if isinstance(row, str):
+            out.append(row)
+            continue
+        if not isinstance(row, dict):
+            raise DataError(f"expected a string or an object, got {type(row).__name__}", file=file, record=i)
+        key = next((k for k in _TEXT_KEYS if isinstance(row.get(k), str)), None)
+        if key is None:
+            raise DataError(f"no text field; expected one of {list(_TEXT_KEYS)}", file=file, record=i,
+                            field=_TEXT_KEYS[0])
+        out.append(row[key])
+    return out
+
+
+def read_texts(path: Path) -> list[str]:
+    """The texts of one file: whole file (.txt/.md), one per record (.json/.jsonl), one per page (.pdf)."""
+    file = str(path)
+    if path.suffix in (".txt", ".md"):
+        return [path.read_text(encoding="utf-8")]
+    if path.suffix == ".json":
+        try:
+            return _json_texts(json.loads(path.read_text(encoding="utf-8")), file)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON: {exc}", file=file) from None
+    if path.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"line {n + 1} is not valid JSON: {exc}", file=file, record=len(rows)) from None
+        return _json_texts(rows, file)
+    if path.suffix == ".pdf":
+        try:
+            from pypdf import PdfReader
+        except ImportError:
+            raise BackendError(f"{file}: reading PDFs needs pypdf", hint="pip install pypdf") from None
+        return [page.extract_text() or "" for page in PdfReader(file).pages]
+    raise DataError(f"unsupported file type {path.suffix}; supported: {', '.join(SUFFIXES)}", file=file)
+
+
+class Document:
+    def __init__(self, dataset_path: str | os.PathLike, embed: Any = None, store: Any = None,
+                 manager: bool = False):
+        # ``manager`` is accepted for LazyLLM compatibility (its web UI); ragtune has none.
+        self.path = Path(dataset_path).expanduser()
+        if not self.path.exists():
+            raise DataError("knowledge base path does not exist", file=str(self.path))
+        from .store import as_store
+
+        self.embed_source = embed
+        self._embedder = None
+        self.store = as_store(store)
+        self._groups: dict[str, tuple[Callable[[str], list[str]], str]] = {}
+        self._nodes: dict[str, list[Node]] = {}
+
+    # -- files and groups --------------------------------------------------------------------
+    def files(self) -> list[Path]:
+        if self.path.is_file():
+            return [self.path]
+        files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(self.path).parts))
+        if not files:
+            raise DataError(f"no {'/'.join(SUFFIXES)} files inside", file=str(self.path))
+        return files
+
+    @property
+    def key(self) -> str:
+        return str(self.path.resolve())
+
+    def create_node_group(self, name: str, transform: Callable[[str], list[str]] | str = "line",
+                          parent: str = ROOT, **splitter_kwargs: Any) -> "Document":
+        """``transform``: a callable text -> chunks, a splitter object, or a built-in splitter name
+        (``line``, ``sentence``, ``token``) with its keyword arguments."""
+        if name == ROOT or name in self._groups:
+            raise ConfigError(f"node group '{name}' already exists")
+        if parent != ROOT and parent not in self._groups:
+            raise ConfigError(f"parent node group '{parent}' does not exist",
+                              hint="valid: " + ", ".join([ROOT, *self._groups]))
+        if isinstance(transform, str):
+            if transform not in SPLITTERS:
+                raise ConfigError(f"unknown splitter '{transform}'", hint="valid: " + ", ".join(SPLITTERS))
+            transform = SPLITTERS[transform](**splitter_kwargs)
+        if not callable(transform):
+            raise ConfigError(f"transform of node group '{name}' must be callable text -> list of texts")
+        self._groups[name] = (transform, parent)
+        self._nodes.pop(name, None)
+        return self
+
+    def group_names(self) -> list[str]:
+        return [ROOT, *self._groups]
+
+    def nodes(self, group: str = ROOT) -> list[Node]:
+        if group in self._nodes:
+            return self._nodes[group]
+        if group == ROOT:
+            nodes = []
+            for f in self.files():
+                rel = str(f.relative_to(self.path)) if self.path.is_dir() else f.name
+                for i, text in enumerate(read_texts(f)):
+                    if text.strip():
+                        nodes.append(Node(_node_id(rel, i, text), text, ROOT, None, {"source": rel, "index": i}))
+        elif group in self._groups:
+            transform, parent = self._groups[group]
+            nodes = []
+            for p in self.nodes(parent):
+                chunks = transform(p.text)
+                if isinstance(chunks, str):
+                    chunks = [chunks]
+                for i, chunk in enumerate(chunks):
+                    if isinstance(chunk, str) and chunk.strip():
+                        nodes.append(Node(_node_id(group, p.id, i, chunk), chunk, group, p.id,
+                                          {**p.metadata, "chunk": i}))
+        else:
+            raise ConfigError(f"unknown node group '{group}'", hint="valid: " + ", ".join(self.group_names()))
+        self._nodes[group] = nodes
+        return nodes
+
+    # -- embedding ----------------------------------------------------------------------------
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            if self.embed_source is None:
+                raise ConfigError("this Document has no embed model; cosine retrieval needs one",
+                                  hint="Document(path, embed='all-MiniLM-L6-v2'), or Retriever(similarity='bm25')")
+            from .embed import as_embedder
+
+            self._embedder = as_embedder(self.embed_source)
+        return self._embedder
+
+    def reload_embedder(self) -> None:
+        """Forget the loaded embedder (e.g. after its TrainableModule was fine-tuned)."""
+        self._embedder = None
+
+    def __repr__(self) -> str:
+        return f"Document({str(self.path)!r}, groups={self.group_names()}, store={self.store.name})"

@@ -1,0 +1,143 @@
+"""``ragtune eval retrieval``: retrieval quality of one or more embedders over an eval set and a KB.
+
+For each embedder: the knowledge base is split into nodes (one per line by default), every eval
+query retrieves its top nodes, and we score
+- context recall / context relevance (ragtune.eval's non-LLM metrics) on the top ``topk`` nodes,
+- recall@k / MRR@k / NDCG@k where a node is relevant when its text equals a reference passage.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from ..config import Config
+from ..errors import DataError
+from ..io import atomic_open, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..log import get_logger
+
+log = get_logger(__name__)
+
+
+class RetrievalEvalConfig(Config):
+    evalset: str = Field(..., description="Eval file: {query, corpus:[reference passages]} per line.")
+    kb: str = Field(..., description="Knowledge base: a file or a directory of .txt/.md/.json files.")
+    embed: list[str] = Field(["all-MiniLM-L6-v2"], description="Embedder(s) to compare: names or dirs.")
+    topk: int = Field(1, ge=1, description="Nodes given to context recall / relevance.")
+    ks: list[int] = Field([1, 5, 10], description="k values for recall@k / MRR@k / NDCG@k.")
+    splitter: Literal["line", "sentence", "none"] = Field("line", description="How the KB is split into nodes.")
+    similarity: Literal["cosine", "bm25"] = Field("cosine", description="Retrieval scoring.")
+    recall_threshold: float = Field(0.5, ge=0, le=1, description="Levenshtein similarity for a reference to count as recalled.")
+    output: Optional[str] = Field(None, description="Directory for retrieval.json/.md/.png and per-model retrieved contexts.")
+
+
+def _ranked_metrics(ranked_texts: list[list[str]], references: list[list[str]], ks: list[int]) -> dict[str, float]:
+    """Mean recall@k / MRR@k / NDCG@k; relevant = nodes whose text equals a reference passage.
+    Recall divides by the number of references, so a reference missing from the KB counts as missed."""
+    from ..eval.retrieval import mrr_at_k, ndcg_at_k, recall_at_k
+
+    out: dict[str, float] = {}
+    n = max(len(ranked_texts), 1)
+    for k in ks:
+        rec = mrr = ndcg = 0.0
+        for texts, refs in zip(ranked_texts, references):
+            ref_set = {r.strip() for r in refs}
+            ids = [t.strip() for t in texts]
+            rec += recall_at_k(ids, ref_set, k)
+            mrr += mrr_at_k(ids, ref_set, k)
+            ndcg += ndcg_at_k(ids, ref_set, k)
+        out[f"recall@{k}"], out[f"mrr@{k}"], out[f"ndcg@{k}"] = rec / n, mrr / n, ndcg / n
+    return out
+
+
+def evaluate_one(embed: Any, items: list, cfg: RetrievalEvalConfig) -> tuple[dict[str, Any], list[dict]]:
+    from ..eval.retrieval import context_recall, context_relevance
+    from .document import Document
+    from .retriever import Retriever
+
+    doc = Document(cfg.kb, embed=embed if cfg.similarity == "cosine" else None)
+    group = "__root__"
+    if cfg.splitter != "none":
+        doc.create_node_group("nodes", transform=cfg.splitter)
+        group = "nodes"
+    depth = max(cfg.topk, max(cfg.ks), 10)
+    retriever = Retriever(doc, group, similarity=cfg.similarity, topk=depth)
+    queries = [it.query for it in items]
+    results = retriever.retrieve_many(queries)
+    rows, recall, relevance, rel_n = [], 0.0, 0.0, 0
+    for it, nodes in zip(items, results):
+        top = [n.text for n in nodes[:cfg.topk]]
+        recall += context_recall(top, it.corpus, threshold=cfg.recall_threshold) if top else 0.0
+        try:
+            relevance += context_relevance(top, it.corpus)
+            rel_n += 1
+        except DataError:  # no retrieved sentence: undefined, skipped like ragtune.eval does
+            pass
+        rows.append({"question": it.query, "context_retrieved": top, "context_reference": it.corpus,
+                     "scores": [round(n.score, 6) for n in nodes[:cfg.topk]]})
+    n = max(len(items), 1)
+    metrics = {"context_recall": recall / n, "context_relevance": relevance / max(rel_n, 1),
+               **_ranked_metrics([[x.text for x in nodes] for nodes in results], [it.corpus for it in items], cfg.ks),
+               "n_queries": len(items), "n_nodes": len(doc.nodes(group))}
+    return metrics, rows
+
+
+def evaluate_retrieval(cfg: RetrievalEvalConfig | None = None, /, **kw: Any) -> dict[str, Any]:
+    from ..finetune.embed.data import load_eval
+
+    cfg = cfg if cfg is not None else RetrievalEvalConfig.build(**kw)
+    items = load_eval(cfg.evalset)
+    embeds = cfg.embed if cfg.similarity == "cosine" else ["bm25"]
+    report: dict[str, Any] = {"evalset": cfg.evalset, "kb": cfg.kb, "topk": cfg.topk, "models": []}
+    per_model_rows = {}
+    for e in embeds:
+        metrics, rows = evaluate_one(e, items, cfg)
+        report["models"].append({"embed": e, "metrics": metrics})
+        per_model_rows[e] = rows
+        log.info("%s: context recall %.4f", e, metrics["context_recall"])
+    if cfg.output:
+        out = Path(cfg.output)
+        atomic_write_json(out / "retrieval.json", report)
+        atomic_write_text(out / "retrieval.md", report_markdown(report, cfg.ks))
+        for i, (e, rows) in enumerate(per_model_rows.items()):
+            atomic_write_jsonl(out / f"retrieved_{i}_{Path(e).name}.jsonl", rows)
+        _write_png(out / "retrieval.png", report, cfg.ks)
+    return report
+
+
+def _keys(ks) -> list[str]:
+    return ["context_recall", "context_relevance", *[f"recall@{k}" for k in ks], f"mrr@{max(ks)}", f"ndcg@{max(ks)}"]
+
+
+def report_markdown(report: dict[str, Any], ks) -> str:
+    keys = _keys(ks)
+    lines = [f"# Retrieval eval (topk={report['topk']} for context metrics)", "",
+             "| embed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for m in report["models"]:
+        lines.append(f"| {m['embed']} | " + " | ".join(f"{100 * m['metrics'][k]:.2f}" for k in keys) + " |")
+    lines.append(f"\n{report['models'][0]['metrics']['n_queries']} queries, "
+                 f"{report['models'][0]['metrics']['n_nodes']} knowledge-base nodes; values in %.")
+    return "\n".join(lines) + "\n"
+
+
+def _write_png(path: Path, report: dict[str, Any], ks) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = _keys(ks)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(report["models"]), 1)
+    for j, m in enumerate(report["models"]):
+        ax.bar([i + j * width for i in range(len(keys))], [m["metrics"][k] for k in keys], width=width,
+               label=Path(m["embed"]).name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys, rotation=30)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb", encoding=None) as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
