@@ -76,3 +76,30 @@ def test_encode_adds_bos_once(tiny_llm_dir, tiny_chat_llm_dir):
     ids = encode_prompt(tok, "hello")
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     assert encode_prompt(tok, "<bos>hello").count(tok.bos_token_id) == 1
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    atomic_write_json(tmp_path / "b.json", [])
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o666 & ~mask
+
+
+def test_cli_exit_codes_from_ctx_exit_propagate():
+    import click
+
+    from ragtune import cli as cli_mod
+
+    @click.command("failing")
+    @click.pass_context
+    def failing(ctx):
+        ctx.exit(3)
+
+    cli_mod.cli.add_command(failing)
+    try:
+        assert cli_mod.main(["failing"]) == 3
+    finally:
+        cli_mod.cli.commands.pop("failing", None)

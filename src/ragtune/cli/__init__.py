@@ -35,7 +35,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx, name):
         if name not in COMMANDS:
-            return None
+            return super().get_command(ctx, name)   # commands added with add_command (plugins)
         module_name, attr, _ = COMMANDS[name]
         try:
             module = importlib.import_module(module_name)
@@ -74,7 +74,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0   # ctx.exit(n) in standalone_mode=False returns n
 
 
 if __name__ == "__main__":  # pragma: no cover
