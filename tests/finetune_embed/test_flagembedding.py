@@ -1,0 +1,62 @@
+"""FlagEmbedding backend: the exact torchrun command, failures surface with the log tail."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from ragtune.errors import BackendError
+from ragtune.finetune.embed import EmbedFinetuneConfig, flagembedding
+from ragtune.finetune.embed import flagembedding as fe_method  # noqa: F401  (the method object)
+from ragtune.finetune.embed.data import TrainRecord
+import ragtune.finetune.embed.flagembedding as fe
+
+
+def test_command_is_exact(monkeypatch):
+    monkeypatch.setattr(fe.shutil, "which", lambda name: "/usr/bin/torchrun" if name == "torchrun" else None)
+    cfg = EmbedFinetuneConfig.build(train="t.jsonl", output="out", backend="flagembedding", nproc_per_node=4,
+                                    per_device_train_batch_size=16, num_train_epochs=2, learning_rate=1e-5,
+                                    temperature=0.02, train_group_size=8, pooling="cls", seed=1314)
+    cmd = fe.build_command(cfg, "/m/bge", "/d/train.jsonl", "/o/model", "Represent: ", bf16=True)
+    assert cmd == [
+        "/usr/bin/torchrun", "--nproc_per_node", "4", "-m", "FlagEmbedding.finetune.embedder.encoder_only.base",
+        "--model_name_or_path", "/m/bge", "--train_data", "/d/train.jsonl", "--output_dir", "/o/model",
+        "--overwrite_output_dir", "--train_group_size", "8", "--query_max_len", "64", "--passage_max_len", "256",
+        "--learning_rate", "1e-05", "--num_train_epochs", "2.0", "--per_device_train_batch_size", "16",
+        "--warmup_ratio", "0.1", "--temperature", "0.02", "--sentence_pooling_method", "cls",
+        "--normalize_embeddings", "True", "--seed", "1314", "--logging_steps", "10", "--save_strategy", "no",
+        "--report_to", "none", "--query_instruction_for_retrieval", "Represent: ",
+        "--query_instruction_format", "{}{}", "--bf16"]
+
+
+def test_command_falls_back_to_python_module_without_torchrun(monkeypatch):
+    monkeypatch.setattr(fe.shutil, "which", lambda name: None)
+    assert fe.torchrun_prefix(2) == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+def test_failure_raises_with_exit_code_and_log_tail(tmp_path):
+    script = "import sys\nfor i in range(100): print('line', i)\nprint('CUDA out of memory', file=sys.stderr)\nsys.exit(3)"
+    with pytest.raises(BackendError) as err:
+        fe.run_logged([sys.executable, "-c", script], tmp_path / "train.log", tail_lines=5)
+    msg = err.value.message
+    assert "exit code 3" in msg and "CUDA out of memory" in msg and "line 99" in msg and "line 90" not in msg
+    assert (tmp_path / "train.log").exists()
+    fe.run_logged([sys.executable, "-c", "print('ok')"], tmp_path / "ok.log")  # success: no error
+
+
+def test_train_file_has_flagembedding_shape(tmp_path):
+    recs = [TrainRecord(f"q{i}", [f"p{i}"], [], "inst: ") for i in range(4)]
+    path = fe.write_train_file(recs, 2, 0, tmp_path / "t.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(set(r) == {"query", "pos", "neg"} and len(r["neg"]) == 2 and r["pos"][0] not in r["neg"] for r in rows)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("FlagEmbedding") is not None, reason="FlagEmbedding is installed")
+def test_missing_package_is_a_clear_error(tiny_embedder_dir, tmp_path):
+    (tmp_path / "t.jsonl").write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n"]}) + "\n")
+    with pytest.raises(BackendError, match="pip install FlagEmbedding"):
+        flagembedding(base=str(tiny_embedder_dir), train=str(tmp_path / "t.jsonl"), output=str(tmp_path / "o"),
+                      eval_split=0)
+    assert not (tmp_path / "o").exists()
