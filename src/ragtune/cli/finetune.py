@@ -21,11 +21,15 @@ def finetune() -> None:
 @click.option("--output", "output_dir", help="Output directory.")
 @click.option("--method", "method", type=click.Choice(["lora", "freeze", "full", "llamafactory"]),
               help="Fine-tuning method [default: lora].")
+@click.option("--nproc-per-node", type=int, default=None,
+              help="Launch under torchrun with N processes (DDP; FSDP with --fsdp for full).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with any of the keys below.")
 @config_options(LLMFinetuneConfig, exclude=_PATH_FIELDS)
-def llm(config_path, **values) -> None:
+def llm(config_path, nproc_per_node, **values) -> None:
     """Fine-tune an LLM; writes adapter/, merged/, metrics.json, loss.png, config.yaml to --output."""
     import json
+    import os
+    from pathlib import Path
 
     from ..finetune import get_method
 
@@ -38,7 +42,16 @@ def llm(config_path, **values) -> None:
         result = train(cfg)
     else:
         cfg = LLMFinetuneConfig.from_sources(config_path, **values)
-        result = get_method(cfg.method).run_config(cfg)
+        method = get_method(cfg.method)
+        if nproc_per_node and nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+            from ..launch import launch_finetune
+
+            cfg.require_paths()
+            workdir = Path(str(cfg.output_dir).rstrip("/") + ".launch")
+            launch_finetune(method, cfg, {"type": "torchrun", "nproc_per_node": nproc_per_node}, workdir)
+            click.echo(Path(cfg.output_dir, "metrics.json").read_text())
+            return
+        result = method.run_config(cfg)
     summary = {k: v for k, v in result.metrics.items() if k != "history"}
     click.echo(json.dumps({"output_dir": str(result.output_dir), **summary}, indent=2, default=str))
 
