@@ -164,9 +164,14 @@ class Document:
                 chunks = transform(p.text)
                 if isinstance(chunks, str):
                     chunks = [chunks]
+                # ids from content, not position: editing one line of a file keeps the other
+                # lines' ids (and their cached vectors in a persistent store)
+                key = (p.metadata.get("source"), p.metadata.get("index")) if p.group == ROOT else p.id
+                seen: dict[str, int] = {}
                 for i, chunk in enumerate(chunks):
                     if isinstance(chunk, str) and chunk.strip():
-                        nodes.append(Node(_node_id(group, p.id, i, chunk), chunk, group, p.id,
+                        seen[chunk] = seen.get(chunk, -1) + 1
+                        nodes.append(Node(_node_id(group, key, chunk, seen[chunk]), chunk, group, p.id,
                                           {**p.metadata, "chunk": i}))
         else:
             raise ConfigError(f"unknown node group '{group}'", hint="valid: " + ", ".join(self.group_names()))

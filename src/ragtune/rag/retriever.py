@@ -88,6 +88,7 @@ class Retriever:
         embedder = self.doc.embedder
         fp = embedder.fingerprint()
         if fp == self._fingerprint:
+            self.embedded_last_sync = 0
             return
         coll = self.collection(fp)
         nodes = self.doc.nodes(self.group_name)

@@ -28,7 +28,7 @@ class SentenceSplitter:
         out: list[str] = []
         for s in sents:
             if out and len(out[-1]) + len(s) + 1 <= self.max_chars:
-                joiner = "" if re.search(r"[\u4e00-\u9fff]$", out[-1]) else " "
+                joiner = "" if ord(out[-1][-1]) >= 0x2E80 or ord(s[0]) >= 0x2E80 else " "  # CJK: no spaces
                 out[-1] = out[-1] + joiner + s
             else:
                 out.append(s)

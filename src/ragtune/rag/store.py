@@ -87,10 +87,16 @@ class MilvusStore(Store):
             uri = str(Path(uri).expanduser())
         self.uri = uri
         self.client = MilvusClient(uri=uri, token=token, **client_kwargs)
-        self._dims: dict[str, int] = {}
+        self._loaded: set[str] = set()
 
     def _exists(self, collection):
-        return self.client.has_collection(collection)
+        if collection in self._loaded:
+            return True
+        if not self.client.has_collection(collection):
+            return False
+        self.client.load_collection(collection)  # a collection from an earlier run starts released
+        self._loaded.add(collection)
+        return True
 
     def ids(self, collection):
         if not self._exists(collection):
@@ -113,6 +119,7 @@ class MilvusStore(Store):
             self.client.create_collection(collection, dimension=int(vectors.shape[1]), primary_field_name="id",
                                           id_type="string", max_length=64, vector_field_name="vector",
                                           metric_type="COSINE", auto_id=False)
+            self._loaded.add(collection)
         rows = [{"id": i, "vector": v.tolist()} for i, v in zip(ids, vectors)]
         for start in range(0, len(rows), 1000):
             self.client.insert(collection, rows[start:start + 1000])
@@ -134,6 +141,7 @@ class MilvusStore(Store):
     def drop(self, collection):
         if self._exists(collection):
             self.client.drop_collection(collection)
+            self._loaded.discard(collection)
 
 
 STORES = {"memory": MemoryStore, "milvus": MilvusStore}
