@@ -28,7 +28,8 @@ def _base_dtype(model_dir: str):
     return getattr(torch, name, torch.float32)
 
 
-def save_merged(cfg, model, tokenizer, model_dir: str, path: Path, adapter: Path | None) -> Path:
+def save_merged(tokenizer, model_dir: str, path: Path, adapter: Path | None, trained: dict | None) -> Path:
+    """LoRA: base + adapter merged by peft. freeze/full: base with the ``trained`` tensors copied in."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -38,10 +39,9 @@ def save_merged(cfg, model, tokenizer, model_dir: str, path: Path, adapter: Path
 
         base = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     else:
-        trained = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         params = dict(base.named_parameters())
         with torch.no_grad():
-            for name, tensor in trained.items():
+            for name, tensor in (trained or {}).items():
                 params[name].copy_(tensor.to(params[name].dtype))
     with atomic_dir(path) as tmp:
         base.save_pretrained(str(tmp))

@@ -250,8 +250,10 @@ def _train(cfg, dist, out, model_dir, tokenizer, train_set, val_set) -> TrainRes
     engine = wrap_distributed(model, cfg, dist)
     loop = Loop(cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out)
     metrics = loop.run()
+    # every rank takes part (FSDP gathers full tensors); only rank 0 writes
+    trained = trainable_state(model, dist) if cfg.method != "lora" and cfg.merge else None
     if dist.main:
-        result = finish(cfg, model, tokenizer, model_dir, out, metrics)
+        result = finish(cfg, model, tokenizer, model_dir, out, metrics, trained)
     else:
         result = TrainResult(out, None, None, metrics)
     if dist.world > 1:
@@ -451,13 +453,13 @@ class Loop:
 
 
 # -- outputs --------------------------------------------------------------------------------------------
-def finish(cfg, model, tokenizer, model_dir: str, out: Path, metrics: dict) -> TrainResult:
+def finish(cfg, model, tokenizer, model_dir: str, out: Path, metrics: dict, trained: dict | None) -> TrainResult:
     from ...io import atomic_write_json
     from .export import save_adapter, save_merged
     from .plots import plot_loss
 
     adapter = save_adapter(model, tokenizer, out / "adapter") if cfg.method == "lora" else None
-    merged = save_merged(cfg, model, tokenizer, model_dir, out / "merged", adapter) if cfg.merge else None
+    merged = save_merged(tokenizer, model_dir, out / "merged", adapter, trained) if cfg.merge else None
     metrics = dict(metrics)
     atomic_write_json(out / "metrics.json", metrics)
     plot_loss(metrics["history"], out / "loss.png")
