@@ -19,16 +19,24 @@ def test_command_is_exact(monkeypatch):
     cfg = EmbedFinetuneConfig.build(train="t.jsonl", output="out", backend="flagembedding", nproc_per_node=4,
                                     per_device_train_batch_size=16, num_train_epochs=2, learning_rate=1e-5,
                                     temperature=0.02, train_group_size=8, pooling="cls", seed=1314)
-    cmd = fe.build_command(cfg, "/m/bge", "/d/train.jsonl", "/o/model", "Represent: ", bf16=True)
+    cmd = fe.build_command(cfg, "/m/bge", "/d/train.jsonl", "/o/model", "Represent: ", bf16=True,
+                           transformers_major=5)
     assert cmd == [
         "/usr/bin/torchrun", "--nproc_per_node", "4", "-m", "FlagEmbedding.finetune.embedder.encoder_only.base",
         "--model_name_or_path", "/m/bge", "--train_data", "/d/train.jsonl", "--output_dir", "/o/model",
-        "--overwrite_output_dir", "--train_group_size", "8", "--query_max_len", "64", "--passage_max_len", "256",
+        "--train_group_size", "8", "--query_max_len", "64", "--passage_max_len", "256",
         "--learning_rate", "1e-05", "--num_train_epochs", "2.0", "--per_device_train_batch_size", "16",
-        "--warmup_ratio", "0.1", "--temperature", "0.02", "--sentence_pooling_method", "cls",
+        "--warmup_steps", "0.1", "--temperature", "0.02", "--sentence_pooling_method", "cls",
         "--normalize_embeddings", "True", "--seed", "1314", "--logging_steps", "10", "--save_strategy", "no",
         "--report_to", "none", "--query_instruction_for_retrieval", "Represent: ",
         "--query_instruction_format", "{}{}", "--bf16"]
+
+
+def test_command_for_transformers_4_uses_warmup_ratio():
+    cfg = EmbedFinetuneConfig.build(train="t.jsonl", output="out", warmup_ratio=0.2)
+    cmd = fe.build_command(cfg, "m", "t", "o", "", transformers_major=4)
+    assert cmd[cmd.index("--warmup_ratio") + 1] == "0.2" and "--warmup_steps" not in cmd
+    assert "--query_instruction_for_retrieval" not in cmd and "--bf16" not in cmd
 
 
 def test_command_falls_back_to_python_module_without_torchrun(monkeypatch):
@@ -42,6 +50,14 @@ def test_failure_raises_with_exit_code_and_log_tail(tmp_path):
         fe.run_logged([sys.executable, "-c", script], tmp_path / "train.log", tail_lines=5)
     msg = err.value.message
     assert "exit code 3" in msg and "CUDA out of memory" in msg and "line 99" in msg and "line 90" not in msg
+
+
+def test_failure_shows_the_child_exception_above_the_tail(tmp_path):
+    script = ("print('[rank0]: ValueError: Some specified arguments are not used')\n"
+              "for i in range(60): print('torchrun noise', i)\nraise SystemExit(1)")
+    with pytest.raises(BackendError) as err:
+        fe.run_logged([sys.executable, "-c", script], tmp_path / "train.log", tail_lines=10)
+    assert "ValueError: Some specified arguments are not used" in err.value.message
     assert (tmp_path / "train.log").exists()
     fe.run_logged([sys.executable, "-c", "print('ok')"], tmp_path / "ok.log")  # success: no error
 

@@ -6,6 +6,7 @@ non-zero exit raises :class:`BackendError` with the log tail (no ``tee`` that wo
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from .data import TrainRecord, training_rows
 
 log = get_logger(__name__)
 MODULE = "FlagEmbedding.finetune.embedder.encoder_only.base"
+_ERROR_LINE = re.compile(r"^\s*(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b.*")
 
 
 def torchrun_prefix(nproc_per_node: int) -> list[str]:
@@ -27,23 +29,32 @@ def torchrun_prefix(nproc_per_node: int) -> list[str]:
     return base + ["--nproc_per_node", str(nproc_per_node)]
 
 
+def _transformers_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("transformers").split(".")[0])
+
+
 def build_command(cfg: EmbedFinetuneConfig, model_path: str, train_file: str, output_dir: str,
-                  instruction: str, bf16: bool = False) -> list[str]:
+                  instruction: str, bf16: bool = False, transformers_major: int | None = None) -> list[str]:
     """argv for ``torchrun ... -m FlagEmbedding.finetune.embedder.encoder_only.base`` (argument
-    names from FlagEmbedding 1.4 AbsEmbedder{Model,Data,Training}Arguments)."""
+    names from FlagEmbedding 1.4 AbsEmbedder{Model,Data,Training}Arguments + transformers'
+    TrainingArguments, whose v5 dropped --warmup_ratio (a float --warmup_steps is a ratio) and
+    --overwrite_output_dir)."""
+    major = transformers_major if transformers_major is not None else _transformers_major()
+    warmup = ["--warmup_steps" if major >= 5 else "--warmup_ratio", str(cfg.warmup_ratio)]
     cmd = torchrun_prefix(cfg.nproc_per_node) + [
         "-m", MODULE,
         "--model_name_or_path", model_path,
         "--train_data", train_file,
         "--output_dir", output_dir,
-        "--overwrite_output_dir",
         "--train_group_size", str(cfg.train_group_size),
         "--query_max_len", str(cfg.query_max_len),
         "--passage_max_len", str(cfg.passage_max_len),
         "--learning_rate", str(cfg.learning_rate),
         "--num_train_epochs", str(cfg.num_train_epochs),
         "--per_device_train_batch_size", str(cfg.per_device_train_batch_size),
-        "--warmup_ratio", str(cfg.warmup_ratio),
+        *warmup,
         "--temperature", str(cfg.temperature),
         "--sentence_pooling_method", cfg.pooling,
         "--normalize_embeddings", "True",
@@ -79,8 +90,11 @@ def run_logged(cmd: list[str], log_path: Path, tail_lines: int = 40) -> None:
     if proc.returncode != 0:
         lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         tail = "\n".join(lines[-tail_lines:])
+        # torchrun ends with its own summary; the child's exception is further up: show it too
+        errors = [ln for ln in lines[:-tail_lines] if _ERROR_LINE.match(ln)]
+        cause = ("\nerrors raised earlier in the log:\n" + "\n".join(errors[-3:])) if errors else ""
         raise BackendError(f"FlagEmbedding training failed with exit code {proc.returncode} "
-                           f"(full log: {log_path}); last lines:\n{tail}")
+                           f"(full log: {log_path}){cause}\nlast lines:\n{tail}")
 
 
 def require_flagembedding() -> None:
@@ -95,7 +109,10 @@ def train_flagembedding(cfg: EmbedFinetuneConfig, model_path: str, records: list
     require_flagembedding()
     train_file = write_train_file(records, cfg.train_group_size - 1, cfg.seed, workdir / "fe_train.jsonl")
     out = workdir / "fe_model"
-    run_logged(build_command(cfg, model_path, str(train_file), str(out), instruction, bf16), workdir / "train.log")
+    # The log lives next to the output (not inside the temp dir) so it survives a failed run.
+    log_path = Path(cfg.output).with_name(Path(cfg.output).name + ".train.log")
+    run_logged(build_command(cfg, model_path, str(train_file), str(out), instruction, bf16), log_path)
+    shutil.move(str(log_path), workdir / "train.log")
     return out
 
 
