@@ -122,7 +122,10 @@ def task_flops(model_dir: str, data: Path) -> float:
     return sum(4 * body * len(s) + 4 * head * labelled_tokens(s) for s in train)
 
 
-def child(variant: str, model_dir: str, data: Path) -> None:
+def child(variant: str, model_dir: str, data: Path, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
     if variant == "ragtune":
         result = run_ragtune(model_dir, data)
     elif variant.startswith("hf-"):
@@ -134,9 +137,10 @@ def child(variant: str, model_dir: str, data: Path) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_child(variant: str, model_dir: str, data: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", variant, "--model", model_dir, "--data", str(data)],
-                          capture_output=True, text=True)
+def run_child(variant: str, model_dir: str, data: Path, threads: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", variant, "--model", model_dir, "--data", str(data),
+                           "--threads", str(threads)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"variant {variant} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -149,20 +153,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "finetune.md"))
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads per variant (1 on a box other jobs share: idle threads spin-wait)")
     ap.add_argument("--child")
     ap.add_argument("--model")
     ap.add_argument("--data")
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.model, Path(args.data))
+        return child(args.child, args.model, Path(args.data), args.threads)
 
     from ragtune.models import resolve_model
 
     model_dir = str(resolve_model("gemma-3-270m").path)
     data = build_data(args.samples, Path(tempfile.mkdtemp()) / "cmrc_train.json")
     load_before = os.getloadavg()
-    peak = run_child("peak", model_dir, data)
-    results = {v: run_child(v, model_dir, data) for v in ("ragtune", "hf-fp32", "hf-bf16")}
+    peak = run_child("peak", model_dir, data, args.threads)
+    results = {v: run_child(v, model_dir, data, args.threads) for v in ("ragtune", "hf-fp32", "hf-bf16")}
     load_after = os.getloadavg()
     for r in results.values():
         r["tok_s"] = r["tokens"] / r["seconds"]
@@ -171,13 +177,13 @@ def main() -> None:
     ratio = results["ragtune"]["tok_s"] / results[base_name]["tok_s"]
     lines = [
         "# Fine-tuning throughput (issue 4)", "",
-        f"Command: `python benchmarks/train_throughput.py --samples {args.samples}`  ",
+        f"Command: `python benchmarks/train_throughput.py --samples {args.samples} --threads {args.threads}`  ",
         f"Date: 2026-11-24. Machine: 2-core CPU with AVX512-BF16, 24 GiB, shared with other engineers "
         f"(load average {load_before[0]:.1f} before, {load_after[0]:.1f} after).  ",
         f"Setup: gemma-3-270m, {args.samples} CMRC2018 train samples (chapter template), LoRA r=8 all linear, "
         f"1 epoch, batch 1, cutoff {CUTOFF}; {results['ragtune']['tokens']} tokens per variant.  ",
         f"Measured matmul peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s "
-        f"(2048x2048, best of 3).", "",
+        f"(2048x2048, best of 3, {args.threads} thread(s)).", "",
         "| variant | dtype | tokens/s | time (s) | peak RSS (MB) | final loss | MFU (vs bf16 peak) |",
         "|---|---|---|---|---|---|---|"]
     names = {"ragtune": "ragtune LoRA (answer-only lm_head)", "hf-fp32": "HF Trainer + PEFT",
