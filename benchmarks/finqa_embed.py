@@ -54,19 +54,19 @@ def main(argv=None) -> int:
         results["finetune"]["heldout_base"] = res.base
         results["finetune"]["heldout_tuned"] = res.tuned
         print(json.dumps(results["finetune"], indent=1))
-    if (Path(__file__).parent.parent / "src/ragtune/rag/evaluate.py").exists():
-        from ragtune.rag.evaluate import RetrievalEvalConfig, evaluate_retrieval
+    from ragtune.rag.evaluate import RetrievalEvalConfig, evaluate_retrieval
 
-        for name, model in (("base", args.base), ("tuned", str(tuned_dir))):
-            t0 = time.perf_counter()
-            rep = evaluate_retrieval(RetrievalEvalConfig.build(
-                evalset=str(work / "eval.jsonl"), kb=str(work / "kb"), embed=[model], topk=1,
-                output=str(work / f"eval_{name}")))
-            results[f"retrieval_{name}"] = rep["models"][0]["metrics"]
-            results[f"retrieval_{name}"]["seconds"] = round(time.perf_counter() - t0, 1)
-            print(name, json.dumps(results[f"retrieval_{name}"]))
+    t0 = time.perf_counter()
+    rep = evaluate_retrieval(RetrievalEvalConfig.build(
+        evalset=str(work / "eval.jsonl"), kb=str(work / "kb"), embed=[args.base, str(tuned_dir)], topk=1,
+        output=str(work / "eval_retrieval")))   # retrieval.md/.png compare both models
+    for name, m in zip(("base", "tuned"), rep["models"]):
+        results[f"retrieval_{name}"] = m["metrics"]
+        print(name, json.dumps(m["metrics"]))
+    results["retrieval_seconds_both"] = round(time.perf_counter() - t0, 1)
     results["peak_rss_mb_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    (work / "results.json").write_text(json.dumps(results, indent=1))
+    name = "results_eval_only.json" if args.skip_train else "results.json"
+    (work / name).write_text(json.dumps(results, indent=1))
     return 0
 
 
