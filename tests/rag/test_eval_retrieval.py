@@ -49,5 +49,6 @@ def test_cli_compares_two_embedders_and_writes_reports(files, tiny_embedder_dir,
     rows = [json.loads(line) for line in (out / "retrieved_0_tiny-embedder.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and len(rows[0]["context_retrieved"]) == 1 and rows[0]["context_reference"]
     assert (out / "retrieval.png").read_bytes()[:4] == b"\x89PNG"
+    assert "topk: 1" in (out / "ragtune_config.yaml").read_text()
     rc = main(["eval", "retrieval", "--evalset", str(tmp / "nope.jsonl"), "--kb", str(tmp / "kb")])
     assert rc == 1 and "nope.jsonl" in capsys.readouterr().err

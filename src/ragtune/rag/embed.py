@@ -66,10 +66,14 @@ class SentenceTransformerEmbedder(Embedder):
         return cls(model, name=resolved.name, path=Path(resolved.path), **kw)
 
     def _encode(self, texts, query: bool):
-        fn = self.model.encode_query if query else self.model.encode_document
-        vecs = fn(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                  normalize_embeddings=True, show_progress_bar=self.show_progress)
-        return _normalize(vecs)
+        kwargs = dict(batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                      show_progress_bar=self.show_progress)
+        if hasattr(self.model, "encode_query"):  # sentence-transformers >= 5
+            fn = self.model.encode_query if query else self.model.encode_document
+            return _normalize(fn(list(texts), **kwargs))
+        prompts = getattr(self.model, "prompts", None) or {}
+        name = "query" if query else "document"
+        return _normalize(self.model.encode(list(texts), prompt=prompts.get(name, ""), **kwargs))
 
     def embed_queries(self, texts):
         return self._encode(texts, True)

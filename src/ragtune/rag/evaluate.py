@@ -100,6 +100,7 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig | None = None, /, **kw: Any) -> 
     if cfg.output:
         out = Path(cfg.output)
         atomic_write_json(out / "retrieval.json", report)
+        cfg.save(out / "ragtune_config.yaml")
         atomic_write_text(out / "retrieval.md", report_markdown(report, cfg.ks))
         for i, (e, rows) in enumerate(per_model_rows.items()):
             atomic_write_jsonl(out / f"retrieved_{i}_{Path(e).name}.jsonl", rows)

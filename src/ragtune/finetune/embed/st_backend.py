@@ -16,8 +16,13 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
     """Train ``model`` in place; return the (step, loss) history."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    try:  # sentence-transformers >= 6 moved these; older releases have the flat paths
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    except ImportError:  # pragma: no cover - depends on the installed version
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.training_args import BatchSamplers
 
     import torch
 
@@ -37,7 +42,7 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
         num_train_epochs=cfg.num_train_epochs,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
+        **_warmup(cfg.warmup_ratio),
         seed=cfg.seed,
         bf16=bf16,
         # In-batch negatives are only negatives if no text repeats inside a batch.
@@ -55,3 +60,11 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
     log.info("training on %d (query, pos, %d neg) rows, %s", len(dataset), n_neg, "bf16" if bf16 else "fp32")
     trainer.train()
     return [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
+
+
+def _warmup(ratio: float) -> dict:
+    """transformers 5 deprecates warmup_ratio (a float warmup_steps < 1 is the ratio); 4.x needs it."""
+    from importlib.metadata import version
+
+    major = int(version("transformers").split(".")[0])
+    return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
