@@ -39,6 +39,14 @@ def test_command_for_transformers_4_uses_warmup_ratio():
     assert "--query_instruction_for_retrieval" not in cmd and "--bf16" not in cmd
 
 
+def test_pooling_auto_follows_the_base_model(tiny_embedder_dir, tmp_path):
+    cfg = EmbedFinetuneConfig.build(train="t", output="o")
+    assert cfg.pooling == "auto"
+    cmd = fe.build_command(cfg, str(tiny_embedder_dir), "t", "o", "", transformers_major=5)
+    assert cmd[cmd.index("--sentence_pooling_method") + 1] == "mean"      # the tiny model pools by mean
+    assert fe.detect_pooling(tmp_path) == "cls"                             # a plain HF dir: bge's default
+
+
 def test_command_falls_back_to_python_module_without_torchrun(monkeypatch):
     monkeypatch.setattr(fe.shutil, "which", lambda name: None)
     assert fe.torchrun_prefix(2) == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]

@@ -32,8 +32,8 @@ class EmbedFinetuneConfig(Config):
     seed: int = Field(42, description="Seed for the split, the negatives fill and the shuffling.")
     logging_steps: int = Field(10, ge=1, description="Log the loss every N steps.")
     nproc_per_node: int = Field(1, ge=1, description="flagembedding backend: processes (GPUs) per node for torchrun.")
-    pooling: Literal["cls", "mean", "last_token"] = Field(
-        "mean", description="flagembedding backend: sentence pooling (bge models: cls).")
+    pooling: Literal["auto", "cls", "mean", "last_token"] = Field(
+        "auto", description="flagembedding backend: sentence pooling; auto = the base model's own (else cls, as bge).")
 
     @field_validator("eval_ks")
     @classmethod

@@ -35,6 +35,27 @@ def _transformers_major() -> int:
     return int(version("transformers").split(".")[0])
 
 
+def detect_pooling(model_path: str | Path) -> str:
+    """The pooling a sentence-transformers folder already uses (its Pooling module config);
+    ``cls`` otherwise, FlagEmbedding's default for bge models."""
+    import json
+
+    try:
+        modules = json.loads((Path(model_path) / "modules.json").read_text(encoding="utf-8"))
+        pooling_dir = next(m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
+        conf = json.loads((Path(model_path) / pooling_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, StopIteration, KeyError, ValueError):
+        return "cls"
+    mode = conf.get("pooling_mode")  # sentence-transformers >= 6; older: pooling_mode_*_tokens flags
+    if mode in ("mean", "cls", "lasttoken"):
+        return {"lasttoken": "last_token"}.get(mode, mode)
+    if conf.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if conf.get("pooling_mode_lasttoken"):
+        return "last_token"
+    return "cls"
+
+
 def build_command(cfg: EmbedFinetuneConfig, model_path: str, train_file: str, output_dir: str,
                   instruction: str, bf16: bool = False, transformers_major: int | None = None) -> list[str]:
     """argv for ``torchrun ... -m FlagEmbedding.finetune.embedder.encoder_only.base`` (argument
@@ -56,7 +77,7 @@ def build_command(cfg: EmbedFinetuneConfig, model_path: str, train_file: str, ou
         "--per_device_train_batch_size", str(cfg.per_device_train_batch_size),
         *warmup,
         "--temperature", str(cfg.temperature),
-        "--sentence_pooling_method", cfg.pooling,
+        "--sentence_pooling_method", cfg.pooling if cfg.pooling != "auto" else detect_pooling(model_path),
         "--normalize_embeddings", "True",
         "--seed", str(cfg.seed),
         "--logging_steps", str(cfg.logging_steps),

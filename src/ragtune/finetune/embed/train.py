@@ -76,7 +76,10 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
 
             bf16 = resolve_dtype(cfg.dtype) == torch.bfloat16 and torch.cuda.is_available()
             hf_dir = train_flagembedding(cfg, base_path, train_records, instruction, tmp, bf16)
-            model = as_sentence_transformer(hf_dir, cfg.pooling, max(cfg.query_max_len, cfg.passage_max_len))
+            from .flagembedding import detect_pooling
+
+            pooling = cfg.pooling if cfg.pooling != "auto" else detect_pooling(base_path)
+            model = as_sentence_transformer(hf_dir, pooling, max(cfg.query_max_len, cfg.passage_max_len))
             loss_history: list[tuple[int, float]] = []
         else:
             from .st_backend import train_sentence_transformers
