@@ -69,3 +69,17 @@ def test_document_bad_json_names_file_and_record(tmp_path):
     assert "kb.json" in err.value.message and "record 1" in err.value.message and "'content'" in err.value.message
     with pytest.raises(DataError, match="does not exist"):
         Document(tmp_path / "missing")
+
+
+def test_pdf_without_pypdf_says_how_to_fix(tmp_path):
+    import importlib.util
+
+    from ragtune.errors import BackendError
+
+    (tmp_path / "manual.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    if importlib.util.find_spec("pypdf") is None:
+        with pytest.raises(BackendError, match="pip install pypdf"):
+            Document(tmp_path).nodes()
+    with pytest.raises(DataError, match="no .txt/.md/.json/.jsonl/.pdf files"):
+        (tmp_path / "manual.pdf").unlink()
+        Document(tmp_path).nodes()

@@ -66,8 +66,9 @@ class SentenceTransformerEmbedder(Embedder):
         return cls(model, name=resolved.name, path=Path(resolved.path), **kw)
 
     def _encode(self, texts, query: bool):
+        texts = list(texts)
         kwargs = dict(batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                      show_progress_bar=self.show_progress)
+                      show_progress_bar=self.show_progress or len(texts) > 8 * self.batch_size)
         if hasattr(self.model, "encode_query"):  # sentence-transformers >= 5
             fn = self.model.encode_query if query else self.model.encode_document
             return _normalize(fn(list(texts), **kwargs))
