@@ -38,6 +38,7 @@ class TrainableModule:
         self._method: Any = None
         self._params: dict[str, Any] = {}
         self._prompt = PromptConfig()
+        self._prompter: Any = None
         self._deploy: Any = None
         self._deploy_params: dict[str, Any] = {}
         self._evalset: list | str | None = None
@@ -90,7 +91,13 @@ class TrainableModule:
         self._method, self._params = method, params
         return self
 
-    def prompt(self, prompt: str | dict | PromptConfig | None) -> "TrainableModule":
+    def prompt(self, prompt: Any) -> "TrainableModule":
+        """A system string, ``dict(system=..., drop_builtin_system=...)``, a :class:`PromptConfig`,
+        or a RAG prompter (``rt.rag.ChatPrompter(instruction, extra_keys=[...])``) that turns the
+        pipeline's ``{context_str, query}`` dict into messages."""
+        if hasattr(prompt, "messages") and callable(prompt.messages):
+            self._prompter = prompt
+            return self
         self._prompt = PromptConfig.coerce(prompt)
         if self._deployment is not None and hasattr(self._deployment, "engine") and self._deployment.engine:
             self._deployment.engine.prompt_cfg = self._prompt
@@ -175,6 +182,8 @@ class TrainableModule:
             self.start()
         if self._embedder is not None:
             return self.embed(x)
+        if self._prompter is not None:
+            x = self._prompter.messages(x)
         return self.client()(x, **kwargs)
 
     def embed(self, texts: str | Sequence[str]) -> list[float] | list[list[float]]:
