@@ -118,3 +118,16 @@ def test_cli_runs_and_prints_metrics(tiny_embedder_dir, tmp_path, capsys):
     assert printed["tuned"]["n_queries"] == 8 and "recall@5" in printed["base"]
     rc = main(["finetune", "embed", "--train", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "x")])
     assert rc == 1 and "missing.jsonl" in capsys.readouterr().err
+
+
+def test_queries_cut_to_query_max_len_with_instruction(tiny_embedder_dir):
+    from transformers import AutoTokenizer
+
+    from ragtune.finetune.embed.st_backend import truncate_queries
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_embedder_dir))
+    long_q = " ".join(["pump valve filter"] * 20)
+    short, cut = truncate_queries(tok, ["pump valve", long_q], max_len=12, instruction="find: ")
+    assert short == "pump valve"
+    assert long_q.startswith(cut) and len(tok("find: " + cut)["input_ids"]) <= 12
+    assert len(tok("find: " + cut)["input_ids"]) >= 11        # uses the budget, not much less

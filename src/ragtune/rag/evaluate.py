@@ -137,7 +137,7 @@ def _write_png(path: Path, report: dict[str, Any], ks) -> None:
                label=Path(m["embed"]).name)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys, rotation=30)
     ax.set_ylim(0, 1)
-    ax.legend()
+    ax.legend(loc="lower right")
     fig.tight_layout()
     with atomic_open(path, "wb", encoding=None) as fh:
         fig.savefig(fh, format="png", dpi=100)

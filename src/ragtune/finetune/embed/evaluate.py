@@ -45,7 +45,7 @@ def write_comparison_png(path: Path, base: dict, tuned: dict, ks: Sequence[int],
     ax.set_xticks(list(x), keys, rotation=30)
     ax.set_ylim(0, 1)
     ax.set_title("held-out retrieval")
-    ax.legend()
+    ax.legend(loc="lower right")
     if loss:
         axes[1].plot([s for s, _ in loss], [v for _, v in loss])
         axes[1].set_xlabel("step")

@@ -33,7 +33,9 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
     if n_neg and have < len(records):
         log.warning("%d of %d records have fewer than %d negatives; the rest are drawn from other "
                     "records' positives", len(records) - have, len(records), n_neg)
-    dataset = Dataset.from_dict(training_rows(records, n_neg, cfg.seed))
+    rows = training_rows(records, n_neg, cfg.seed)
+    rows["query"] = truncate_queries(model.tokenizer, rows["query"], cfg.query_max_len, instruction)
+    dataset = Dataset.from_dict(rows)
     # One max length for the model (sentence-transformers has one); queries are short anyway.
     model.max_seq_length = max(cfg.query_max_len, cfg.passage_max_len)
     bf16 = resolve_dtype(cfg.dtype) == torch.bfloat16
@@ -68,3 +70,21 @@ def _warmup(ratio: float) -> dict:
 
     major = int(version("transformers").split(".")[0])
     return {"warmup_steps": ratio} if major >= 5 else {"warmup_ratio": ratio}
+
+
+def truncate_queries(tokenizer, queries: list[str], max_len: int, instruction: str = "") -> list[str]:
+    """Cut queries to ``max_len`` tokens (instruction and [CLS]/[SEP] included) at a token boundary
+    of the original text: sentence-transformers has one max length for both sides, so the query
+    limit is applied here. Returns the texts unchanged when they fit."""
+    budget = max_len - tokenizer.num_special_tokens_to_add(pair=False)
+    if instruction:
+        budget -= len(tokenizer(instruction, add_special_tokens=False)["input_ids"])
+    budget = max(budget, 1)
+    cache: dict[str, str] = {}
+    out = []
+    for q in queries:
+        if q not in cache:
+            offsets = tokenizer(q, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            cache[q] = q if len(offsets) <= budget else q[: offsets[budget - 1][1]]
+        out.append(cache[q])
+    return out
