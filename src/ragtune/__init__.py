@@ -27,6 +27,8 @@ _LAZY = {
     "Document": "ragtune.rag:Document",
     "Retriever": "ragtune.rag:Retriever",
     "pipeline": "ragtune.rag:pipeline",
+    "bind": "ragtune.rag:bind",
+    "ChatPrompter": "ragtune.rag:ChatPrompter",
     "OnlineChatModule": "ragtune.infer.client:OnlineChatModule",
 }
 
