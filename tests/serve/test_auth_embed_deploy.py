@@ -24,7 +24,8 @@ def test_api_key_required_when_set(llm_engine):
         ok = httpx.post(srv.url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer s3cret"},
                         timeout=60)
         health = httpx.get(srv.url + "/health")  # load balancers probe without a key
-    for resp in (none, wrong, models):
+        metrics = httpx.get(srv.url + "/metrics")
+    for resp in (none, wrong, models, metrics):
         assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
     assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
     assert health.status_code == 200

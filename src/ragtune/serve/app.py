@@ -94,7 +94,8 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
     @app.middleware("http")
     async def auth_and_count(request: Request, call_next):
         app.state.counters["requests"] += 1
-        if api_key and request.url.path.startswith("/v1/") and not _key_ok(request, api_key):
+        protected = request.url.path.startswith("/v1/") or request.url.path == "/metrics"
+        if api_key and protected and not _key_ok(request, api_key):
             app.state.counters["errors"] += 1
             return JSONResponse(error_body("invalid or missing API key: send 'Authorization: Bearer <key>'",
                                            "invalid_request_error", code="invalid_api_key"), status_code=401)
