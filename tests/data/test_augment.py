@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from helpers import read_jsonl, write_json, write_jsonl
+from .helpers import read_jsonl, write_json, write_jsonl
 from ragtune.cli import main
 from ragtune.data import augment_json, corrupt_json
 from ragtune.data.augment import CORRUPTIONS, find_json_span

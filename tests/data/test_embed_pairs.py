@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers import read_jsonl, write_json
+from .helpers import read_jsonl, write_json
 from ragtune.cli import main
 from ragtune.data import DEFAULT_INSTRUCTION, embed_pairs, split_indices
 from ragtune.data.embed_pairs import sample_negatives

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers import alpaca, write_json, write_jsonl
+from .helpers import alpaca, write_json, write_jsonl
 from ragtune.data import (alpaca_to_messages, convert, detect_format, messages_to_alpaca,
                           normalize_alpaca, read_records, to_messages)
 from ragtune.errors import DataError

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers import read_jsonl, write_jsonl
+from .helpers import read_jsonl, write_jsonl
 from ragtune.cli import main
 from ragtune.data import mine_negatives
 from ragtune.data.mining import faiss_available, parse_range, top_k

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from helpers import read_jsonl, write_json
+from .helpers import read_jsonl, write_json
 from ragtune.data import embed_pairs, mine_negatives
 
 TOPICS = {

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers import read_jsonl, write_json, write_jsonl
+from .helpers import read_jsonl, write_json, write_jsonl
 from ragtune.cli import main
 from ragtune.data import DEFAULT_TEMPLATE, TEMPLATES, convert, evalset, validate
 from ragtune.errors import ConfigError, DataError

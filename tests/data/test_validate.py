@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers import alpaca, write_json, write_jsonl
+from .helpers import alpaca, write_json, write_jsonl
 from ragtune.cli import main
 from ragtune.data import ERROR_KINDS, validate, validate_path_or_raise
 from ragtune.errors import ConfigError, DataError

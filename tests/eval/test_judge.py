@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from judge_server import running_judge
+from .judge_server import running_judge
 from ragtune.errors import BackendError, ConfigError
 from ragtune.eval import EvalItem, Judge, clamped_cosine, get_metric, parse_json_answer
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import span_items, write_json
+from .conftest import span_items, write_json
 
 
 def test_cli_lora_run(tiny_llm_dir, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import span_items, write_json  # noqa: E402
+from .conftest import span_items, write_json  # noqa: E402
 
 
 def test_ddp_two_processes_match_single_process(tiny_llm_dir, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import span_items, write_json  # noqa: E402  (tests/finetune/conftest.py)
+from .conftest import span_items, write_json  # noqa: E402  (tests/finetune/conftest.py)
 
 
 def exact_match(model_dir, items) -> float:

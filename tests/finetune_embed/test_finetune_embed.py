@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synth import make_task  # noqa: E402
+from .synth import make_task  # noqa: E402
 
 from ragtune.errors import BackendError, ConfigError, DataError
 from ragtune.finetune.embed import EmbedFinetuneConfig, embedding, finetune_embedding, flagembedding

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import ragtune as rt
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "finetune_embed"))
-from synth import make_task  # noqa: E402
+from ..finetune_embed.synth import make_task  # noqa: E402
 
 
 def test_retriever_update_finetunes_trainable_embed_then_reembeds(tmp_path, tiny_embedder_dir):

@@ -1,5 +1,1 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from serve_fixtures import http, llm_engine, llm_server, readable_llm_dir  # noqa: E402,F401
+from .serve_fixtures import http, llm_engine, llm_server, readable_llm_dir  # noqa: E402,F401
