@@ -113,3 +113,14 @@ def test_chapter_rag_example_with_ragtune_names(tiny_llm_dir, tiny_embedder_dir,
         assert retrieved in passages          # top-1 passage, joined as content
     finally:
         llm.stop()
+
+
+def test_local_llm_prompt_accepts_a_rag_prompter(tiny_llm_dir):
+    from ragtune.infer.client import LocalLLM
+
+    llm = LocalLLM.load(str(tiny_llm_dir), max_tokens=3)
+    prompted = llm.prompt(rt.ChatPrompter(instruction="Use the context.", extra_keys=["context_str"]))
+    out = prompted({"context_str": "the pump", "query": "what?"})
+    expected = llm([{"role": "system", "content": "Use the context.\n\n### context_str:\nthe pump"},
+                    {"role": "user", "content": "what?"}])
+    assert out == expected

@@ -51,7 +51,12 @@ class _ChatModel:
 
     def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "_ChatModel":
         """``llm.prompt("You are ...")`` or ``llm.prompt(dict(system=..., drop_builtin_system=True))``;
-        returns ``self`` (fluent)."""
+        returns ``self`` (fluent). A RAG prompter (``rt.ChatPrompter(instruction, extra_keys=[...])``)
+        returns a wrapped LLM that turns the pipeline's ``{context_str, query}`` into messages."""
+        if hasattr(system, "messages") and hasattr(system, "extra_keys"):
+            from ..rag.pipeline import PromptedLLM
+
+            return PromptedLLM(self, system)
         cfg = PromptConfig.coerce(system)
         if drop_builtin_system is not None:
             cfg = PromptConfig(cfg.system, drop_builtin_system, cfg.template)
@@ -204,7 +209,9 @@ class LocalLLM(_ChatModel):
                    **defaults)
 
     def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "LocalLLM":
-        super().prompt(system, drop_builtin_system)
+        wrapped = super().prompt(system, drop_builtin_system)
+        if wrapped is not self:                   # a RAG prompter: the engine's prompt stays as it is
+            return wrapped
         self.engine.prompt_cfg = self.prompt_cfg  # the engine builds prompts with the shared builder
         return self
 

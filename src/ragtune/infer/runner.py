@@ -25,12 +25,14 @@ from pydantic import Field
 from ..config import Config
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_json
+from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
+from ..data.squad import fill_template
 from ..log import get_logger
 
 log = get_logger(__name__)
 
-CHAPTER_TEMPLATE = ("Please use the original text of the following paragraph to answer the question\n\n"
-                    "### Known paragraph: {context}\n\n### Question: {question}\n")
+# CHAPTER_TEMPLATE is the chapter's CMRC extraction template: the constant the squad->alpaca
+# converter uses, so inference prompts match what `ragtune data convert` trained on.
 
 
 class InferConfig(Config):
@@ -118,7 +120,8 @@ def item_input(item: dict[str, Any], template: str | None, *, file: str = "", re
         return "chat", [{"role": "user", "content": text + ("\n" + extra if extra else "")}]
     if "question" in item:
         need("context"), need("question")
-        return "chat", [{"role": "user", "content": CHAPTER_TEMPLATE.format(**item)}]
+        # fill_template, not str.format: a context that contains braces is inserted verbatim
+        return "chat", [{"role": "user", "content": fill_template(CHAPTER_TEMPLATE, item["context"], item["question"])}]
     raise DataError("an eval item needs {context, question}, {instruction[, input]}, {messages} or {prompt}",
                     file=file, record=record, hint="or pass --template with {field} placeholders")
 
