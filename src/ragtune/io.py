@@ -107,3 +107,41 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json_records(path: str | os.PathLike, *, what: str = "file", objects: bool = True) -> list[Any]:
+    """Records of a JSON array or JSON Lines file, stdlib only (no pyarrow: the hot paths of
+    fine-tuning, inference and scoring read JSON and must start fast). ``what`` names the file in
+    errors ("training file", "eval set"); ``objects`` requires every record to be a JSON object.
+    ``ragtune.data.read_records`` is the full reader (CSV/Parquet, line numbers, validation)."""
+    from .errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} does not exist", file=str(path))
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError(f"{what} is empty", file=str(path))
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON (line {exc.lineno}: {exc.msg})", file=str(path)) from None
+    else:
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"line {lineno} is not valid JSON ({exc.msg}); expected a JSON list or JSON Lines",
+                                file=str(path), record=len(rows)) from None
+    if not rows:
+        raise DataError(f"{what} holds no records", file=str(path))
+    if objects:
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataError(f"each record must be a JSON object, got {type(row).__name__}",
+                                file=str(path), record=i)
+    return rows

@@ -1,7 +1,6 @@
 """Loading eval sets and prediction files, with errors that name file, record and field."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,30 +12,10 @@ PREDICTION_FIELDS = ("prediction", "output")
 
 
 def read_records(path: str | Path) -> list[Any]:
-    """A JSON list, or JSON Lines (one value per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file does not exist", file=str(path))
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON at line {exc.lineno}: {exc.msg}", file=str(path)) from None
-        return data
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"line {lineno} is not valid JSON ({exc.msg}); expected a JSON list or JSON Lines",
-                            file=str(path), record=len(records)) from None
-    if not records:
-        raise DataError("file is empty", file=str(path))
-    return records
+    """A JSON list, or JSON Lines (one value per line); predictions may be plain strings."""
+    from ..io import read_json_records
+
+    return read_json_records(path, objects=False)
 
 
 def _answers(value: Any, file: str, i: int, key: str) -> list[str]:

@@ -62,31 +62,9 @@ class InferConfig(Config):
 
 # -- eval set -----------------------------------------------------------------------------------------
 def load_evalset(path: str | os.PathLike) -> list[dict[str, Any]]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("eval set does not exist", file=str(path)) from None
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON: {exc}", file=str(path)) from None
-    else:
-        items = []
-        for n, line in enumerate(text.splitlines()):
-            if line.strip():
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"line {n + 1} is not valid JSON: {exc}", file=str(path), record=len(items)) from None
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise DataError(f"each item must be a JSON object, got {type(item).__name__}", file=str(path), record=i)
-    if not items:
-        raise DataError("eval set is empty", file=str(path))
-    return items
+    from ..io import read_json_records
+
+    return read_json_records(path, what="eval set")
 
 
 def item_input(item: dict[str, Any], template: str | None, *, file: str = "", record: int = 0):

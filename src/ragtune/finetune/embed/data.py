@@ -7,7 +7,6 @@ Files may be JSON lines or one JSON list; ``datasets.to_json`` writes JSON lines
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,31 +16,9 @@ from ...errors import DataError
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        raise DataError("file does not exist", file=str(path))
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON: {exc}", file=str(path)) from None
-    else:
-        rows = []
-        for n, line in enumerate(text.splitlines()):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"line {n + 1} is not valid JSON: {exc}", file=str(path), record=len(rows)) from None
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DataError(f"expected an object, got {type(row).__name__}", file=str(path), record=i)
-    if not rows:
-        raise DataError("no records", file=str(path))
-    return rows
+    from ...io import read_json_records
+
+    return read_json_records(path)
 
 
 def _text_list(row: dict, key: str, file: str, i: int, required: bool) -> list[str]:

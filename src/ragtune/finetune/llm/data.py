@@ -26,31 +26,9 @@ ROLES = {"system", "user", "assistant"}
 
 # -- reading ----------------------------------------------------------------------------------------
 def read_records(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("training file does not exist", file=str(path))
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise DataError("training file is empty", file=str(path))
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON: {exc}", file=str(path)) from None
-    else:
-        rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"line {lineno} is not valid JSON: {exc}", file=str(path),
-                                record=len(rows)) from None
-    if not rows:
-        raise DataError("training file holds no records", file=str(path))
-    return rows
+    from ...io import read_json_records
+
+    return read_json_records(path, what="training file", objects=False)
 
 
 def to_messages(row: Any, *, file: str, record: int) -> list[dict[str, str]]:
