@@ -83,6 +83,19 @@ def rag_answers(paths: dict[str, Path], tuned_dir: Path, embed: str, questions: 
     return rows
 
 
+def distinct_questions(items: list[dict], n: int) -> list[dict]:
+    """``n`` questions about different facts (different question openings), in eval-set order."""
+    picks, seen = [], set()
+    for item in items:
+        opening = " ".join(item["question"].split()[:3])
+        if opening not in seen:
+            seen.add(opening)
+            picks.append(item)
+        if len(picks) == n:
+            break
+    return picks
+
+
 def run_demo(output: str | Path = "ragtune-demo", *, seed: int = 0, n_machines: int = 50,
              llm: str = "gemma-3-270m", embed: str = "all-MiniLM-L6-v2", finetune: dict | None = None,
              rag_questions: int = 2) -> DemoResult:
@@ -96,7 +109,7 @@ def run_demo(output: str | Path = "ragtune-demo", *, seed: int = 0, n_machines: 
     summaries = {name: json.loads((run / f"eval_{name}" / "result" / "summary.json").read_text(encoding="utf-8"))
                  for name in ("base", "tuned")}
     test = json.loads(Path(paths["eval"]).read_text(encoding="utf-8"))
-    picks = [test[i] for i in range(0, len(test), max(1, len(test) // rag_questions))][:rag_questions]
+    picks = distinct_questions(test, rag_questions)
     answers = rag_answers(paths, run / "finetune_llm" / "model", embed, picks)
     atomic_write_json(out / "rag_answers.json", answers)
     return DemoResult(run, run / "report" / "report.md", run / "report" / "report.html", summaries, answers)

@@ -15,8 +15,12 @@ def demo(output: str, seed: int, n_machines: int, llm: str, embed: str) -> None:
     """Generate a fictional domain data set, show the base gemma-3-270m failing on it, fine-tune it
     with LoRA, evaluate base vs tuned, and answer questions with a small RAG over the manuals."""
     import time
+    import warnings
 
     from ..demo import run_demo
+
+    _quiet_libraries()
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     started = time.time()
     click.echo(f"ragtune demo -> {output}  (data: {n_machines} fictional machine manuals, seed {seed})")
@@ -30,3 +34,15 @@ def demo(output: str, seed: int, n_machines: int, llm: str, embed: str) -> None:
                    f"(reference: {row['reference']!r})")
     click.echo(f"\nHTML report: {res.report_html.resolve()}")
     click.echo(f"done in {time.time() - started:.0f} s")
+
+
+def _quiet_libraries() -> None:
+    """The demo is read by people: keep transformers' per-load progress bars out of its output
+    (ragtune's own bars for training and inference stay)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a dependency of the demo anyway
+        pass
