@@ -83,7 +83,15 @@ def test_deterministic_and_numpy_equals_faiss(tmp_path, embedder):
         pytest.skip("faiss-cpu not installed")
     s = mine_negatives(src, tmp_path / "c.jsonl", embedder=embedder, backend="faiss", margin=0.0, range="1-20", seed=9)
     assert s.notes["search backend"] == "faiss"
-    assert read_jsonl(tmp_path / "c.jsonl") == read_jsonl(tmp_path / "a.jsonl")
+    # faiss and numpy compute the same similarities up to float rounding; the random tiny embedder
+    # gives many near-ties, so compare the picks by their similarity to the query, not by identity.
+    via_faiss, via_numpy = read_jsonl(tmp_path / "c.jsonl"), read_jsonl(tmp_path / "a.jsonl")
+    assert [r["query"] for r in via_faiss] == [r["query"] for r in via_numpy]
+    for f_row, n_row in zip(via_faiss, via_numpy):
+        q = embedder.encode([n_row["prompt"] + n_row["query"]], normalize_embeddings=True)[0]
+        score = lambda texts: sorted(embedder.encode(texts, normalize_embeddings=True) @ q)
+        assert len(f_row["neg"]) == len(n_row["neg"])
+        assert np.allclose(score(f_row["neg"]), score(n_row["neg"]), atol=1e-3)
 
 
 def test_top_k_numpy_matches_full_sort():
