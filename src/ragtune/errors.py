@@ -46,6 +46,3 @@ class ModelCorruptedError(RagtuneError):
 class BackendError(RagtuneError, RuntimeError):
     """An optional backend (vLLM, LLaMA-Factory, FlagEmbedding, ...) failed or is not installed."""
 
-
-class NotReadyError(RagtuneError, NotImplementedError):
-    """A command group whose issue has not landed yet. Says so instead of pretending."""
