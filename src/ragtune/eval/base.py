@@ -6,6 +6,7 @@ Every metric scores a batch of :class:`EvalItem` and returns one :class:`MetricR
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Sequence
@@ -81,7 +82,7 @@ def aggregate(results: Sequence[MetricResult]) -> Aggregate:
                      n_skipped=sum(r.status == "skipped" for r in results))
 
 
-class Metric:
+class Metric(abc.ABC):
     """Base class: subclasses set ``name``/``title`` and implement :meth:`score_batch`."""
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""           # column title in reports
@@ -90,7 +91,8 @@ class Metric:
     def score_batch(self, items: Sequence[EvalItem]) -> list[MetricResult]:
         return [self.score(item) for item in items]
 
-    def score(self, item: EvalItem) -> MetricResult:  # pragma: no cover - overridden
+    @abc.abstractmethod
+    def score(self, item: EvalItem) -> MetricResult:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Both take a string (one user turn) or a list of messages, both have ``.prompt(sy
 """
 from __future__ import annotations
 
+import abc
 import os
 import random
 import threading
@@ -40,7 +41,7 @@ def _as_messages(x: str | Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return [dict(m) for m in msgs]
 
 
-class _ChatModel:
+class _ChatModel(abc.ABC):
     """Shared call interface."""
 
     def __init__(self, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
@@ -72,6 +73,7 @@ class _ChatModel:
     def __call__(self, x: str | Sequence[dict[str, str]], **overrides: Any) -> str:
         return self.batch([x], **overrides)[0]
 
+    @abc.abstractmethod
     def batch(self, inputs: Sequence[str | Sequence[dict[str, str]]], **overrides: Any) -> list[str]:
         raise NotImplementedError
 

@@ -8,6 +8,7 @@ embedded separately so a query instruction saved with a tuned model (sentence-tr
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Callable, Sequence
 from ..errors import ConfigError
 
 
-class Embedder:
+class Embedder(abc.ABC):
     """Base: ``embed_queries`` / ``embed_documents`` return L2-normalized float32 arrays."""
 
     name: str = "embedder"
@@ -24,7 +25,8 @@ class Embedder:
     def embed_queries(self, texts: Sequence[str]):
         return self.embed_documents(texts)
 
-    def embed_documents(self, texts: Sequence[str]):  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def embed_documents(self, texts: Sequence[str]):
         raise NotImplementedError
 
     def fingerprint(self) -> str:

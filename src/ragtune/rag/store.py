@@ -5,6 +5,7 @@ re-tuned embedder gets fresh vectors and an unchanged one reuses them (also acro
 """
 from __future__ import annotations
 
+import abc
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,18 +13,22 @@ from typing import Any, Sequence
 from ..errors import BackendError, ConfigError
 
 
-class Store:
+class Store(abc.ABC):
     name = "store"
 
+    @abc.abstractmethod
     def ids(self, collection: str) -> set[str]:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def add(self, collection: str, ids: Sequence[str], vectors, texts: Sequence[str]) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def search(self, collection: str, query_vec, topk: int) -> list[tuple[str, float]]:
         """(node id, cosine similarity) best first."""
         raise NotImplementedError

@@ -10,6 +10,8 @@ with an OpenAI-compatible ``url`` and a ``client()`` that a RAG pipeline calls l
 """
 from __future__ import annotations
 
+import abc
+
 from typing import Any
 
 from ..errors import ConfigError
@@ -55,7 +57,7 @@ class Deployment:
         self.stop()
 
 
-class DeployMethod:
+class DeployMethod(abc.ABC):
     name = "base"
 
     def __init__(self, **settings: Any):
@@ -78,6 +80,7 @@ class DeployMethod:
             values.update(system=p.system, drop_builtin_system=p.drop_builtin_system, template=p.template)
         return ServeConfig.build(**values)
 
+    @abc.abstractmethod
     def deploy(self, model: str, adapter: str | None = None, prompt: Any = None) -> Deployment:
         raise NotImplementedError
 
