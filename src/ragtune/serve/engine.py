@@ -350,7 +350,10 @@ def load_causal_lm(model_ref: str, adapter: Any = None, *, dtype: str = "auto", 
     if adapter is not None:
         from peft import PeftModel
 
+        from ..finetune.llm.fast_lora import install
+
         model = PeftModel.from_pretrained(model, str(adapter))
+        install(model)  # adapter branch in the base dtype, fused into its GEMM (as in training)
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -64,6 +64,8 @@ class LLMFinetuneConfig(Config):
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto = bf16 where native.")
     attn_implementation: Literal["auto", "eager", "sdpa"] = Field(
         "auto", description="auto = eager on CPU (its backward is ~1.4x faster than SDPA's there), sdpa on CUDA.")
+    fast_lora: bool = Field(True, description="LoRA branch in the base dtype, fused into the base GEMM "
+                            "(1.4x less time per LoRA layer on CPU); off = peft's own forward.")
     group_by_length: bool = Field(True, description="Batch samples of similar length (less padding).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     fsdp: bool = Field(False, description="FSDP sharding for full fine-tuning under torchrun on CUDA.")

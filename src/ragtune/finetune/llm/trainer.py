@@ -119,6 +119,10 @@ def load_model(cfg: LLMFinetuneConfig, model_dir: str, dist: Dist):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=load_dtype,
                                                  attn_implementation=attention_for(cfg, dist.device))
     model = apply_method(model, cfg)
+    if cfg.method == "lora" and cfg.fast_lora:
+        from .fast_lora import install
+
+        log.info("fast LoRA path on %d layers", install(model))
     autocast = cfg.method != "lora" and dtype != torch.float32
     if autocast:
         for p in model.parameters():
