@@ -325,6 +325,17 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def _contiguous_head_input(model: Any) -> None:
+    """Generation slices the last position, ``hidden[:, -1:]``: a 3-D view whose batch stride is the
+    whole prompt. With frozen weights (``requires_grad=False``, as after loading an adapter) PyTorch's
+    linear does not fold that view into one GEMM but expands the 262k x 640 output weight per batch
+    row and copies it (5.4 GB for a batch of 8: measured 40% of a 16-prompt batch's time). A
+    contiguous input folds; the copy is batch x hidden."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None:
+        head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+
+
 def _context_limit(model: Any) -> int:
     cfg = getattr(model.config, "get_text_config", lambda: model.config)()
     return int(getattr(cfg, "max_position_embeddings", None) or 4096)
@@ -354,6 +365,8 @@ def load_causal_lm(model_ref: str, adapter: Any = None, *, dtype: str = "auto", 
 
         model = PeftModel.from_pretrained(model, str(adapter))
         install(model)  # adapter branch in the base dtype, fused into its GEMM (as in training)
+        model = model.get_base_model()  # LoRA layers are injected in place; generate as plain HF
+    _contiguous_head_input(model)
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
