@@ -1,6 +1,6 @@
 """The chapter's CMRC2018 experiment on this CPU: gemma-3-270m base vs fine-tuned, span extraction.
 
-    python benchmarks/cmrc_sft.py main  [--samples 2000] [--workdir /tmp/cmrc_sft]   # default recipe
+    python benchmarks/cmrc_sft.py main  [--samples 2400] [--workdir /tmp/cmrc_sft]   # default recipe
     python benchmarks/cmrc_sft.py sweep [--samples 256]                              # recipe search
     python benchmarks/cmrc_sft.py report                                             # tables only
 
@@ -307,14 +307,14 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/cmrc_sft")
     ap.add_argument("--train", default=str(DATA / "cmrc2018" / "train.json"))
     ap.add_argument("--test", default=str(DATA / "cmrc2018" / "test.json"))
-    ap.add_argument("--samples", type=int, default=None, help="training samples (main: 2000, sweep: 256)")
+    ap.add_argument("--samples", type=int, default=None, help="training samples (main: 2400, sweep: 256)")
     ap.add_argument("--test-n", type=int, default=200)
-    ap.add_argument("--curve-every", type=int, default=500, help="main: score a checkpoint every N samples")
+    ap.add_argument("--curve-every", type=int, default=600, help="main: score a checkpoint every N samples")
     ap.add_argument("--only", nargs="*", help="sweep: only these recipes")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if args.samples is None:
-        args.samples = 256 if args.command == "sweep" else 2000
+        args.samples = 256 if args.command == "sweep" else 2400
     {"main": cmd_main, "sweep": cmd_sweep, "report": cmd_report}[args.command](args)
 
 
