@@ -171,11 +171,18 @@ def first_100(work: Path, test: Path) -> Path:
     return small
 
 
-def cmd_main(args) -> None:
+def prepare(args) -> tuple[Path, Path, Path, Path]:
+    """(workdir, train file, test sample, its first 100 items), with the base scored on the 100."""
     work = Path(args.workdir)
     data = train_file(work, Path(args.train), args.samples)
     test = test_file(work, Path(args.test), args.test_n)
     small = first_100(work, test)
+    predict_and_score(work, "base", small, "gemma-3-270m", None)
+    return work, data, test, small
+
+
+def cmd_main(args) -> None:
+    work, data, test, small = prepare(args)
     predict_and_score(work, "base", test, "gemma-3-270m", None)
     batch = RECIPE["per_device_train_batch_size"]
     every = max(1, args.curve_every // batch)
@@ -184,7 +191,6 @@ def cmd_main(args) -> None:
     (work / name / "recipe.json").write_text(json.dumps(RECIPE, indent=1))
     predict_and_score(work, name, test, str(work / name / "finetune"), None)
     # the curve: checkpoints (and the final model) on the first 100 items of the sample
-    predict_and_score(work, "base", small, "gemma-3-270m", None)
     predict_and_score(work, name, small, str(work / name / "finetune"), None)
     steps = sorted(int(p.name.split("-")[1]) for p in (work / name / "finetune" / "checkpoints").glob("step-*"))
     for step in steps[:-1]:
@@ -194,11 +200,7 @@ def cmd_main(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    work = Path(args.workdir)
-    data = train_file(work, Path(args.train), args.samples)
-    test = test_file(work, Path(args.test), args.test_n)
-    small = first_100(work, test)
-    predict_and_score(work, "base", small, "gemma-3-270m", None)
+    work, data, _, small = prepare(args)
     for name, recipe in SWEEP.items():
         if args.only and name not in args.only:
             continue
