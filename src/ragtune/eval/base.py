@@ -93,7 +93,7 @@ class Metric(abc.ABC):
 
     @abc.abstractmethod
     def score(self, item: EvalItem) -> MetricResult:
-        raise NotImplementedError
+        """This metric's result for one item (``MetricResult.skipped`` or ``.error`` when it cannot score)."""
 
     def describe(self) -> dict[str, Any]:
         """Name + parameters, written into summary.json so a number says how it was computed."""

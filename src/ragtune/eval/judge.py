@@ -7,6 +7,7 @@ LLM prompt). Judge output must be JSON of an expected shape; malformed output is
 """
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -171,8 +172,9 @@ class _JudgedMetric(Metric):
         except JudgeOutputError as exc:
             return MetricResult.error(str(exc), raw=exc.raw)
 
-    def _judge(self, item: EvalItem) -> MetricResult:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _judge(self, item: EvalItem) -> MetricResult:
+        """Ask the judge about one non-empty prediction; raise JudgeOutputError on unusable output."""
 
 
 @register_metric("faithfulness")

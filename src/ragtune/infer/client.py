@@ -75,7 +75,7 @@ class _ChatModel(abc.ABC):
 
     @abc.abstractmethod
     def batch(self, inputs: Sequence[str | Sequence[dict[str, str]]], **overrides: Any) -> list[str]:
-        raise NotImplementedError
+        """One completion per input (a user turn or a message list), in input order."""
 
 
 class OnlineChatModule(_ChatModel):

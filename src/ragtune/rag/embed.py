@@ -27,7 +27,7 @@ class Embedder(abc.ABC):
 
     @abc.abstractmethod
     def embed_documents(self, texts: Sequence[str]):
-        raise NotImplementedError
+        """L2-normalized float32 array, one row per text."""
 
     def fingerprint(self) -> str:
         """Changes whenever the vectors would change (re-tuned weights, another model)."""

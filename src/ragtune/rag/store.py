@@ -18,20 +18,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def ids(self, collection: str) -> set[str]:
-        raise NotImplementedError
+        """Node ids already stored in ``collection`` (empty if it does not exist)."""
 
     @abc.abstractmethod
     def add(self, collection: str, ids: Sequence[str], vectors, texts: Sequence[str]) -> None:
-        raise NotImplementedError
+        """Insert rows (id, normalized vector, text), creating the collection if needed."""
 
     @abc.abstractmethod
     def delete(self, collection: str, ids: Sequence[str]) -> None:
-        raise NotImplementedError
+        """Remove these node ids from ``collection``."""
 
     @abc.abstractmethod
     def search(self, collection: str, query_vec, topk: int) -> list[tuple[str, float]]:
         """(node id, cosine similarity) best first."""
-        raise NotImplementedError
 
 
 class MemoryStore(Store):

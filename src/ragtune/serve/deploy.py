@@ -82,7 +82,7 @@ class DeployMethod(abc.ABC):
 
     @abc.abstractmethod
     def deploy(self, model: str, adapter: str | None = None, prompt: Any = None) -> Deployment:
-        raise NotImplementedError
+        """Start serving ``model`` (+ ``adapter``) and return the running :class:`Deployment`."""
 
 
 @register("builtin")
