@@ -122,7 +122,8 @@ def load_model(cfg: LLMFinetuneConfig, model_dir: str, dist: Dist):
     if cfg.method == "lora" and cfg.fast_lora:
         from .fast_lora import install
 
-        log.info("fast LoRA path on %d layers", install(model))
+        layers = install(model)
+        log.info("fast LoRA path on %d layers", layers)
     autocast = cfg.method != "lora" and dtype != torch.float32
     if autocast:
         for p in model.parameters():
