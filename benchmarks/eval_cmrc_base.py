@@ -1,6 +1,6 @@
 """Predictions of the base bundled gemma-3-270m on CMRC 2018 test items, for `ragtune eval llm`.
 
-Prompt: the chapter's extraction template rendered with ``ragtune.prompt.build_prompt`` (the base
+Prompt: the chapter's extraction template rendered with ``ragtune.core.prompt.build_prompt`` (the base
 model has no chat template, so ragtune's plain template applies). Greedy, batched, left padding,
 bf16 (when the CPU supports it), max_new_tokens 32.
 
@@ -36,10 +36,10 @@ def main() -> None:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragtune.device import resolve_dtype
-    from ragtune.io import atomic_write_json
+    from ragtune.models.device import resolve_dtype
+    from ragtune.core.io import atomic_write_json
     from ragtune.models import resolve_model
-    from ragtune.prompt import build_prompt
+    from ragtune.core.prompt import build_prompt
 
     torch.set_num_threads(2)
     rows = json.loads(Path(args.data).read_text(encoding="utf-8"))[: args.n]

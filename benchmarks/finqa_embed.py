@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         results["finetune"]["heldout_base"] = res.base
         results["finetune"]["heldout_tuned"] = res.tuned
         print(json.dumps(results["finetune"], indent=1))
-    from ragtune.rag.evaluate import RetrievalEvalConfig, evaluate_retrieval
+    from ragtune.eval.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval
 
     t0 = time.perf_counter()
     rep = evaluate_retrieval(RetrievalEvalConfig.build(

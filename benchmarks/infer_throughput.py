@@ -51,7 +51,7 @@ def main() -> None:
 
     from ragtune.infer.runner import CHAPTER_TEMPLATE
     from ragtune.models import resolve_model
-    from ragtune.serve.engine import BuiltinEngine, SamplingParams
+    from ragtune.engine.builtin import BuiltinEngine, SamplingParams
 
     items = cmrc_prompts(args.data, args.n)
     engine = BuiltinEngine.load(args.model, max_batch_size=args.batch_size)  # dtype auto (bf16 here)

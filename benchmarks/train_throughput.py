@@ -44,7 +44,7 @@ def samples(model_dir: str, data: Path):
     from transformers import AutoTokenizer
 
     from ragtune.finetune.llm.data import tokenized_dataset
-    from ragtune.prompt import PromptConfig
+    from ragtune.core.prompt import PromptConfig
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     return tokenized_dataset(data, tok, model_dir, PromptConfig(), CUTOFF, use_cache=False)[0], tok

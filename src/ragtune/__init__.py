@@ -23,13 +23,13 @@ _LAZY = {
     "resolve_model": "ragtune.models:resolve_model",
     "pull_model": "ragtune.models:pull_model",
     "list_models": "ragtune.models:list_models",
-    "TrainableModule": "ragtune.module:TrainableModule",
+    "TrainableModule": "ragtune.workflow.module:TrainableModule",
     "Document": "ragtune.rag:Document",
     "Retriever": "ragtune.rag:Retriever",
     "pipeline": "ragtune.rag:pipeline",
     "bind": "ragtune.rag:bind",
     "ChatPrompter": "ragtune.rag:ChatPrompter",
-    "OnlineChatModule": "ragtune.infer.client:OnlineChatModule",
+    "OnlineChatModule": "ragtune.engine.client:OnlineChatModule",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -7,7 +7,7 @@ from .helpers import read_jsonl, write_json, write_jsonl
 from ragtune.cli import main
 from ragtune.data import augment_json, corrupt_json
 from ragtune.data.augment import CORRUPTIONS, find_json_span
-from ragtune.errors import ConfigError
+from ragtune.core.errors import ConfigError
 
 
 def _is_json(text):

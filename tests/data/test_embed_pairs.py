@@ -6,7 +6,7 @@ from .helpers import read_jsonl, write_json
 from ragtune.cli import main
 from ragtune.data import DEFAULT_INSTRUCTION, embed_pairs, split_indices
 from ragtune.data.embed_pairs import sample_negatives
-from ragtune.errors import ConfigError, DataError
+from ragtune.core.errors import ConfigError, DataError
 
 
 def qa_rows(n=60):

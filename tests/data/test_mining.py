@@ -5,7 +5,7 @@ from .helpers import read_jsonl, write_jsonl
 from ragtune.cli import main
 from ragtune.data import mine_negatives
 from ragtune.data.mining import faiss_available, parse_range, top_k
-from ragtune.errors import ConfigError, DataError
+from ragtune.core.errors import ConfigError, DataError
 
 WORDS = ["pump", "valve", "filter", "pressure", "station", "north", "serial", "hours", "months", "replace"]
 

@@ -5,7 +5,7 @@ import pytest
 from .helpers import read_jsonl, write_json, write_jsonl
 from ragtune.cli import main
 from ragtune.data import DEFAULT_TEMPLATE, TEMPLATES, convert, evalset, validate
-from ragtune.errors import ConfigError, DataError
+from ragtune.core.errors import ConfigError, DataError
 
 
 def squad_rows():

@@ -5,7 +5,7 @@ import pytest
 from .helpers import alpaca, write_json, write_jsonl
 from ragtune.cli import main
 from ragtune.data import ERROR_KINDS, validate, validate_path_or_raise
-from ragtune.errors import ConfigError, DataError
+from ragtune.core.errors import ConfigError, DataError
 
 GOOD_MSG = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}
 
@@ -84,7 +84,7 @@ def test_duplicates_across_formats_of_the_same_conversation(tmp_path):
 def test_over_long_counts_with_real_tokenizer(tmp_path, tiny_llm_dir):
     from transformers import AutoTokenizer
 
-    from ragtune.prompt import PromptConfig, encode_prompt, render_turns
+    from ragtune.core.prompt import PromptConfig, encode_prompt, render_turns
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llm_dir))
     rows = [alpaca(0), alpaca(1, output="long " * 200), alpaca(2, input="ctx " * 300)]

@@ -1,7 +1,7 @@
 """`ragtune demo`'s flow on tiny models (the real one, on gemma-3-270m, is measured in BENCHMARKS.md)."""
 import json
 
-from ragtune.demo import distinct_questions, make_demo_data, run_demo
+from ragtune.workflow.demo import distinct_questions, make_demo_data, run_demo
 
 
 def test_demo_data_is_deterministic_and_split_by_manual(tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from .judge_server import running_judge
-from ragtune.errors import BackendError, ConfigError
+from ragtune.core.errors import BackendError, ConfigError
 from ragtune.eval import EvalItem, Judge, clamped_cosine, get_metric, parse_json_answer
 
 ITEM = EvalItem(question="What pressure does the pump run at?", context="The pump runs at 5 bar. It is red.",

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ragtune.errors import ConfigError, DataError
+from ragtune.core.errors import ConfigError, DataError
 from ragtune.finetune.llm.config import LLMFinetuneConfig
 
 
@@ -100,7 +100,7 @@ def test_training_text_is_the_serving_prompt_plus_answer(tiny_llm_dir, tiny_chat
     from transformers import AutoTokenizer
 
     from ragtune.finetune.llm.data import IGNORE, tokenize_conversation
-    from ragtune.prompt import PromptConfig, build_prompt, encode_prompt
+    from ragtune.core.prompt import PromptConfig, build_prompt, encode_prompt
 
     for model_dir in (tiny_llm_dir, tiny_chat_llm_dir):
         tok = AutoTokenizer.from_pretrained(model_dir)
@@ -118,7 +118,7 @@ def test_multi_turn_trains_on_assistant_turns_only(tiny_chat_llm_dir):
     from transformers import AutoTokenizer
 
     from ragtune.finetune.llm.data import IGNORE, tokenize_conversation
-    from ragtune.prompt import PromptConfig
+    from ragtune.core.prompt import PromptConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_chat_llm_dir)
     msgs = [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "first"},
@@ -139,7 +139,7 @@ def test_prompt_longer_than_cutoff_is_an_error(tiny_llm_dir):
     from transformers import AutoTokenizer
 
     from ragtune.finetune.llm.data import tokenize_conversation
-    from ragtune.prompt import PromptConfig
+    from ragtune.core.prompt import PromptConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
     msgs = [{"role": "user", "content": "pump valve " * 40}, {"role": "assistant", "content": "x"}]
@@ -153,7 +153,7 @@ def test_tokenization_cache_hits_and_invalidates(tiny_llm_dir, tmp_path, monkeyp
     from transformers import AutoTokenizer
 
     from ragtune.finetune.llm import data
-    from ragtune.prompt import PromptConfig
+    from ragtune.core.prompt import PromptConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
     f = tmp_path / "t.json"

@@ -16,7 +16,7 @@ def test_ddp_two_processes_match_single_process(tiny_llm_dir, tmp_path, monkeypa
     from safetensors.torch import load_file
 
     import ragtune as rt
-    from ragtune.launch import launch_finetune
+    from ragtune.workflow.launching import launch_finetune
 
     if shutil.which("torchrun") is None:
         monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + ":" + __import__("os").environ["PATH"])

@@ -32,7 +32,7 @@ def _loss_and_grads(model, ids, mask, labels):
 
 
 def test_fast_lora_matches_peft_in_fp32(tiny_llm_dir):
-    from ragtune.finetune.llm.fast_lora import install
+    from ragtune.models.fast_lora import install
 
     model = _lora_model(tiny_llm_dir, torch.float32)
     ids, mask, labels = _batch(model.config.vocab_size)
@@ -55,7 +55,7 @@ def test_fast_lora_matches_peft_in_fp32(tiny_llm_dir):
 def test_fast_lora_in_bf16_is_as_accurate_as_peft(tiny_llm_dir):
     """With a bf16 base both round (peft in its output cast, the fast path in its products): against
     the fp32 truth the fast path's adapter gradients must be no worse than peft's own bf16 ones."""
-    from ragtune.finetune.llm.fast_lora import install
+    from ragtune.models.fast_lora import install
 
     ids, mask, labels = _batch(_lora_model(tiny_llm_dir, torch.float32).config.vocab_size)
     truth_loss, truth = _loss_and_grads(_lora_model(tiny_llm_dir, torch.float32), ids, mask, labels)
@@ -75,7 +75,7 @@ def test_fast_lora_in_bf16_is_as_accurate_as_peft(tiny_llm_dir):
 
 
 def test_fast_lora_falls_back_to_peft_with_dropout(tiny_llm_dir):
-    from ragtune.finetune.llm.fast_lora import install
+    from ragtune.models.fast_lora import install
 
     model = _lora_model(tiny_llm_dir, torch.float32, dropout=0.5)
     install(model)

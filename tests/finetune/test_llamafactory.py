@@ -7,7 +7,7 @@ import stat
 import pytest
 import yaml
 
-from ragtune.errors import BackendError, ConfigError
+from ragtune.core.errors import BackendError, ConfigError
 from ragtune.finetune.llamafactory import LlamaFactoryConfig, train, write_job_files
 
 

@@ -13,7 +13,7 @@ from .conftest import span_items, write_json  # noqa: E402  (tests/finetune/conf
 def exact_match(model_dir, items) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragtune.prompt import build_prompt, encode_prompt
+    from ragtune.core.prompt import build_prompt, encode_prompt
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -131,7 +131,7 @@ def test_resume_after_ctrl_c_equals_uninterrupted(tiny_llm_dir, tmp_path, monkey
 
 def test_output_dir_guard(tiny_llm_dir, span_train, tmp_path):
     import ragtune as rt
-    from ragtune.errors import ConfigError
+    from ragtune.core.errors import ConfigError
 
     out = tmp_path / "run"
     out.mkdir()

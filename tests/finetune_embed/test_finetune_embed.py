@@ -9,9 +9,10 @@ import pytest
 
 from .synth import make_task  # noqa: E402
 
-from ragtune.errors import BackendError, ConfigError, DataError
+from ragtune.core.errors import BackendError, ConfigError, DataError
 from ragtune.finetune.embed import EmbedFinetuneConfig, embedding, finetune_embedding, flagembedding
-from ragtune.finetune.embed.data import load_train, training_rows
+from ragtune.data.embed_sets import load_train
+from ragtune.finetune.embed.data import training_rows
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_outputs_metrics_and_reports(tuned):
 def test_query_instruction_saved_and_applied_to_queries_only(tuned):
     from sentence_transformers import SentenceTransformer
 
-    from ragtune.rag.embed import as_embedder
+    from ragtune.models.embedder import as_embedder
 
     res, _ = tuned
     cfg = json.loads((res.output / "config_sentence_transformers.json").read_text())

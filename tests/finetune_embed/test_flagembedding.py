@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from ragtune.errors import BackendError
+from ragtune.core.errors import BackendError
 from ragtune.finetune.embed import EmbedFinetuneConfig, flagembedding
 from ragtune.finetune.embed import flagembedding as fe_method  # noqa: F401  (the method object)
-from ragtune.finetune.embed.data import TrainRecord
+from ragtune.data.embed_sets import TrainRecord
 import ragtune.finetune.embed.flagembedding as fe
 
 

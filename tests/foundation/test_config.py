@@ -4,8 +4,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ragtune.config import Config, config_options
-from ragtune.errors import ConfigError
+from ragtune.core.config import Config, config_options
+from ragtune.core.errors import ConfigError
 
 
 class TrainCfg(Config):

@@ -1,7 +1,7 @@
 import pytest
 
-from ragtune.io import atomic_dir, atomic_write_json, new_run_id
-from ragtune.prompt import PromptConfig, build_prompt, encode_prompt, render_turns
+from ragtune.core.io import atomic_dir, atomic_write_json, new_run_id
+from ragtune.core.prompt import PromptConfig, build_prompt, encode_prompt, render_turns
 
 
 def test_atomic_dir_failure_leaves_nothing(tmp_path):

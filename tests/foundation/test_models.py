@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ragtune.errors import ModelCorruptedError, ModelNotFoundError
+from ragtune.core.errors import ModelCorruptedError, ModelNotFoundError
 from ragtune.models import list_models, resolve_model, verify_materialised
 from ragtune.models.convert import write_manifest
 

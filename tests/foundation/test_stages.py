@@ -1,6 +1,6 @@
 import pytest
 
-from ragtune.stages import Stage, StageFailed, StageRunner
+from ragtune.workflow.stages import Stage, StageFailed, StageRunner
 
 
 def _writer(calls, text="hello"):

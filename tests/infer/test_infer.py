@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from ragtune.errors import BackendError, ConfigError, DataError
-from ragtune.infer.client import LocalLLM, OnlineChatModule
+from ragtune.core.errors import BackendError, ConfigError, DataError
+from ragtune.engine.client import LocalLLM, OnlineChatModule
 from ragtune.infer.runner import CHAPTER_TEMPLATE, InferConfig, item_input, partial_path, run_infer
-from ragtune.serve.engine import SamplingParams
+from ragtune.engine.builtin import SamplingParams
 
 WORDS = ["pump", "valve", "filter", "station", "pressure", "serial", "model", "north"]
 

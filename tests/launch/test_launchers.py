@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.errors import BackendError
+from ragtune.core.errors import BackendError
 from ragtune.launch import (LauncherConfig, job_state, run_logged, sbatch_script, submit, torchrun_command,
                             wait_for_job)
 
@@ -101,7 +101,7 @@ def test_torchrun_launcher_runs_a_real_finetune(tmp_path, tiny_llm_dir):
     import json
 
     from ragtune import finetune as ft
-    from ragtune.launch import launch_finetune
+    from ragtune.workflow.launching import launch_finetune
 
     train = tmp_path / "train.json"
     train.write_text(json.dumps([{"instruction": f"say {w}", "output": w} for w in ("pump", "valve", "north")]))

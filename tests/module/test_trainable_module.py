@@ -4,9 +4,9 @@ import json
 import pytest
 
 import ragtune as rt
-from ragtune.errors import ConfigError
-from ragtune.module import UsageError
-from ragtune.synth import generate_manuals, split_by_passage
+from ragtune.core.errors import ConfigError
+from ragtune.workflow.module import UsageError
+from ragtune.data.manuals import generate_manuals, split_by_passage
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_chapter_rag_example_with_ragtune_names(tiny_llm_dir, tiny_embedder_dir,
 
 
 def test_local_llm_prompt_accepts_a_rag_prompter(tiny_llm_dir):
-    from ragtune.infer.client import LocalLLM
+    from ragtune.engine.client import LocalLLM
 
     llm = LocalLLM.load(str(tiny_llm_dir), max_tokens=3)
     prompted = llm.prompt(rt.ChatPrompter(instruction="Use the context.", extra_keys=["context_str"]))

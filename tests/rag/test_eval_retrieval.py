@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ragtune.rag.evaluate import RetrievalEvalConfig, evaluate_retrieval
+from ragtune.eval.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval
 
 KB = ["the pump runs at 5 bar.", "replace the oil filter every month.", "the north station is closed.",
       "valve model serial is X1."]

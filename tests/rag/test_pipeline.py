@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import ragtune as rt
-from ragtune.errors import ConfigError
+from ragtune.core.errors import ConfigError
 
 from .helpers import BowEmbedder
 
@@ -15,7 +15,7 @@ PROMPT = ("You will act as an AI question-answering assistant and complete a dia
 
 @pytest.fixture(scope="module")
 def llm(tiny_chat_llm_dir):
-    from ragtune.infer.client import LocalLLM
+    from ragtune.engine.client import LocalLLM
 
     return LocalLLM.load(str(tiny_chat_llm_dir), dtype="fp32", max_tokens=6)
 

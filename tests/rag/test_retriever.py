@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from .helpers import VOCAB, BowEmbedder
-from ragtune.errors import ConfigError
+from ragtune.core.errors import ConfigError
 from ragtune.rag import Document, Retriever
 
 KB = ["pump pump valve", "pump filter", "oil oil oil", "station north pressure bar", "valve"]

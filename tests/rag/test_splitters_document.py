@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ragtune.errors import ConfigError, DataError
+from ragtune.core.errors import ConfigError, DataError
 from ragtune.rag import Document, LineSplitter, SentenceSplitter, TokenSplitter
 
 
@@ -74,7 +74,7 @@ def test_document_bad_json_names_file_and_record(tmp_path):
 def test_pdf_without_pypdf_says_how_to_fix(tmp_path):
     import importlib.util
 
-    from ragtune.errors import BackendError
+    from ragtune.core.errors import BackendError
 
     (tmp_path / "manual.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
     if importlib.util.find_spec("pypdf") is None:

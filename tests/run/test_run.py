@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from ragtune.cli import main
-from ragtune.errors import ConfigError
-from ragtune.run import RunConfig
-from ragtune.synth import generate_manuals, split_by_passage
+from ragtune.core.errors import ConfigError
+from ragtune.workflow.run import RunConfig
+from ragtune.data.manuals import generate_manuals, split_by_passage
 
 
 @pytest.fixture(scope="module")

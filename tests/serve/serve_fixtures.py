@@ -36,7 +36,7 @@ def readable_llm_dir(tiny_llm_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def llm_engine(readable_llm_dir):
-    from ragtune.serve.engine import BuiltinEngine
+    from ragtune.engine.builtin import BuiltinEngine
 
     # fp32 so batched (left-padded) and single-request results can be compared exactly
     engine = BuiltinEngine.load(str(readable_llm_dir), dtype="fp32", device="cpu", max_batch_size=8,

@@ -7,8 +7,8 @@ import httpx
 import numpy as np
 import pytest
 
-from ragtune.errors import ConfigError, ModelNotFoundError
-from ragtune.serve.source import merge_prompt, resolve_source
+from ragtune.core.errors import ConfigError, ModelNotFoundError
+from ragtune.models.source import merge_prompt, resolve_source
 
 
 def test_api_key_required_when_set(llm_engine):
@@ -105,7 +105,7 @@ def test_lora_adapter_is_applied(tiny_llm_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ragtune.serve.engine import BuiltinEngine, SamplingParams
+    from ragtune.engine.builtin import BuiltinEngine, SamplingParams
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir, dtype=torch.float32)
     peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False))

@@ -7,8 +7,8 @@ import threading
 import httpx
 import pytest
 
-from ragtune.prompt import build_prompt, encode_prompt
-from ragtune.serve.engine import SamplingParams
+from ragtune.core.prompt import build_prompt, encode_prompt
+from ragtune.engine.builtin import SamplingParams
 
 MSGS = [{"role": "user", "content": "what is the pump pressure"}]
 
@@ -166,7 +166,7 @@ def test_concurrent_requests_are_batched_and_match_single_results(http, llm_serv
 
 
 def test_eos_finishes_a_row_early_while_others_continue(llm_engine):
-    from ragtune.serve.engine import BuiltinEngine
+    from ragtune.engine.builtin import BuiltinEngine
 
     # a prompt whose greedy answer switches token at some step k (the random model loves repeats)
     candidates = ["hello pump", "the pump", "what is the valve pressure in bar", "north station filter"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragtune.errors import BackendError
-from ragtune.serve.vllm import VllmSupervisor, build_vllm_command
+from ragtune.core.errors import BackendError
+from ragtune.engine.vllm import VllmSupervisor, build_vllm_command
 
 FAKE_VLLM = r'''#!{python}
 """Fake `vllm serve`: behaviour chosen by $FAKE_MODE; counts starts in $FAKE_COUNTER."""
@@ -83,7 +83,7 @@ def test_command_plain_and_with_lora(tmp_path):
 
 def test_vllm_server_builds_command_from_finetune_dir(tmp_path, tiny_llm_dir):
     from ragtune.serve.server import ServeConfig
-    from ragtune.serve.vllm import VllmServer
+    from ragtune.engine.vllm import VllmServer
 
     out = tmp_path / "run7"
     (out / "adapter").mkdir(parents=True)

@@ -2,7 +2,7 @@
 
 Each command group lives in its own module (``ragtune.cli.<group>``) and is imported only when that
 group runs, and those modules import torch/transformers only inside their commands, so
-``ragtune --help`` stays fast. Library errors (:class:`ragtune.errors.RagtuneError`) become short
+``ragtune --help`` stays fast. Library errors (:class:`ragtune.core.errors.RagtuneError`) become short
 messages and exit code 1 here, and only here.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from ..errors import RagtuneError
+from ..core.errors import RagtuneError
 
 # group name -> (module, attribute, one-line help shown by `ragtune --help` without importing it)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -66,7 +66,7 @@ def _not_ready(name: str) -> click.Command:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
     """ragtune: fine-tune the LLM and the embedding model of your RAG system on your own domain."""
-    from ..log import setup_logging
+    from ..core.log import setup_logging
 
     setup_logging(verbose)
     ctx.obj = {"verbose": verbose}

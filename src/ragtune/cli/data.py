@@ -9,7 +9,7 @@ import json
 
 import click
 
-from ..config import config_options
+from ..core.config import config_options
 from ..data.augment import AugmentJsonConfig
 from ..data.embed_pairs import EmbedPairsConfig
 from ..data.mining import MineNegativesConfig

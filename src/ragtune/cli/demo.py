@@ -17,7 +17,7 @@ def demo(output: str, seed: int, n_machines: int, llm: str, embed: str) -> None:
     import time
     import warnings
 
-    from ..demo import run_demo
+    from ..workflow.demo import run_demo
 
     _quiet_libraries()
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ..config import config_options
+from ..core.config import config_options
 
 
 def _llm_config_cls():

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..config import config_options
-from ..rag.evaluate import RetrievalEvalConfig
+from ..core.config import config_options
+from ..eval.retrieval_eval import RetrievalEvalConfig
 
 
 @click.command("retrieval")
@@ -13,7 +13,7 @@ from ..rag.evaluate import RetrievalEvalConfig
 @config_options(RetrievalEvalConfig, exclude=("embed",))
 def retrieval(config_path, embed, **values) -> None:
     """Context recall / relevance and recall@k / MRR / NDCG of embedders over an eval set + knowledge base."""
-    from ..rag.evaluate import evaluate_retrieval, report_markdown
+    from ..eval.retrieval_eval import evaluate_retrieval, report_markdown
 
     if embed:
         values["embed"] = list(embed)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..config import config_options
+from ..core.config import config_options
 from ..finetune.llm.config import LLMFinetuneConfig
 
 # --base/--train/--output are the short names the docs use; the long config names work in YAML.
@@ -44,7 +44,7 @@ def llm(config_path, nproc_per_node, **values) -> None:
         cfg = LLMFinetuneConfig.from_sources(config_path, **values)
         method = get_method(cfg.method)
         if nproc_per_node and nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-            from ..launch import launch_finetune
+            from ..workflow.launching import launch_finetune
 
             cfg.require_paths()
             workdir = Path(str(cfg.output_dir).rstrip("/") + ".launch")

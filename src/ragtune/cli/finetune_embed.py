@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..config import config_options
+from ..core.config import config_options
 from ..finetune.embed.config import EmbedFinetuneConfig
 
 _SHORT = ("base", "train", "output")

@@ -12,7 +12,7 @@ import click
 def run(config: str, force: tuple[str, ...], run_dir: str | None, list_stages: bool) -> None:
     """Run the whole chain from one YAML: prepare data, fine-tune, infer and evaluate base, tuned and
     remote baselines, and write a comparison report. Finished stages are skipped on re-runs."""
-    from ..run import RunConfig, build_stages, run_config
+    from ..workflow.run import RunConfig, build_stages, run_config
 
     cfg = RunConfig.from_yaml(config, run_dir=run_dir)
     if list_stages:

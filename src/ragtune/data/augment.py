@@ -24,8 +24,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field
 
-from ..config import Config
-from ..errors import ConfigError
+from ..core.config import Config
+from ..core.errors import ConfigError
 from .formats import detect_format
 from .readers import read_records
 from .squad import write_records

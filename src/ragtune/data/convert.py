@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .formats import convert_record, detect_format
 from .readers import read_records
 from .squad import squad_to_alpaca, write_records

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Config
-from ..errors import DataError
-from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..core.config import Config
+from ..core.errors import DataError
+from ..core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from .readers import read_rows
 from .summary import Summary
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable, Literal
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 Format = Literal["alpaca", "messages"]
 FORMATS: tuple[str, ...] = ("alpaca", "messages")

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..config import Config
-from ..errors import ConfigError, DataError
-from ..io import atomic_write_jsonl
-from ..log import get_logger
+from ..core.config import Config
+from ..core.errors import ConfigError, DataError
+from ..core.io import atomic_write_jsonl
+from ..core.log import get_logger
 from .readers import read_rows
 from .summary import Summary
 

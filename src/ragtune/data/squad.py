@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
-from ..io import atomic_write_json, atomic_write_jsonl
+from ..core.errors import ConfigError, DataError
+from ..core.io import atomic_write_json, atomic_write_jsonl
 from .readers import Record, read_rows
 from .summary import Summary
 

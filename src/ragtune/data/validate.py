@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..log import get_logger
+from ..core.log import get_logger
 from .formats import FORMATS, detect_record_format, to_messages
 from .readers import BadLine, Record, read_records
 
@@ -243,11 +243,11 @@ def load_tokenizer(ref: Any):
 
 def sample_token_lengths(tokenizer: Any, conversations: list[list[dict]], prompt: Any = None,
                          batch_size: int = 256) -> list[int]:
-    """Token count of each conversation as training renders it (``ragtune.prompt.render_turns``,
+    """Token count of each conversation as training renders it (``ragtune.core.prompt.render_turns``,
     BOS included), so "over-long" means what the trainer will truncate."""
     from tqdm.auto import tqdm
 
-    from ..prompt import PromptConfig, bos_prefix, render_turns
+    from ..core.prompt import PromptConfig, bos_prefix, render_turns
 
     cfg = PromptConfig.coerce(prompt)
     texts = ["".join(t for t, _ in render_turns(tokenizer, conv, cfg)) for conv in conversations]
@@ -262,7 +262,7 @@ def sample_token_lengths(tokenizer: Any, conversations: list[list[dict]], prompt
 
 def _count_over_long(report: ValidationReport, records: list[Record], cutoff_len: int,
                      tokenizer: Any, prompt: Any) -> None:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if tokenizer is None:
         raise ConfigError("cutoff_len needs a tokenizer to count tokens",
@@ -279,7 +279,7 @@ def _count_over_long(report: ValidationReport, records: list[Record], cutoff_len
 def validate_path_or_raise(path: str | os.PathLike, **kwargs: Any) -> ValidationReport:
     """``validate`` that raises :class:`DataError` (naming the first problem) when any record is bad:
     what trainers call before they start."""
-    from ..errors import DataError
+    from ..core.errors import DataError
 
     report = validate(path, **kwargs)
     if not report.ok:
@@ -292,8 +292,8 @@ def validate_path_or_raise(path: str | os.PathLike, **kwargs: Any) -> Validation
 
 def plot_lengths(report: ValidationReport, path: str | os.PathLike) -> Path:
     """PNG histogram of sample lengths with the cutoff marked (needs a report with lengths)."""
-    from ..errors import ConfigError
-    from ..io import atomic_open
+    from ..core.errors import ConfigError
+    from ..core.io import atomic_open
 
     if not report.lengths:
         raise ConfigError("no token lengths to plot", hint="pass --cutoff-len and --tokenizer")

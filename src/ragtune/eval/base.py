@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 Status = Literal["ok", "error", "skipped"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .base import EvalItem
 
 REFERENCE_FIELDS = ("answers", "answer", "reference", "output")
@@ -13,7 +13,7 @@ PREDICTION_FIELDS = ("prediction", "output")
 
 def read_records(path: str | Path) -> list[Any]:
     """A JSON list, or JSON Lines (one value per line); predictions may be plain strings."""
-    from ..io import read_json_records
+    from ..core.io import read_json_records
 
     return read_json_records(path, objects=False)
 

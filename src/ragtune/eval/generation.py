@@ -68,7 +68,7 @@ class Embedder:
         if self._st is None:
             from sentence_transformers import SentenceTransformer
 
-            from ..device import default_device
+            from ..models.device import default_device
             from ..models import resolve_model
 
             resolved = resolve_model(self.model, "embed")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..errors import BackendError, ConfigError
+from ..core.errors import BackendError, ConfigError
 from .base import EvalItem, Metric, MetricResult, register_metric
 from .generation import Embedder, clamped_cosine
 

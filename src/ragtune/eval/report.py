@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .runner import EvalRun
 
 BINARY_METRICS = {"exact", "exact_lenient", "origin"}
@@ -267,7 +267,7 @@ def render_html(runs: Sequence[EvalRun], title: str = "ragtune eval comparison",
 
 def compare_runs(paths: Sequence[str | Path], output: str | Path, spread: float = 0.3) -> dict[str, Path]:
     """Write ``compare-<run id>.md`` and ``.html`` for the runs under ``paths`` into ``output``."""
-    from ..io import atomic_write_text, new_run_id
+    from ..core.io import atomic_write_text, new_run_id
 
     runs = find_runs(paths)
     check_same_evalset(runs)

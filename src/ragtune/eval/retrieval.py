@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Hashable, Literal, Mapping, Sequence
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .base import EvalItem, Metric, MetricResult, register_metric
 from .text import split_sentences
 
@@ -129,3 +129,42 @@ class ContextRelevance(Metric):
         if not any(split_sentences(c, self.lang) for c in item.retrieved):
             return MetricResult.skipped("no retrieved sentences")
         return MetricResult.ok(context_relevance(item.retrieved, refs, lang=self.lang))
+
+
+DEFAULT_KS = (1, 3, 5, 10)
+
+
+def rank_metrics(ranked: Sequence[Sequence[Hashable]], relevant: Sequence[set],
+                 ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Mean recall@k / MRR@k / NDCG@k over queries: the one aggregator of every retrieval eval.
+
+    ``ranked[i]``: ids (or passage texts) best first; ``relevant[i]``: the relevant ones. Every query
+    counts in the mean: a relevant passage that is not in the ranking (e.g. missing from the
+    knowledge base) counts as missed, and a query with no relevant passage at all is an error
+    naming it, never silently dropped (that would change the mean without saying so)."""
+    if len(ranked) != len(relevant):
+        raise DataError(f"{len(ranked)} rankings for {len(relevant)} relevance sets")
+    for i, rel in enumerate(relevant):
+        if not rel:
+            raise DataError("query has no relevant passage", record=i, field="corpus")
+    n = max(len(ranked), 1)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"recall@{k}"] = sum(recall_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)) / n
+        out[f"mrr@{k}"] = sum(mrr_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)) / n
+        out[f"ndcg@{k}"] = sum(ndcg_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)) / n
+    return out
+
+
+def top_k_ids(query_vecs, corpus_vecs, k: int):
+    """(indices, scores) of the ``k`` most similar corpus rows per query (dot product of normalized
+    vectors). Not sentence-transformers' InformationRetrievalEvaluator: the vectors are already
+    here (queries with their instruction, passages without), so ranking is one numpy product."""
+    import numpy as np
+
+    scores = np.asarray(query_vecs, dtype=np.float32) @ np.asarray(corpus_vecs, dtype=np.float32).T
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(
+        np.take_along_axis(scores, part, axis=1), order, axis=1)

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import Config
-from ..errors import ConfigError
-from ..log import get_logger
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.log import get_logger
 from .base import EvalItem, Metric, MetricResult, get_metric, list_metrics
 from .data import load_evalset, load_predictions
 
@@ -85,7 +85,7 @@ def score_items(items: list[EvalItem], metrics: list[Metric]) -> dict[str, list[
 def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
     """Score ``cfg.predictions`` against ``cfg.evalset``; write items.json, summary.json,
     report.md, report.html and config.yaml into ``cfg.output/eval-<run id>/`` (atomically)."""
-    from ..io import atomic_dir, atomic_write_json, atomic_write_text, new_run_id
+    from ..core.io import atomic_dir, atomic_write_json, atomic_write_text, new_run_id
     from .base import aggregate
     from .report import markdown_table, render_html
 

@@ -49,7 +49,7 @@ def split_words(text: str, tokenizer: WordTokenizer = "auto") -> list[str]:
     elif tokenizer == "whitespace":
         tokens = [_strip_punct(t) for t in text.split()]
     else:
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         raise ConfigError(f"unknown word tokenizer '{tokenizer}'. Valid: auto, jieba, char, whitespace")
     return [t for t in tokens if t and not is_punct_or_space(t)]
@@ -76,7 +76,7 @@ def split_sentences(text: str, lang: Literal["auto", "zh", "en"] = "auto") -> li
     if lang == "auto":
         lang = "zh" if has_cjk(text) else "en"
     if lang not in ("zh", "en"):
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         raise ConfigError(f"unknown sentence splitter language '{lang}'. Valid: auto, zh, en")
     pattern = _ZH_SENT if lang == "zh" else _EN_SENT

@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 from pydantic import Field
 
-from ..errors import BackendError, ConfigError
-from ..log import get_logger
+from ..core.errors import BackendError, ConfigError
+from ..core.log import get_logger
 from .llm.config import LLMFinetuneConfig
 
 log = get_logger(__name__)
@@ -117,7 +117,7 @@ def export_args(cfg: LlamaFactoryConfig, model_dir: str) -> dict:
 def write_job_files(cfg: LlamaFactoryConfig, model_dir: str, bf16: bool) -> dict[str, Path]:
     import yaml
 
-    from ..io import atomic_write_json, atomic_write_text
+    from ..core.io import atomic_write_json, atomic_write_text
 
     job = Path(cfg.output_dir) / "llamafactory"
     fmt = detect_format(cfg.train)
@@ -158,8 +158,8 @@ def stream(cmd: list[str], log_path: Path, what: str, tail_lines: int = 40) -> N
 
 
 def train(cfg: LlamaFactoryConfig):
-    from ..device import resolve_dtype
-    from ..io import atomic_write_json
+    from ..models.device import resolve_dtype
+    from ..core.io import atomic_write_json
     from ..models import resolve_model
     from .llm.trainer import TrainResult
 

@@ -9,8 +9,8 @@ _LAZY = {
     "run_infer": "ragtune.infer.runner",
     "load_evalset": "ragtune.infer.runner",
     "CHAPTER_TEMPLATE": "ragtune.infer.runner",
-    "OnlineChatModule": "ragtune.infer.client",
-    "LocalLLM": "ragtune.infer.client",
+    "OnlineChatModule": "ragtune.engine.client",
+    "LocalLLM": "ragtune.engine.client",
 }
 __all__ = list(_LAZY)
 

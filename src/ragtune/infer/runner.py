@@ -22,12 +22,12 @@ from typing import Any, Callable
 
 from pydantic import Field
 
-from ..config import Config
-from ..errors import ConfigError, DataError
-from ..io import atomic_write_json
+from ..core.config import Config
+from ..core.errors import ConfigError, DataError
+from ..core.io import atomic_write_json
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
 from ..data.squad import fill_template
-from ..log import get_logger
+from ..core.log import get_logger
 
 log = get_logger(__name__)
 
@@ -62,7 +62,7 @@ class InferConfig(Config):
 
 # -- eval set -----------------------------------------------------------------------------------------
 def load_evalset(path: str | os.PathLike) -> list[dict[str, Any]]:
-    from ..io import read_json_records
+    from ..core.io import read_json_records
 
     return read_json_records(path, what="eval set")
 
@@ -210,16 +210,16 @@ def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = Tru
 
 
 def _sampling(cfg: InferConfig):
-    from ..serve.engine import SamplingParams
+    from ..engine.builtin import SamplingParams
 
     return SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                           stop=tuple(cfg.stop), seed=cfg.seed)
 
 
 def _run_local(cfg: InferConfig, inputs, todo: list[int], record, engine=None) -> None:
-    from ..prompt import PromptConfig
-    from ..serve.engine import BuiltinEngine
-    from ..serve.source import merge_prompt, resolve_source
+    from ..core.prompt import PromptConfig
+    from ..engine.builtin import BuiltinEngine
+    from ..models.source import merge_prompt, resolve_source
 
     owned = engine is None
     if owned:
@@ -253,7 +253,7 @@ def _normalise_url(url: str) -> str:
 def _run_remote(cfg: InferConfig, inputs, todo: list[int], record) -> None:
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    from .client import OnlineChatModule
+    from ..engine.client import OnlineChatModule
 
     client = OnlineChatModule(base_url=_normalise_url(cfg.url), model=cfg.remote_model, api_key=cfg.api_key,
                               timeout=cfg.timeout, retries=cfg.retries, max_tokens=cfg.max_tokens,

@@ -15,9 +15,9 @@ from typing import Any, Literal, Optional, Sequence
 
 from pydantic import Field
 
-from ..config import Config
-from ..errors import BackendError
-from ..log import get_logger
+from ..core.config import Config
+from ..core.errors import BackendError
+from ..core.log import get_logger
 
 log = get_logger(__name__)
 
@@ -139,37 +139,35 @@ def wait_for_job(job_id: str, log_path: Path, poll_seconds: float = 30.0) -> Non
         time.sleep(poll_seconds)
 
 
-# -- the one entry point the run/finetune layers use -------------------------------------------------
-def launch_finetune(method: Any, cfg: Any, launcher: dict[str, Any] | LauncherConfig, workdir: Path) -> Any:
-    """Fine-tune with ``method``/``cfg`` under the chosen launcher."""
+# -- the one entry point -------------------------------------------------------------------------------
+def launch_command(args: Sequence[str], launcher: dict[str, Any] | LauncherConfig, workdir: Path) -> None:
+    """Run ``ragtune ARGS`` under a torchrun or Slurm launcher (``local`` is the caller's own process:
+    see :func:`ragtune.workflow.launching.launch_job`). Logs go to ``workdir/launcher.log``."""
     lc = launcher if isinstance(launcher, LauncherConfig) else LauncherConfig.build(**launcher)
     if lc.type == "local":
-        from ..finetune import BoundMethod
-
-        return BoundMethod(method, cfg).run()
+        raise BackendError("launcher 'local' runs in this process; launch_command is for torchrun and slurm")
     workdir = Path(workdir)
-    cfg_path = workdir / "finetune.yaml"
-    import yaml
-
-    from ..io import atomic_write_text
-
-    # Only the keys that were set: the job re-validates them exactly as the caller's config did.
-    atomic_write_text(cfg_path, yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True),
-                                               sort_keys=False, allow_unicode=True))
-    args = ["finetune", "llm", "--config", str(cfg_path.resolve())]
+    workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "launcher.log"
     if lc.type == "torchrun":
-        if shutil.which("torchrun") is None and Path(sys.executable).with_name("torchrun").exists():
-            os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-        run_logged(torchrun_command(args, lc), log_path)
-        return None
+        run_logged(torchrun_command(args, lc), log_path, env=_env_with_interpreter_bin())
+        return
     script = workdir / "job.sbatch"
-    script.write_text(sbatch_script(args, lc, job_name=f"ragtune-{workdir.name}", log_path=log_path.resolve(),
-                                    workdir=Path.cwd()), encoding="utf-8")
+    from ..core.io import atomic_write_text
+
+    atomic_write_text(script, sbatch_script(args, lc, job_name=f"ragtune-{workdir.name}",
+                                            log_path=log_path.resolve(), workdir=Path.cwd()))
     if lc.dry_run:
         print(script.read_text(encoding="utf-8"))
-        return None
+        return
     job = submit(script)
-    log.warning("submitted slurm job %s (script %s, log %s)", job, script, log_path)
+    log.info("submitted slurm job %s (script %s, log %s)", job, script, log_path)
     wait_for_job(job, log_path, lc.poll_seconds)
-    return None
+
+
+def _env_with_interpreter_bin() -> dict[str, str] | None:
+    """torchrun is installed next to this interpreter (a venv's bin/), which need not be on PATH:
+    the child gets that PATH; this process's environment is left alone."""
+    if shutil.which("torchrun") is not None or not Path(sys.executable).with_name("torchrun").exists():
+        return None
+    return {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}

@@ -12,10 +12,10 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import ModelCorruptedError
-from ..io import atomic_dir, sha256_file
-from ..log import get_logger
-from ..paths import models_dir
+from ..core.errors import ModelCorruptedError
+from ..core.io import atomic_dir, sha256_file
+from ..core.log import get_logger
+from ..core.paths import models_dir
 
 log = get_logger(__name__)
 CHECK_PROMPT = "The capital of France is"

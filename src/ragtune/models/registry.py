@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelCorruptedError, ModelNotFoundError
-from ..io import sha256_file
-from ..log import get_logger
-from ..paths import models_dir
+from ..core.errors import ModelCorruptedError, ModelNotFoundError
+from ..core.io import sha256_file
+from ..core.log import get_logger
+from ..core.paths import models_dir
 from .bundled import BUNDLED, Kind, bundled_names, find_bundled, gemma_chunk_bytes, minilm_dir
 
 log = get_logger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import BackendError, ConfigError, DataError
+from ..core.errors import BackendError, ConfigError, DataError
 from .splitters import SPLITTERS
 
 ROOT = "__root__"
@@ -185,7 +185,7 @@ class Document:
             if self.embed_source is None:
                 raise ConfigError("this Document has no embed model; cosine retrieval needs one",
                                   hint="Document(path, embed='all-MiniLM-L6-v2'), or Retriever(similarity='bm25')")
-            from .embed import as_embedder
+            from ..models.embedder import as_embedder
 
             self._embedder = as_embedder(self.embed_source)
         return self._embedder

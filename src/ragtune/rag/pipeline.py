@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import contextvars
-import string
 from typing import Any, Callable, Sequence
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.prompt import ChatPrompter
+from ..engine.client import PromptedLLM
 
 _CURRENT_INPUT: contextvars.ContextVar = contextvars.ContextVar("ragtune_pipeline_input")
 
@@ -116,63 +117,6 @@ class Pipeline:
 
 def pipeline(*steps: Callable) -> Pipeline:
     return Pipeline(*steps)
-
-
-class ChatPrompter:
-    """The RAG prompt: ``instruction`` as the system turn plus each ``extra_keys`` value under its
-    own heading (or in place, where the instruction names it as ``{context_str}``); the ``query``
-    as the user turn."""
-
-    def __init__(self, instruction: str = "", extra_keys: Sequence[str] | None = None, query_key: str = "query"):
-        self.instruction = instruction
-        self.extra_keys = list(extra_keys or [])
-        self.query_key = query_key
-
-    def _fields(self) -> set[str]:
-        return {f for _, f, _, _ in string.Formatter().parse(self.instruction) if f}
-
-    def messages(self, inputs: Any) -> list[dict[str, str]]:
-        if isinstance(inputs, str):
-            inputs = {self.query_key: inputs}
-        if not isinstance(inputs, dict):
-            raise ConfigError(f"ChatPrompter expects a dict or a string, got {type(inputs).__name__}")
-        missing = [k for k in [*self.extra_keys, *self._fields()] if k not in inputs]
-        if missing:
-            raise ConfigError(f"prompt input lacks {missing}; it has {sorted(inputs)}")
-        values = {k: self._text(v) for k, v in inputs.items()}
-        system = self.instruction.format(**values) if self._fields() else self.instruction
-        for key in self.extra_keys:
-            if key not in self._fields():
-                system += f"\n\n### {key}:\n{values[key]}"
-        msgs = [{"role": "system", "content": system.strip()}] if system.strip() else []
-        if self.query_key not in self._fields():
-            msgs.append({"role": "user", "content": values.get(self.query_key, "")})
-        return msgs
-
-    def text(self, inputs: Any) -> str:
-        """One string, for plain-completion LLMs."""
-        return "\n\n".join(m["content"] for m in self.messages(inputs)) + "\n\nAnswer:"
-
-    @staticmethod
-    def _text(value: Any) -> str:
-        if isinstance(value, (list, tuple)):
-            return "\n".join(v.get_text() if hasattr(v, "get_text") else str(v) for v in value)
-        return value.get_text() if hasattr(value, "get_text") else str(value)
-
-
-class PromptedLLM:
-    """An LLM that gets its input through a ChatPrompter. Chat clients (ragtune.infer's LocalLLM /
-    OnlineChatModule, anything with ``prompt_cfg`` or ``chat``) get messages; plain callables a string."""
-
-    def __init__(self, llm: Callable, prompter: ChatPrompter | None = None, messages: bool | None = None):
-        self.llm, self.prompter = llm, prompter or ChatPrompter()
-        self.messages = messages if messages is not None else (hasattr(llm, "prompt_cfg") or hasattr(llm, "chat"))
-
-    def prompt(self, prompter: ChatPrompter) -> "PromptedLLM":
-        return PromptedLLM(self.llm, prompter, self.messages)
-
-    def __call__(self, inputs: Any) -> Any:
-        return self.llm(self.prompter.messages(inputs) if self.messages else self.prompter.text(inputs))
 
 
 def with_prompt(llm: Callable, prompter: ChatPrompter) -> PromptedLLM:

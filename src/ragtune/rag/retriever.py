@@ -7,8 +7,8 @@ import re
 from collections import Counter
 from typing import Any, Literal
 
-from ..errors import ConfigError
-from ..log import get_logger
+from ..core.errors import ConfigError
+from ..core.log import get_logger
 from .document import ROOT, Document, Node
 
 log = get_logger(__name__)

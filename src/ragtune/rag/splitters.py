@@ -43,7 +43,7 @@ class TokenSplitter:
 
     def __init__(self, chunk_size: int = 256, overlap: int = 32, tokenizer=None):
         if chunk_size < 1 or not 0 <= overlap < chunk_size:
-            from ..errors import ConfigError
+            from ..core.errors import ConfigError
 
             raise ConfigError(f"TokenSplitter needs chunk_size >= 1 and 0 <= overlap < chunk_size, "
                               f"got chunk_size={chunk_size}, overlap={overlap}")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import BackendError, ConfigError
+from ..core.errors import BackendError, ConfigError
 
 
 class Store(abc.ABC):
@@ -82,7 +82,7 @@ class MilvusStore(Store):
         except ImportError:  # pragma: no cover - pymilvus is a dependency of the rag extra
             raise BackendError("the milvus store needs pymilvus", hint="pip install 'pymilvus[milvus_lite]'") from None
         if uri is None:
-            from ..paths import ragtune_home
+            from ..core.paths import ragtune_home
 
             uri = ragtune_home() / "milvus.db"
         uri = os.fspath(uri)

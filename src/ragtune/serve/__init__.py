@@ -12,15 +12,15 @@ _LAZY = {
     "ServerThread": "ragtune.serve.server",
     "build_engine": "ragtune.serve.server",
     "serve": "ragtune.serve.server",
-    "BuiltinEngine": "ragtune.serve.engine",
-    "SamplingParams": "ragtune.serve.engine",
-    "Completion": "ragtune.serve.engine",
-    "PromptTooLongError": "ragtune.serve.engine",
-    "EmbeddingEngine": "ragtune.serve.embedding",
+    "BuiltinEngine": "ragtune.engine.builtin",
+    "SamplingParams": "ragtune.engine.builtin",
+    "Completion": "ragtune.engine.builtin",
+    "PromptTooLongError": "ragtune.engine.builtin",
+    "EmbeddingEngine": "ragtune.engine.embedding",
     "create_app": "ragtune.serve.app",
-    "build_vllm_command": "ragtune.serve.vllm",
-    "VllmSupervisor": "ragtune.serve.vllm",
-    "resolve_source": "ragtune.serve.source",
+    "build_vllm_command": "ragtune.engine.vllm",
+    "VllmSupervisor": "ragtune.engine.vllm",
+    "resolve_source": "ragtune.models.source",
 }
 __all__ = list(_LAZY)
 

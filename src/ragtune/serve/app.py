@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import RagtuneError
-from .engine import PromptTooLongError, SamplingParams
+from ..core.errors import RagtuneError
+from ..engine.builtin import PromptTooLongError, SamplingParams
 
 # Fields OpenAI clients may send that this server cannot honour: rejected, never silently ignored.
 _UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions", "response_format",

@@ -14,8 +14,8 @@ import abc
 
 from typing import Any
 
-from ..errors import ConfigError
-from ..prompt import PromptConfig
+from ..core.errors import ConfigError
+from ..core.prompt import PromptConfig
 
 DEPLOY_METHODS: dict[str, type["DeployMethod"]] = {}
 
@@ -43,7 +43,7 @@ class Deployment:
         self.url, self.model_name, self._stop, self.api_key, self.engine = url, model_name, stop_fn, api_key, engine
 
     def client(self, **kwargs: Any):
-        from ..infer.client import OnlineChatModule
+        from ..engine.client import OnlineChatModule
 
         return OnlineChatModule(base_url=self.url + "/v1", model=self.model_name, api_key=self.api_key, **kwargs)
 
@@ -117,7 +117,7 @@ class vllm(DeployMethod):  # noqa: N801
         return cfg
 
     def deploy(self, model: str, adapter: str | None = None, prompt: Any = None) -> Deployment:
-        from .vllm import VllmServer
+        from ..engine.vllm import VllmServer
 
         cfg = self.config(model, adapter, prompt)
         server = VllmServer(cfg).start()

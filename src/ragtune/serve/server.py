@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import Config
-from ..errors import BackendError, ConfigError
-from ..log import get_logger
+from ..core.config import Config
+from ..core.errors import BackendError, ConfigError
+from ..core.log import get_logger
 
 log = get_logger(__name__)
 API_KEY_ENV = "RAGTUNE_API_KEY"
@@ -44,14 +44,14 @@ class ServeConfig(Config):
 def build_engine(cfg: ServeConfig):
     """Load the engine for ``cfg.model`` (an embedding model gets the embedding engine)."""
     from ..models import resolve_model
-    from .source import merge_prompt, resolve_source
+    from ..models.source import merge_prompt, resolve_source
 
     source = resolve_source(cfg.model, cfg.adapter, cfg.name)
     if source.adapter is None and resolve_model(source.model).kind == "embedding":
-        from .embedding import EmbeddingEngine
+        from ..engine.embedding import EmbeddingEngine
 
         return EmbeddingEngine.load(source.model, device=cfg.device, name=cfg.name)
-    from .engine import BuiltinEngine
+    from ..engine.builtin import BuiltinEngine
 
     prompt = merge_prompt(source.prompt, cfg.system, cfg.drop_builtin_system, cfg.template)
     return BuiltinEngine.load(source.model, source.adapter, dtype=cfg.dtype, device=cfg.device, prompt=prompt,
@@ -110,7 +110,7 @@ class ServerThread:
 def serve(cfg: ServeConfig) -> None:
     """Run in the foreground until Ctrl-C (what ``ragtune serve`` does)."""
     if cfg.engine == "vllm":
-        from .vllm import VllmServer
+        from ..engine.vllm import VllmServer
 
         VllmServer(cfg).run_forever()
         return

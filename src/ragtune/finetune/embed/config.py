@@ -5,7 +5,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from ...config import Config
+from ...core.config import Config
 
 
 class EmbedFinetuneConfig(Config):

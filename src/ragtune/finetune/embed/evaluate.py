@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...io import atomic_open, atomic_write_text
-from ...rag.ranking import rank_metrics, top_k_ids
-from .data import EvalItem, eval_corpus
+from ...core.io import atomic_open, atomic_write_text
+from ...eval.retrieval import rank_metrics, top_k_ids
+from ...data.embed_sets import RetrievalItem, eval_corpus
 
 
-def evaluate_embedder(embedder, items: list[EvalItem], ks: Sequence[int]) -> dict[str, Any]:
+def evaluate_embedder(embedder, items: list[RetrievalItem], ks: Sequence[int]) -> dict[str, Any]:
     """recall@k / MRR@k / NDCG@k of ``embedder`` on ``items`` (corpus = all their passages)."""
     corpus, relevant = eval_corpus(items)
     q = embedder.embed_queries([it.query for it in items])

@@ -12,11 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ...errors import BackendError
-from ...io import atomic_write_jsonl
-from ...log import get_logger
+from ...core.errors import BackendError
+from ...core.io import atomic_write_jsonl
+from ...core.log import get_logger
 from .config import EmbedFinetuneConfig
-from .data import TrainRecord, training_rows
+from ...data.embed_sets import TrainRecord
+from .data import training_rows
 
 log = get_logger(__name__)
 MODULE = "FlagEmbedding.finetune.embedder.encoder_only.base"

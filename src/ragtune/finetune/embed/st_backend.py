@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...log import get_logger
+from ...core.log import get_logger
 from .config import EmbedFinetuneConfig
-from .data import TrainRecord, training_rows
+from ...data.embed_sets import TrainRecord
+from .data import training_rows
 
 log = get_logger(__name__)
 
@@ -26,7 +27,7 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
 
     import torch
 
-    from ...device import resolve_dtype
+    from ...models.device import resolve_dtype
 
     n_neg = cfg.train_group_size - 1
     have = sum(1 for r in records if len(r.neg) >= n_neg)

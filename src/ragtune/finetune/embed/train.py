@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...io import atomic_dir, atomic_write_json
-from ...log import get_logger
+from ...core.io import atomic_dir, atomic_write_json
+from ...core.log import get_logger
 from .config import EmbedFinetuneConfig
-from .data import load_eval, load_train, query_instruction, split_train
+from ...data.embed_sets import load_eval, load_train
+from .data import query_instruction, split_train
 from .evaluate import evaluate_embedder, write_reports
 
 log = get_logger(__name__)
@@ -45,9 +46,9 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
     sentence-transformers model whose saved ``prompts["query"]`` carries the query instruction."""
     import torch
 
-    from ...device import resolve_dtype
+    from ...models.device import resolve_dtype
     from ...models import resolve_model
-    from ...rag.embed import SentenceTransformerEmbedder
+    from ...models.embedder import SentenceTransformerEmbedder
 
     cfg = cfg if cfg is not None else EmbedFinetuneConfig.build(**kw)
     records = load_train(cfg.train)

@@ -11,8 +11,8 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from ...config import Config
-from ...errors import ConfigError
+from ...core.config import Config
+from ...core.errors import ConfigError
 
 METHODS = ("lora", "freeze", "full")
 LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
@@ -105,7 +105,7 @@ class LLMFinetuneConfig(Config):
                               hint="CLI: --base M --train F --output DIR; Python: finetune(base, train, output)")
 
     def prompt_config(self):
-        from ...prompt import PromptConfig
+        from ...core.prompt import PromptConfig
 
         return PromptConfig(system=self.system, drop_builtin_system=self.drop_builtin_system,
                             template=self.template)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...errors import DataError
-from ...log import get_logger
+from ...core.errors import DataError
+from ...core.log import get_logger
 
 log = get_logger(__name__)
 IGNORE = -100
@@ -26,7 +26,7 @@ ROLES = {"system", "user", "assistant"}
 
 # -- reading ----------------------------------------------------------------------------------------
 def read_records(path: str | os.PathLike) -> list[dict]:
-    from ...io import read_json_records
+    from ...core.io import read_json_records
 
     return read_json_records(path, what="training file", objects=False)
 
@@ -112,9 +112,9 @@ class Sample:
 
 def tokenize_conversation(tokenizer, messages, prompt_cfg, cutoff_len: int, *, file: str = "",
                           record: int = 0) -> Sample:
-    """Render with :func:`ragtune.prompt.render_turns` (the serving path uses the same function) and
+    """Render with :func:`ragtune.core.prompt.render_turns` (the serving path uses the same function) and
     label only trainable (assistant) segments."""
-    from ...prompt import bos_prefix, render_turns
+    from ...core.prompt import bos_prefix, render_turns
 
     segments = render_turns(tokenizer, messages, prompt_cfg)
     full_text = "".join(t for t, _ in segments)
@@ -156,8 +156,8 @@ def cache_key(data_path, tokenizer_dir, prompt_cfg, cutoff_len: int, max_samples
 def tokenized_dataset(data_path, tokenizer, tokenizer_dir, prompt_cfg, cutoff_len: int,
                       max_samples: int | None = None, use_cache: bool = True) -> tuple[list[Sample], int]:
     """(samples, number of records in the file)."""
-    from ...io import atomic_write_json
-    from ...paths import ragtune_home
+    from ...core.io import atomic_write_json
+    from ...core.paths import ragtune_home
 
     key = cache_key(data_path, tokenizer_dir, prompt_cfg, cutoff_len, max_samples)
     cache = ragtune_home() / "cache" / "tokenized" / f"{key}.json"

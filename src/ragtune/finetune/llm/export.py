@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...io import atomic_dir
+from ...core.io import atomic_dir
 
 
 def save_adapter(model, tokenizer, path: Path) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from ...errors import ConfigError
+from ...core.errors import ConfigError
 
 
 def meta_model(model_dir: str):

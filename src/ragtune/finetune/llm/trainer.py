@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import ConfigError
-from ...log import get_logger
+from ...core.errors import ConfigError
+from ...core.log import get_logger
 from .config import LLMFinetuneConfig
 
 log = get_logger(__name__)
@@ -111,7 +111,7 @@ def load_model(cfg: LLMFinetuneConfig, model_dir: str, dist: Dist):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ...device import resolve_dtype
+    from ...models.device import resolve_dtype
     from .methods import apply_method
 
     dtype = resolve_dtype(cfg.dtype, dist.device)
@@ -120,7 +120,7 @@ def load_model(cfg: LLMFinetuneConfig, model_dir: str, dist: Dist):
                                                  attn_implementation=attention_for(cfg, dist.device))
     model = apply_method(model, cfg)
     if cfg.method == "lora" and cfg.fast_lora:
-        from .fast_lora import install
+        from ...models.fast_lora import install
 
         layers = install(model)
         log.info("fast LoRA path on %d layers", layers)
@@ -193,7 +193,7 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, dist: D
     import torch
     from safetensors.torch import save_file
 
-    from ...io import atomic_dir
+    from ...core.io import atomic_dir
 
     weights = trainable_state(model, dist)
     if not dist.main:
@@ -469,7 +469,7 @@ class Loop:
 
 # -- outputs --------------------------------------------------------------------------------------------
 def finish(cfg, model, tokenizer, model_dir: str, out: Path, metrics: dict, trained: dict | None) -> TrainResult:
-    from ...io import atomic_write_json
+    from ...core.io import atomic_write_json
     from .export import save_adapter, save_merged
     from .plots import plot_loss
 

@@ -1,5 +1,5 @@
 """``ragtune run CONFIG.yaml``: data -> fine-tune -> infer (base, tuned, remote baselines) -> eval ->
-compare report, as resumable stages in one run directory (see :mod:`ragtune.stages`).
+compare report, as resumable stages in one run directory (see :mod:`ragtune.workflow.stages`).
 
 A re-run skips every stage whose config and input files are unchanged; a stage killed half-way
 runs again, and the fine-tune stage then continues from its last checkpoint.
@@ -14,10 +14,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from .config import Config
-from .errors import ConfigError
-from .log import get_logger
-from .launch import LauncherConfig
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.log import get_logger
+from ..launch import LauncherConfig
 from .stages import Stage, StageContext, StageRunner
 
 log = get_logger(__name__)
@@ -70,7 +70,7 @@ class RunConfig(Config):
     def _check(self) -> "RunConfig":
         if self.llm is None:
             raise ConfigError("the config has no 'llm' section: nothing to run")
-        from . import finetune as ft
+        from .. import finetune as ft
 
         method = ft.get_method(self.llm.method)
         placeholders = {"base_model": "-", "train": "-", "output_dir": "-"}
@@ -83,7 +83,7 @@ class RunConfig(Config):
 
 # -- stage bodies -----------------------------------------------------------------------------------
 def _is_squad(path: str) -> bool:
-    from .data import read_records
+    from ..data import read_records
 
     rows = read_records(path)
     first = rows[0].data if rows and hasattr(rows[0], "data") else (rows[0] if rows else {})
@@ -91,8 +91,8 @@ def _is_squad(path: str) -> bool:
 
 
 def prepare_data(ctx: StageContext) -> None:
-    from . import data as rd
-    from .io import atomic_write_json
+    from .. import data as rd
+    from ..core.io import atomic_write_json
 
     c = ctx.config
     if _is_squad(c["train"]):
@@ -116,8 +116,8 @@ def prepare_data(ctx: StageContext) -> None:
 
 
 def finetune_llm(ctx: StageContext) -> None:
-    from . import finetune as ft
-    from .launch import launch_finetune
+    from .. import finetune as ft
+    from .launching import launch_finetune
 
     c = ctx.config
     method = ft.get_method(c["method"])
@@ -133,7 +133,7 @@ def finetune_llm(ctx: StageContext) -> None:
 
 
 def infer_stage(ctx: StageContext) -> None:
-    from .infer.runner import InferConfig, run_infer
+    from ..infer.runner import InferConfig, run_infer
 
     c = ctx.config
     values = {"evalset": c["evalset"], "output": str(ctx.dir / "predictions.json"), **c["infer"],
@@ -147,7 +147,7 @@ def infer_stage(ctx: StageContext) -> None:
         run_infer(InferConfig.build(**values))
         return
     if c["deploy"] == "vllm":
-        from .serve.deploy import get_deploy_method
+        from ..serve.deploy import get_deploy_method
 
         with get_deploy_method("vllm")(**c["deploy_params"]).deploy(c["model"], prompt=c["prompt"]) as dep:
             run_infer(InferConfig.build(**values, url=dep.url))
@@ -158,7 +158,7 @@ def infer_stage(ctx: StageContext) -> None:
 def eval_stage(ctx: StageContext) -> None:
     import shutil
 
-    from .eval.runner import evaluate_llm
+    from ..eval.runner import evaluate_llm
 
     c = ctx.config
     run = evaluate_llm(evalset=c["evalset"], predictions=c["predictions"], output=str(ctx.dir / "runs"),
@@ -170,8 +170,8 @@ def eval_stage(ctx: StageContext) -> None:
 
 
 def report_stage(ctx: StageContext) -> None:
-    from .eval.report import compare_runs
-    from .io import atomic_write_text
+    from ..eval.report import compare_runs
+    from ..core.io import atomic_write_text
 
     paths = compare_runs(ctx.config["runs"], ctx.dir)
     atomic_write_text(ctx.dir / "report.md", Path(paths["markdown"]).read_text(encoding="utf-8"))

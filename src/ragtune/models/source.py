@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelNotFoundError
-from ..prompt import PromptConfig
+from ..core.errors import ConfigError, ModelNotFoundError
+from ..core.prompt import PromptConfig
 
 FINETUNE_MANIFEST = "ragtune_finetune.json"
 _BASE_KEYS = ("base_model", "base", "model")  # tolerant: the manifest's key for the base model ref

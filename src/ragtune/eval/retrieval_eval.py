@@ -13,10 +13,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from ..config import Config
-from ..errors import DataError
-from ..io import atomic_open, atomic_write_json, atomic_write_jsonl, atomic_write_text
-from ..log import get_logger
+from ..core.config import Config
+from ..core.errors import DataError
+from ..core.io import atomic_open, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..core.log import get_logger
 
 log = get_logger(__name__)
 
@@ -34,28 +34,17 @@ class RetrievalEvalConfig(Config):
 
 
 def _ranked_metrics(ranked_texts: list[list[str]], references: list[list[str]], ks: list[int]) -> dict[str, float]:
-    """Mean recall@k / MRR@k / NDCG@k; relevant = nodes whose text equals a reference passage.
-    Recall divides by the number of references, so a reference missing from the KB counts as missed."""
-    from ..eval.retrieval import mrr_at_k, ndcg_at_k, recall_at_k
+    """recall@k / MRR@k / NDCG@k where a node is relevant when its text equals a reference passage."""
+    from .retrieval import rank_metrics
 
-    out: dict[str, float] = {}
-    n = max(len(ranked_texts), 1)
-    for k in ks:
-        rec = mrr = ndcg = 0.0
-        for texts, refs in zip(ranked_texts, references):
-            ref_set = {r.strip() for r in refs}
-            ids = [t.strip() for t in texts]
-            rec += recall_at_k(ids, ref_set, k)
-            mrr += mrr_at_k(ids, ref_set, k)
-            ndcg += ndcg_at_k(ids, ref_set, k)
-        out[f"recall@{k}"], out[f"mrr@{k}"], out[f"ndcg@{k}"] = rec / n, mrr / n, ndcg / n
-    return out
+    return rank_metrics([[t.strip() for t in texts] for texts in ranked_texts],
+                        [{r.strip() for r in refs} for refs in references], ks)
 
 
 def evaluate_one(embed: Any, items: list, cfg: RetrievalEvalConfig) -> tuple[dict[str, Any], list[dict]]:
-    from ..eval.retrieval import context_recall, context_relevance
-    from .document import Document
-    from .retriever import Retriever
+    from .retrieval import context_recall, context_relevance
+    from ..rag.document import Document
+    from ..rag.retriever import Retriever
 
     doc = Document(cfg.kb, embed=embed if cfg.similarity == "cosine" else None)
     group = "__root__"
@@ -85,7 +74,7 @@ def evaluate_one(embed: Any, items: list, cfg: RetrievalEvalConfig) -> tuple[dic
 
 
 def evaluate_retrieval(cfg: RetrievalEvalConfig | None = None, /, **kw: Any) -> dict[str, Any]:
-    from ..finetune.embed.data import load_eval
+    from ..data.embed_sets import load_eval
 
     cfg = cfg if cfg is not None else RetrievalEvalConfig.build(**kw)
     items = load_eval(cfg.evalset)

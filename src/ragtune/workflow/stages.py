@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import RagtuneError
-from .io import atomic_write_json, sha256_file
-from .log import get_logger
+from ..core.errors import RagtuneError
+from ..core.io import atomic_write_json, sha256_file
+from ..core.log import get_logger
 
 log = get_logger(__name__)
 MARKER = ".stage.json"

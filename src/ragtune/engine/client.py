@@ -14,11 +14,11 @@ import os
 import random
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from ..errors import BackendError, ConfigError
-from ..log import get_logger
-from ..prompt import PromptConfig
+from ..core.errors import BackendError, ConfigError
+from ..core.log import get_logger
+from ..core.prompt import ChatPrompter, PromptConfig
 
 log = get_logger(__name__)
 
@@ -55,8 +55,6 @@ class _ChatModel(abc.ABC):
         returns ``self`` (fluent). A RAG prompter (``rt.ChatPrompter(instruction, extra_keys=[...])``)
         returns a wrapped LLM that turns the pipeline's ``{context_str, query}`` into messages."""
         if hasattr(system, "messages") and hasattr(system, "extra_keys"):
-            from ..rag.pipeline import PromptedLLM
-
             return PromptedLLM(self, system)
         cfg = PromptConfig.coerce(system)
         if drop_builtin_system is not None:
@@ -205,7 +203,7 @@ class LocalLLM(_ChatModel):
     @classmethod
     def load(cls, model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
              max_batch_size: int = 16, **defaults: Any) -> "LocalLLM":
-        from ..serve.engine import BuiltinEngine
+        from .builtin import BuiltinEngine
 
         return cls(BuiltinEngine.load(model, adapter, dtype=dtype, device=device, max_batch_size=max_batch_size),
                    **defaults)
@@ -218,9 +216,24 @@ class LocalLLM(_ChatModel):
         return self
 
     def batch(self, inputs, **overrides: Any) -> list[str]:
-        from ..serve.engine import SamplingParams
+        from .builtin import SamplingParams
 
         s = self._settings(overrides)
         params = SamplingParams(max_tokens=s["max_tokens"], temperature=s["temperature"], top_p=s["top_p"],
                                 stop=tuple(s["stop"]), seed=s["seed"])
         return [c.text for c in self.engine.generate([_as_messages(x) for x in inputs], params)]
+
+
+class PromptedLLM:
+    """An LLM that gets its input through a ChatPrompter. Chat clients (ragtune.infer's LocalLLM /
+    OnlineChatModule, anything with ``prompt_cfg`` or ``chat``) get messages; plain callables a string."""
+
+    def __init__(self, llm: Callable, prompter: ChatPrompter | None = None, messages: bool | None = None):
+        self.llm, self.prompter = llm, prompter or ChatPrompter()
+        self.messages = messages if messages is not None else (hasattr(llm, "prompt_cfg") or hasattr(llm, "chat"))
+
+    def prompt(self, prompter: ChatPrompter) -> "PromptedLLM":
+        return PromptedLLM(self.llm, prompter, self.messages)
+
+    def __call__(self, inputs: Any) -> Any:
+        return self.llm(self.prompter.messages(inputs) if self.messages else self.prompter.text(inputs))

@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError, RagtuneError
-from .log import get_logger
-from .prompt import PromptConfig
+from ..core.errors import ConfigError, RagtuneError
+from ..core.log import get_logger
+from ..core.prompt import PromptConfig
 
 log = get_logger(__name__)
 MODES = ("finetune", "server")
@@ -76,7 +76,7 @@ class TrainableModule:
                 raise ConfigError("finetune_method tuple form is (method, {params})")
             method, extra = method
             params = {**extra, **params}
-        from . import finetune as ft
+        from .. import finetune as ft
 
         if isinstance(method, str):
             method = ft.get_method(method)
@@ -104,7 +104,7 @@ class TrainableModule:
         return self
 
     def deploy_method(self, method: Any, **params: Any) -> "TrainableModule":
-        from .serve.deploy import get_deploy_method
+        from ..serve.deploy import get_deploy_method
 
         cls = get_deploy_method(method)
         cls(**params)                                            # validate settings now
@@ -114,7 +114,7 @@ class TrainableModule:
     def evalset(self, data: str | os.PathLike | Sequence[Any], **infer_params: Any) -> "TrainableModule":
         """Items (``{context, question, ...}``, ``{instruction}``, ``{messages}``, ``{prompt}`` or plain
         strings) or a file; ``infer_params`` are ``ragtune infer`` settings (max_tokens, batch_size...)."""
-        from .infer.runner import InferConfig
+        from ..infer.runner import InferConfig
 
         unknown = set(infer_params) - set(InferConfig.model_fields) | ({"evalset", "output", "model", "url"} & set(infer_params))
         if unknown:
@@ -122,7 +122,7 @@ class TrainableModule:
                               hint="valid: max_tokens, batch_size, temperature, top_p, stop, seed, template")
         self._infer_params = infer_params
         if isinstance(data, (str, os.PathLike)):
-            from .infer.runner import load_evalset
+            from ..infer.runner import load_evalset
 
             self._evalset = load_evalset(data)
         else:
@@ -133,7 +133,7 @@ class TrainableModule:
     @property
     def kind(self) -> str:
         if self._kind is None:
-            from .models import resolve_model
+            from ..models import resolve_model
 
             self._kind = resolve_model(self.base).kind
         return self._kind
@@ -160,11 +160,11 @@ class TrainableModule:
         if self.kind == "embedding":
             from sentence_transformers import SentenceTransformer
 
-            from .models import resolve_model
+            from ..models import resolve_model
 
             self._embedder = SentenceTransformer(str(resolve_model(self.model_path).path), device="cpu")
         else:
-            from .serve.deploy import builtin
+            from ..serve.deploy import builtin
 
             method = (self._deploy or builtin)(**self._deploy_params)
             self._deployment = method.deploy(self._served_model(), prompt=self._prompt)
@@ -202,7 +202,7 @@ class TrainableModule:
             self.start()
         engine = getattr(self._deployment, "engine", None)
         if engine is not None:                      # builtin: call the engine in-process, no HTTP hop
-            from .infer.client import LocalLLM
+            from ..engine.client import LocalLLM
 
             return LocalLLM(engine)
         return self._deployment.client()
@@ -217,8 +217,8 @@ class TrainableModule:
 
     def _output_dir(self) -> str:
         if self.target_path is None:
-            from .io import new_run_id
-            from .paths import ragtune_home
+            from ..core.io import new_run_id
+            from ..core.paths import ragtune_home
 
             self.target_path = str(ragtune_home() / "runs" / f"{Path(self.base).name}-{new_run_id()}")
         return self.target_path
@@ -226,7 +226,7 @@ class TrainableModule:
     def _train_file(self, out: Path) -> str:
         if isinstance(self._trainset, str):
             return self._trainset
-        from .io import atomic_write_json
+        from ..core.io import atomic_write_json
 
         return str(atomic_write_json(out.parent / f".{out.name}.trainset.json", self._trainset))
 
@@ -235,7 +235,7 @@ class TrainableModule:
             raise UsageError("mode('finetune') needs training data", hint="call .trainset(path_or_records) before .update()")
         kind = self.kind
         if self._method is None:
-            from . import finetune as ft
+            from .. import finetune as ft
 
             self._method = ft.get_method("embedding" if kind == "embedding" else "lora")
         method_kind = getattr(self._method, "kind", "llm")
@@ -251,8 +251,8 @@ class TrainableModule:
 
     def _infer_evalset(self) -> list[str]:
         """Runs exactly what ``ragtune infer`` runs (same item -> prompt rules, resumable side file)."""
-        from .infer.runner import InferConfig, run_infer
-        from .io import atomic_write_json
+        from ..infer.runner import InferConfig, run_infer
+        from ..core.io import atomic_write_json
 
         out = Path(self.target_path) if self.target_path else Path(self._output_dir())
         out.mkdir(parents=True, exist_ok=True)
@@ -294,9 +294,9 @@ def _run_method(method: Any, params: dict, base: str, train: str, out: str, prom
         values.setdefault("drop_builtin_system", True)
     cfg = method.config(**values)
     if hasattr(method, "run") and not hasattr(method, "backend"):
-        from .finetune import BoundMethod
+        from ..finetune import BoundMethod
 
         return BoundMethod(method, cfg).run()
-    from .finetune.embed.train import finetune_embedding
+    from ..finetune.embed.train import finetune_embedding
 
     return finetune_embedding(cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Sequence
 
-from .engine import PromptTooLongError
+from .builtin import PromptTooLongError
 
 
 class EmbeddingEngine:
@@ -21,7 +21,7 @@ class EmbeddingEngine:
     def load(cls, model: str, *, device: str | None = None, name: str | None = None, **kw: Any) -> "EmbeddingEngine":
         from sentence_transformers import SentenceTransformer
 
-        from ..device import default_device
+        from ..models.device import default_device
         from ..models import resolve_model
 
         resolved = resolve_model(model, kind="embedding")

@@ -1,6 +1,6 @@
 """``ragtune demo``: the whole story in a few minutes on a CPU, offline, with the bundled models.
 
-1. Generate fictional maintenance manuals with span-extraction questions (:mod:`ragtune.synth`):
+1. Generate fictional maintenance manuals with span-extraction questions (:mod:`ragtune.data.manuals`):
    new to every pre-trained model, so the base model cannot know the answers.
 2. ``ragtune run`` on them: SQuAD -> alpaca, LoRA fine-tune of gemma-3-270m, inference and scoring of
    base and tuned models (exact, cosine, origin), comparison report (markdown + HTML).
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, atomic_write_text
-from .log import get_logger
+from ..core.io import atomic_write_json, atomic_write_text
+from ..core.log import get_logger
 
 log = get_logger(__name__)
 
@@ -39,7 +39,7 @@ class DemoResult:
 
 
 def make_demo_data(out: Path, n_machines: int, seed: int) -> dict[str, Path]:
-    from .synth import generate_manuals, split_by_passage
+    from ..data.manuals import generate_manuals, split_by_passage
 
     records = generate_manuals(n_machines, questions_per_machine=4, seed=seed)
     train, test = split_by_passage(records, eval_fraction=0.2, seed=seed)
@@ -66,9 +66,9 @@ def demo_config(out: Path, paths: dict[str, Path], llm: str, embed: str, seed: i
 def rag_answers(paths: dict[str, Path], tuned_dir: Path, embed: str, questions: list[dict]) -> list[dict[str, str]]:
     """Retrieve the manual for each question (cosine, top-1) and answer with the tuned model, using
     the same instruction template it was trained on."""
-    from .data import DEFAULT_TEMPLATE, fill_template
-    from .infer.client import LocalLLM
-    from .rag import Document, Retriever
+    from ..data import DEFAULT_TEMPLATE, fill_template
+    from ..engine.client import LocalLLM
+    from ..rag import Document, Retriever
 
     docs = Document(str(paths["kb"].parent), embed=embed)
     docs.create_node_group("manuals", transform=lambda text: [s for s in text.split("\n") if s.strip()])

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError
-from ..log import get_logger
+from ..core.errors import BackendError
+from ..core.log import get_logger
 
 log = get_logger(__name__)
 
@@ -187,8 +187,8 @@ class VllmServer:
     """``ragtune serve --engine vllm``: resolve the model source, build the command, supervise."""
 
     def __init__(self, cfg: Any, log_path: Path | None = None):
-        from ..paths import ragtune_home
-        from .source import resolve_source
+        from ..core.paths import ragtune_home
+        from ..models.source import resolve_source
 
         self.cfg = cfg
         source = resolve_source(cfg.model, cfg.adapter, cfg.name)

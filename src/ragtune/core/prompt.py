@@ -19,7 +19,10 @@ Plain template (``PLAIN_TEMPLATE``)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+import string
 from typing import Any, Literal, Sequence
+
+from .errors import ConfigError
 
 Message = dict[str, str]
 
@@ -46,8 +49,6 @@ class PromptConfig:
         if isinstance(value, dict):
             unknown = set(value) - {"system", "drop_builtin_system", "template"}
             if unknown:
-                from .errors import ConfigError
-
                 raise ConfigError(f"unknown prompt key(s) {sorted(unknown)}; valid: system, "
                                   "drop_builtin_system, template")
             return cls(**value)
@@ -57,8 +58,6 @@ class PromptConfig:
 def uses_chat_template(tokenizer: Any, cfg: PromptConfig) -> bool:
     has = bool(getattr(tokenizer, "chat_template", None))
     if cfg.template == "chat" and not has:
-        from .errors import ConfigError
-
         raise ConfigError("prompt template 'chat' requested but the tokenizer has no chat template",
                           hint="use template='auto' or 'plain'")
     return has and cfg.template != "plain"
@@ -149,3 +148,46 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     if bos_prefix(tokenizer, text):
         ids = [tokenizer.bos_token_id, *ids]
     return ids
+
+
+class ChatPrompter:
+    """The RAG prompt: ``instruction`` as the system turn plus each ``extra_keys`` value under its
+    own heading (or in place, where the instruction names it as ``{context_str}``); the ``query``
+    as the user turn."""
+
+    def __init__(self, instruction: str = "", extra_keys: Sequence[str] | None = None, query_key: str = "query"):
+        self.instruction = instruction
+        self.extra_keys = list(extra_keys or [])
+        self.query_key = query_key
+
+    def _fields(self) -> set[str]:
+        return {f for _, f, _, _ in string.Formatter().parse(self.instruction) if f}
+
+    def messages(self, inputs: Any) -> list[dict[str, str]]:
+        if isinstance(inputs, str):
+            inputs = {self.query_key: inputs}
+        if not isinstance(inputs, dict):
+            raise ConfigError(f"ChatPrompter expects a dict or a string, got {type(inputs).__name__}")
+        missing = [k for k in [*self.extra_keys, *self._fields()] if k not in inputs]
+        if missing:
+            raise ConfigError(f"prompt input lacks {missing}; it has {sorted(inputs)}")
+        values = {k: self._text(v) for k, v in inputs.items()}
+        system = self.instruction.format(**values) if self._fields() else self.instruction
+        for key in self.extra_keys:
+            if key not in self._fields():
+                system += f"\n\n### {key}:\n{values[key]}"
+        msgs = [{"role": "system", "content": system.strip()}] if system.strip() else []
+        if self.query_key not in self._fields():
+            msgs.append({"role": "user", "content": values.get(self.query_key, "")})
+        return msgs
+
+    def text(self, inputs: Any) -> str:
+        """One string, for plain-completion LLMs."""
+        return "\n\n".join(m["content"] for m in self.messages(inputs)) + "\n\nAnswer:"
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "\n".join(v.get_text() if hasattr(v, "get_text") else str(v) for v in value)
+        return value.get_text() if hasattr(value, "get_text") else str(value)
+

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 class Embedder(abc.ABC):
@@ -60,7 +60,7 @@ class SentenceTransformerEmbedder(Embedder):
     def load(cls, ref: str | os.PathLike, **kw) -> "SentenceTransformerEmbedder":
         from sentence_transformers import SentenceTransformer
 
-        from ..models import resolve_model
+        from . import resolve_model
 
         resolved = resolve_model(ref, kind="embedding")
         model = SentenceTransformer(str(resolved.path), device="cpu" if not _cuda() else None,

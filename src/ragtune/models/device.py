@@ -30,7 +30,7 @@ def resolve_dtype(dtype: str = "auto", device: str | None = None):
         table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
                  "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
         if dtype not in table:
-            from .errors import ConfigError
+            from ..core.errors import ConfigError
 
             raise ConfigError(f"unknown dtype '{dtype}'; valid: auto, {', '.join(table)}")
         return table[dtype]

@@ -9,7 +9,7 @@ which ``generate`` calls after every decoding step with the whole batch: it fini
 independently (transformers keeps finished rows padded) and pushes newly decoded text to
 streaming callbacks.
 
-Prompts are built with :func:`ragtune.prompt.build_prompt` / :func:`encode_prompt`, the same
+Prompts are built with :func:`ragtune.core.prompt.build_prompt` / :func:`encode_prompt`, the same
 functions training uses, so a served fine-tuned model sees exactly its training format.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..errors import ConfigError, RagtuneError
-from ..log import get_logger
-from ..prompt import PromptConfig, build_prompt, encode_prompt
+from ..core.errors import ConfigError, RagtuneError
+from ..core.log import get_logger
+from ..core.prompt import PromptConfig, build_prompt, encode_prompt
 
 log = get_logger(__name__)
 Messages = Sequence[dict[str, str]]
@@ -168,7 +168,7 @@ class BuiltinEngine:
              prompt: PromptConfig | dict | str | None = None, name: str | None = None,
              **kwargs: Any) -> "BuiltinEngine":
         """Load base (+ LoRA adapter) or a merged dir / fine-tune output dir (see ``source.py``)."""
-        from .source import merge_prompt, resolve_source
+        from ..models.source import merge_prompt, resolve_source
 
         source = resolve_source(model, adapter, name)
         cfg = PromptConfig.coerce(prompt) if prompt is not None else merge_prompt(source.prompt)
@@ -347,7 +347,7 @@ def load_causal_lm(model_ref: str, adapter: Any = None, *, dtype: str = "auto", 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..device import default_device, resolve_dtype
+    from ..models.device import default_device, resolve_dtype
     from ..models import resolve_model
 
     resolved = resolve_model(model_ref, kind="llm")
@@ -361,7 +361,7 @@ def load_causal_lm(model_ref: str, adapter: Any = None, *, dtype: str = "auto", 
     if adapter is not None:
         from peft import PeftModel
 
-        from ..finetune.llm.fast_lora import install
+        from ..models.fast_lora import install
 
         model = PeftModel.from_pretrained(model, str(adapter))
         install(model)  # adapter branch in the base dtype, fused into its GEMM (as in training)

@@ -1,0 +1,27 @@
+"""Run a fine-tune under the chosen launcher: in this process, or as a ``torchrun`` / Slurm job that
+re-validates the same config from a YAML file (the job spec travels, not pickled state)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.io import atomic_write_text
+from ..launch import LauncherConfig, launch_command
+
+
+def launch_finetune(method: Any, cfg: Any, launcher: dict[str, Any] | LauncherConfig, workdir: Path) -> Any:
+    """Fine-tune with ``method``/``cfg`` under ``launcher``; returns the result when run locally."""
+    lc = launcher if isinstance(launcher, LauncherConfig) else LauncherConfig.build(**launcher)
+    if lc.type == "local":
+        from ..finetune import BoundMethod
+
+        return BoundMethod(method, cfg).run()
+    workdir = Path(workdir)
+    cfg_path = workdir / "finetune.yaml"
+    # Only the keys that were set: the job re-validates them exactly as the caller's config did.
+    atomic_write_text(cfg_path, yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True),
+                                               sort_keys=False, allow_unicode=True))
+    launch_command(["finetune", "llm", "--config", str(cfg_path.resolve())], lc, workdir)
+    return None
