@@ -19,6 +19,7 @@ ALPACA_BAD = [
     ({"instruction": "q", "output": "a", "history": [["only one"]]}, "bad_history", "history[0]"),
     ({"instruction": "q", "output": "a", "history": [["h", "a"], ["h", 5]]}, "bad_history", "history[1]"),
     ({"instruction": "q", "output": "a", "history": "nope"}, "wrong_type", "history"),
+    ({"instruction": " ", "input": "", "output": "a"}, "empty_input", "instruction"),
 ]
 
 MESSAGES_BAD = [
@@ -33,6 +34,7 @@ MESSAGES_BAD = [
     ({"messages": [{"role": "user", "content": "u"}, {"role": "assistant"}]}, "missing_field", "messages[1].content"),
     ({"messages": [{"role": "user", "content": 1}, {"role": "assistant", "content": "a"}]}, "wrong_type", "messages[0].content"),
     ({"messages": "hello"}, "wrong_type", "messages"),
+    ({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "a"}]}, "empty_input", "messages[0].content"),
 ]
 
 

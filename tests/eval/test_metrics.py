@@ -25,7 +25,7 @@ def test_registry_lists_all_metrics_and_rejects_unknown_names():
     with pytest.raises(ConfigError) as exc:
         get_metric("exakt")
     assert "did you mean 'exact'" in str(exc.value) and "origin" in str(exc.value)
-    with pytest.raises(ConfigError, match="no parameter 'tokeniser'.*tokenizer"):
+    with pytest.raises(ConfigError, match="unknown key 'tokeniser' in metric 'origin'.*did you mean 'tokenizer'"):
         get_metric("origin", tokeniser="char")
 
 

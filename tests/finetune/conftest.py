@@ -19,8 +19,13 @@ def span_item(rng: random.Random) -> dict:
 
 
 def span_items(n: int, seed: int) -> list[dict]:
+    """``n`` distinct items (training data with duplicate conversations is rejected by the validator)."""
     rng = random.Random(seed)
-    return [span_item(rng) for _ in range(n)]
+    items: dict[str, dict] = {}
+    while len(items) < n:
+        item = span_item(rng)
+        items.setdefault(item["instruction"], item)
+    return list(items.values())
 
 
 def write_json(path: Path, rows) -> Path:

@@ -6,7 +6,6 @@ import json
 import pytest
 
 from ragtune.core.errors import ConfigError, DataError
-from ragtune.finetune.llm.config import LLMFinetuneConfig
 
 
 # -- config ---------------------------------------------------------------------------------------------
@@ -39,17 +38,24 @@ def test_registry_and_defaults():
         rt.finetune.get_method("qlora")
     cfg = rt.finetune.lora.config()
     assert (cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target, cfg.max_samples) == (8, 16, 0.0, "all", None)
-    assert LLMFinetuneConfig.build(lora_target="q_proj, v_proj").lora_target == ["q_proj", "v_proj"]
+    assert rt.finetune.lora.config(lora_target="q_proj, v_proj").lora_target == ["q_proj", "v_proj"]
 
 
 def test_yaml_and_overrides(tmp_path):
+    from ragtune.core.config import deep_merge, load_yaml_mapping, nest
+    from ragtune.finetune import finetune_config
+
     y = tmp_path / "job.yaml"
-    y.write_text("method: lora\nlearning_rate: 2.0e-4\nlora_rank: 4\n")
-    cfg = LLMFinetuneConfig.from_sources(str(y), learning_rate="5e-4", cutoff_len=None)
+    y.write_text("method: lora\nlearning_rate: 2.0e-4\nlora_rank: 4\nprompt: {system: S}\n")
+    cfg = finetune_config(deep_merge(load_yaml_mapping(y), nest({"learning_rate": "5e-4", "cutoff_len": None,
+                                                                  "prompt__template": "plain"})), str(y))
     assert cfg.learning_rate == 5e-4 and cfg.lora_rank == 4 and cfg.cutoff_len == 1024
+    assert (cfg.prompt.system, cfg.prompt.template) == ("S", "plain")     # flags merge into nested sections
     y.write_text("lora_rnak: 4\n")
     with pytest.raises(ConfigError, match="lora_rnak.*did you mean 'lora_rank'"):
-        LLMFinetuneConfig.from_yaml(str(y))
+        finetune_config(load_yaml_mapping(y), str(y))
+    with pytest.raises(ConfigError, match="prompt.sytem.*did you mean 'system'"):
+        finetune_config({"method": "freeze", "prompt": {"sytem": "x"}})
 
 
 # -- data -----------------------------------------------------------------------------------------------
@@ -57,8 +63,7 @@ def test_alpaca_and_messages_to_conversations(tmp_path):
     from ragtune.finetune.llm.data import load_conversations
 
     rows = [{"instruction": "Q1", "input": "ctx", "output": "A1", "system": "S",
-             "history": [["h-user", "h-bot"]]},
-            {"messages": [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]}]
+             "history": [["h-user", "h-bot"]]}, {"instruction": "Q2", "output": "A2"}]
     f = tmp_path / "d.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     convs = load_conversations(f)
@@ -67,16 +72,26 @@ def test_alpaca_and_messages_to_conversations(tmp_path):
                         {"role": "assistant", "content": "A1"}]
     assert convs[1][1] == {"role": "assistant", "content": "A2"}
     assert len(load_conversations(f, max_samples=1)) == 1
+    m = tmp_path / "m.json"   # messages files, a UTF-8 BOM and a {"data": [...]} wrapper: as `data validate`
+    m.write_text("\ufeff" + json.dumps({"data": [{"messages": [{"role": "user", "content": "Q2"},
+                                                              {"role": "assistant", "content": "A2"}]}]}))
+    assert load_conversations(m)[0][1] == {"role": "assistant", "content": "A2"}
 
 
 @pytest.mark.parametrize("content, match", [
-    ("", "file .*d.json: training file is empty"),
+    ("", "file .*d.json: the training file holds no records"),
     ("[", "not valid JSON"),
     ("[]", "holds no records"),
-    ('[{"instruction": "q", "output": "a"}, {"instruction": "q"}]', "record 1, field 'output': missing"),
-    ('[{"question": "q"}]', "record 0: unknown record format"),
-    ('[{"messages": [{"role": "bot", "content": "x"}]}]', "record 0, field 'messages'"),
-    ('[{"messages": [{"role": "user", "content": "x"}]}]', "no assistant answer"),
+    ('[{"instruction": "q", "output": "a"}, {"instruction": "q"}]', "record 1, field 'output'.*required field is missing"),
+    ('[{"question": "q"}]', "record 0: .*neither Alpaca"),
+    ('[{"messages": [{"role": "bot", "content": "x"}]}]', r"record 0, field 'messages\[0\].role'.*unknown role"),
+    ('[{"messages": [{"role": "user", "content": "x"}]}]', "must end with an assistant answer"),
+    # what `data validate` rejects, training rejects too (one validator)
+    ('[{"instruction": "q", "output": "a"}, {"instruction": "q", "output": "a"}]', "record 1.*duplicate of record 0"),
+    ('[{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}]', "expected 'user'"),
+    ('[{"instruction": "q", "output": "a", "system": 3}]', "field 'system'.*must be a string"),
+    ('[{"instruction": "q", "output": "a"}, {"messages": [{"role": "user", "content": "q"}, '
+     '{"role": "assistant", "content": "a"}]}]', "record 1.*messages but the file is alpaca"),
 ])
 def test_bad_training_files(tmp_path, content, match):
     from ragtune.finetune.llm.data import load_conversations
@@ -157,7 +172,7 @@ def test_tokenization_cache_hits_and_invalidates(tiny_llm_dir, tmp_path, monkeyp
 
     tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
     f = tmp_path / "t.json"
-    f.write_text(json.dumps([{"instruction": "q", "output": "a"}] * 3))
+    f.write_text(json.dumps([{"instruction": f"q{i}", "output": "a"} for i in range(3)]))
     first, total = data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(), 64)
     assert total == 3
     calls = []
@@ -167,7 +182,7 @@ def test_tokenization_cache_hits_and_invalidates(tiny_llm_dir, tmp_path, monkeyp
     assert calls == [] and [s.input_ids for s in again] == [s.input_ids for s in first]
     other, _ = data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(system="x"), 64)  # new key
     assert len(calls) == 3 and len(other[0]) > len(first[0])
-    f.write_text(json.dumps([{"instruction": "q", "output": "b"}] * 3))  # data changed
+    f.write_text(json.dumps([{"instruction": f"q{i}", "output": "b"} for i in range(3)]))  # data changed
     data.tokenized_dataset(f, tok, tiny_llm_dir, PromptConfig(), 64)
     assert len(calls) == 6
 

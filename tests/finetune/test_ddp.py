@@ -22,14 +22,14 @@ def test_ddp_two_processes_match_single_process(tiny_llm_dir, tmp_path, monkeypa
         monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + ":" + __import__("os").environ["PATH"])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     train = write_json(tmp_path / "t.json", span_items(16, seed=5))
-    common = dict(base_model=str(tiny_llm_dir), train=str(train), learning_rate=5e-3, num_train_epochs=1,
+    common = dict(base=str(tiny_llm_dir), train=str(train), learning_rate=5e-3, num_train_epochs=1,
                   per_device_train_batch_size=2, dtype="fp32", merge=False, lora_rank=4, val_size=4,
                   per_device_eval_batch_size=1)
     # 1 process: micro-batch 2 x accumulation 2 = global batch 4
-    single = rt.finetune.lora(output_dir=str(tmp_path / "single"), gradient_accumulation_steps=2, **common)
+    single = rt.finetune.lora(output=str(tmp_path / "single"), gradient_accumulation_steps=2, **common)
     res = single.run()
     # 2 processes: micro-batch 2 x 2 ranks = global batch 4
-    ddp = rt.finetune.lora(output_dir=str(tmp_path / "ddp"), **common)
+    ddp = rt.finetune.lora(output=str(tmp_path / "ddp"), **common)
     launch_finetune(rt.finetune.lora, ddp.cfg, {"type": "torchrun", "nproc_per_node": 2}, tmp_path / "launch")
 
     log = (tmp_path / "ddp/train.log").read_text()

@@ -12,15 +12,15 @@ from ragtune.finetune.llamafactory import LlamaFactoryConfig, train, write_job_f
 
 
 def _cfg(tmp_path, train_file, **kw):
-    return LlamaFactoryConfig.build(base_model="/models/base", train=str(train_file),
-                                    output_dir=str(tmp_path / "out"), **kw)
+    return LlamaFactoryConfig.build(base="/models/base", train=str(train_file),
+                                    output=str(tmp_path / "out"), **kw)
 
 
 def test_alpaca_files(tmp_path):
     data = tmp_path / "a.json"
     data.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
     cfg = _cfg(tmp_path, data, learning_rate=2e-4, cutoff_len=512, val_size=0.1, lora_rank=4,
-               lora_target="q_proj,v_proj", system="Be brief.", lf_template="qwen", extra_args={"flash_attn": "disabled"})
+               lora_target="q_proj,v_proj", prompt={"system": "Be brief."}, lf_template="qwen", extra_args={"flash_attn": "disabled"})
     files = write_job_files(cfg, "/models/base", bf16=True)
     info = json.loads(files["dataset_info"].read_text())["ragtune_train"]
     assert info["formatting"] == "alpaca" and info["file_name"] == str(data.resolve())
@@ -41,7 +41,7 @@ def test_messages_files_and_freeze(tmp_path):
     data = tmp_path / "m.jsonl"
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
                                              {"role": "assistant", "content": "a"}]}) + "\n")
-    cfg = _cfg(tmp_path, data, method="freeze", freeze_trainable_layers=3, max_samples=100)
+    cfg = _cfg(tmp_path, data, finetuning_type="freeze", freeze_trainable_layers=3, max_samples=100)
     files = write_job_files(cfg, "/models/base", bf16=False)
     info = json.loads(files["dataset_info"].read_text())["ragtune_train"]
     assert info["formatting"] == "sharegpt" and info["tags"]["role_tag"] == "role"
@@ -70,7 +70,7 @@ def test_failing_cli_raises_with_log_tail(tmp_path, tiny_llm_dir):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     data = tmp_path / "g.json"
     data.write_text(json.dumps([{"instruction": "q", "output": "a"}]))
-    cfg = LlamaFactoryConfig.build(base_model=str(tiny_llm_dir), train=str(data), output_dir=str(tmp_path / "o"),
+    cfg = LlamaFactoryConfig.build(base=str(tiny_llm_dir), train=str(data), output=str(tmp_path / "o"),
                                    llamafactory_cli=str(fake))
     with pytest.raises(BackendError, match=r"(?s)train failed with exit code 3.*boom in step 3"):
         train(cfg)
@@ -81,7 +81,7 @@ def test_failing_cli_raises_with_log_tail(tmp_path, tiny_llm_dir):
 def test_missing_cli(tmp_path, tiny_llm_dir):
     data = tmp_path / "g.json"
     data.write_text(json.dumps([{"instruction": "q", "output": "a"}]))
-    cfg = LlamaFactoryConfig.build(base_model=str(tiny_llm_dir), train=str(data), output_dir=str(tmp_path / "o"),
+    cfg = LlamaFactoryConfig.build(base=str(tiny_llm_dir), train=str(data), output=str(tmp_path / "o"),
                                    llamafactory_cli="no-such-llamafactory-cli")
     with pytest.raises(BackendError, match="not installed"):
         train(cfg)

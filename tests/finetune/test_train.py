@@ -38,7 +38,7 @@ def test_full_finetune_learns_span_extraction(tiny_llm_dir, tmp_path):
     assert m["final_loss"] < 0.1 * m["first_loss"]
     evals = [h["eval_loss"] for h in m["history"] if "eval_loss" in h]
     assert len(evals) == 4 and evals[-1] < 0.5 * evals[0]
-    base_em, tuned_em = exact_match(tiny_llm_dir, held_out), exact_match(res.merged_dir, held_out)
+    base_em, tuned_em = exact_match(tiny_llm_dir, held_out), exact_match(res.merged, held_out)
     # one letter out of 8, copied from the passage: guessing the format right gives ~1/8
     assert base_em < 0.2 and tuned_em >= 0.8, (base_em, tuned_em)
 
@@ -52,7 +52,7 @@ def test_lora_outputs_and_merge_equals_adapter_plus_base(tiny_llm_dir, span_trai
     out = tmp_path / "run"
     res = rt.finetune.lora.run(str(tiny_llm_dir), str(span_train), str(out), learning_rate=1e-2,
                                num_train_epochs=2, per_device_train_batch_size=4, val_size=0.125,
-                               eval_steps=5, save_steps=5, dtype="fp32", system="Answer briefly.")
+                               eval_steps=5, save_steps=5, dtype="fp32", prompt={"system": "Answer briefly."})
     m = res.metrics
     assert m["final_loss"] < m["first_loss"] and m["steps"] == 22
     assert json.loads((out / "metrics.json").read_text())["steps"] == 22

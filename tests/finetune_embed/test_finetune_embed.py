@@ -70,7 +70,7 @@ def test_query_instruction_saved_and_applied_to_queries_only(tuned):
 
 def test_split_from_train_when_no_eval_file(tiny_embedder_dir, tmp_path):
     train, _ = make_task(tmp_path, n_train=40, n_eval=1)
-    res = embedding(base=str(tiny_embedder_dir), train=str(train), output=str(tmp_path / "o"),
+    res = embedding.run(base=str(tiny_embedder_dir), train=str(train), output=str(tmp_path / "o"),
                     eval_split=0.25, num_train_epochs=1, per_device_train_batch_size=8, dtype="fp32",
                     query_instruction="")
     assert res.metrics["eval_queries"] == 10 and res.metrics["train_records"] == 30

@@ -16,7 +16,7 @@ import ragtune.finetune.embed.flagembedding as fe
 
 def test_command_is_exact(monkeypatch):
     monkeypatch.setattr(fe.shutil, "which", lambda name: "/usr/bin/torchrun" if name == "torchrun" else None)
-    cfg = EmbedFinetuneConfig.build(train="t.jsonl", output="out", backend="flagembedding", nproc_per_node=4,
+    cfg = EmbedFinetuneConfig.build(train="t.jsonl", output="out", method="flagembedding", nproc_per_node=4,
                                     per_device_train_batch_size=16, num_train_epochs=2, learning_rate=1e-5,
                                     temperature=0.02, train_group_size=8, pooling="cls", seed=1314)
     cmd = fe.build_command(cfg, "/m/bge", "/d/train.jsonl", "/o/model", "Represent: ", bf16=True,
@@ -81,6 +81,6 @@ def test_train_file_has_flagembedding_shape(tmp_path):
 def test_missing_package_is_a_clear_error(tiny_embedder_dir, tmp_path):
     (tmp_path / "t.jsonl").write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n"]}) + "\n")
     with pytest.raises(BackendError, match="pip install FlagEmbedding"):
-        flagembedding(base=str(tiny_embedder_dir), train=str(tmp_path / "t.jsonl"), output=str(tmp_path / "o"),
+        flagembedding.run(base=str(tiny_embedder_dir), train=str(tmp_path / "t.jsonl"), output=str(tmp_path / "o"),
                       eval_split=0)
     assert not (tmp_path / "o").exists()

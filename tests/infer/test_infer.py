@@ -185,13 +185,36 @@ def test_clients_share_one_interface(llm_server, llm_engine):
     assert with_system > plain  # the system prompt reached the shared prompt builder
     with pytest.raises(ConfigError, match="unknown generation setting"):
         local("x", max_new_tokens=3)
-    old = llm_engine.prompt_cfg
-    try:
-        local.prompt(dict(system="You are a helpful assistant.", drop_builtin_system=True))
-        assert llm_engine.prompt_cfg.system == "You are a helpful assistant."
-        assert local("what is the pump") == remote("what is the pump")
-    finally:
-        llm_engine.prompt_cfg = old
+    other = LocalLLM(llm_engine, max_tokens=6)
+    local.prompt(dict(system="You are a helpful assistant.", drop_builtin_system=True))
+    assert llm_engine.prompt.system is None      # the engine keeps its default; the client has its own
+    assert local("what is the pump") == remote("what is the pump")
+    assert other("what is the pump") != local("what is the pump")
+
+
+def test_two_clients_of_one_engine_keep_their_own_system_prompts(llm_engine):
+    """Prompt settings travel with each request: no client overwrites another's (issue: three
+    places used to mutate engine.prompt_cfg)."""
+    from ragtune.core.prompt import build_prompt, encode_prompt
+    from ragtune.engine.base import SamplingParams
+
+    a = LocalLLM(llm_engine, prompt="You are pirate A.", max_tokens=5)
+    b = LocalLLM(llm_engine, prompt="You are robot B.", max_tokens=5)
+    outs = {}
+    for name, client, system in (("a", a, "You are pirate A."), ("b", b, "You are robot B.")):
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": "what is the pump"}]
+        expected = llm_engine.generate_ids([encode_prompt(llm_engine.tokenizer, build_prompt(
+            llm_engine.tokenizer, msgs))], SamplingParams(max_tokens=5))[0].text
+        outs[name] = client("what is the pump")
+        assert outs[name] == expected
+    assert a("what is the pump") == outs["a"]        # b's calls did not change a's prompt
+    assert outs["a"] != outs["b"]
+    # concurrent requests with different prompts share the batcher and still keep their prompts
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda c: c("what is the pump"), [a, b, a, b]))
+    assert got == [outs["a"], outs["b"], outs["a"], outs["b"]]
 
 
 def test_cli_requires_model_or_url(tmp_path):

@@ -105,12 +105,12 @@ def test_torchrun_launcher_runs_a_real_finetune(tmp_path, tiny_llm_dir):
 
     train = tmp_path / "train.json"
     train.write_text(json.dumps([{"instruction": f"say {w}", "output": w} for w in ("pump", "valve", "north")]))
-    cfg = ft.lora.config(base_model=str(tiny_llm_dir), train=str(train), output_dir=str(tmp_path / "out"),
+    cfg = ft.lora.config(base=str(tiny_llm_dir), train=str(train), output=str(tmp_path / "out"),
                          max_steps=2, cutoff_len=64)
     launch_finetune(ft.lora, cfg, {"type": "torchrun", "nproc_per_node": 1}, tmp_path)
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "finetune.yaml").exists() and (tmp_path / "launcher.log").exists()
-    bad = ft.lora.config(base_model=str(tiny_llm_dir), train=str(tmp_path / "missing.json"),
-                         output_dir=str(tmp_path / "out2"))
+    bad = ft.lora.config(base=str(tiny_llm_dir), train=str(tmp_path / "missing.json"),
+                         output=str(tmp_path / "out2"))
     with pytest.raises(BackendError, match="exited with code"):
         launch_finetune(ft.lora, bad, {"type": "torchrun", "nproc_per_node": 1}, tmp_path / "w2")

@@ -96,7 +96,7 @@ def test_killed_finetune_resumes_on_rerun(tmp_path, squad_files, tiny_llm_dir, t
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     log = (tmp_path / "run" / "finetune_llm" / "log.txt").read_text()
-    assert "resuming fine-tune" in log
+    assert "resumed from" in log
     assert "prepare_data       skipped" in out.stdout
     last = max(int(name.split("-")[1]) for name in done_before)
     assert f"(step {last})" in log or f"(step {last + 1})" in log, log[-1500:]   # continued, not restarted

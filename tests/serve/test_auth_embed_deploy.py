@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ragtune.core.errors import ConfigError, ModelNotFoundError
-from ragtune.models.source import merge_prompt, resolve_source
+from ragtune.core.prompt import PromptConfig
+from ragtune.models.source import resolve_source
 
 
 def test_api_key_required_when_set(llm_engine):
@@ -89,8 +90,9 @@ def test_resolve_source_layouts(tmp_path):
     src = resolve_source("some/base", adapter=lora)  # --adapter DIR means DIR/adapter
     assert (src.model, src.adapter) == ("some/base", lora / "adapter")
 
-    cfg = merge_prompt(src.prompt | {"system": "from manifest"}, system="from flag")
-    assert cfg.system == "from flag"
+    saved = PromptConfig.coerce(src.prompt | {"system": "from manifest", "drop_builtin_system": True})
+    cfg = PromptConfig(system="from flag").over(saved)   # explicit settings win, the rest is the manifest's
+    assert cfg.system == "from flag" and cfg.drop_builtin_system is True
     with pytest.raises(ModelNotFoundError, match="adapter_config.json"):
         resolve_source("gemma-3-270m", adapter=tmp_path)
     (tmp_path / "c").mkdir()
@@ -134,7 +136,7 @@ def test_deploy_builtin_and_client(readable_llm_dir):
     from ragtune.serve.deploy import get_deploy_method
 
     assert get_deploy_method("vllm") is rt.deploy.vllm and get_deploy_method(rt.deploy.builtin) is rt.deploy.builtin
-    with pytest.raises(ConfigError, match="unknown deploy setting"):
+    with pytest.raises(ConfigError, match="unknown deploy setting 'prot'"):
         rt.deploy.builtin(prot=1)
     dep = rt.deploy.builtin(dtype="fp32", api_key="k1", default_max_tokens=6).deploy(str(readable_llm_dir),
                                                                                       prompt="You answer briefly.")
@@ -143,7 +145,7 @@ def test_deploy_builtin_and_client(readable_llm_dir):
         llm = dep.client(max_tokens=6)
         out = llm("what is the pump")
         assert isinstance(out, str) and out
-        assert dep.engine.prompt_cfg.system == "You answer briefly."
+        assert dep.engine.prompt.system == "You answer briefly."
         data = llm.chat("what is the pump")
         assert data["usage"]["completion_tokens"] == 6 and data["choices"][0]["message"]["content"] == out
         assert httpx.get(dep.url + "/v1/models").status_code == 401

@@ -40,7 +40,7 @@ def test_chat_matches_engine_and_shared_prompt_builder(http, llm_engine):
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": expected.text}
     assert expected.text  # readable model: non-empty ascii words
-    prompt_ids = encode_prompt(llm_engine.tokenizer, build_prompt(llm_engine.tokenizer, MSGS, llm_engine.prompt_cfg))
+    prompt_ids = encode_prompt(llm_engine.tokenizer, build_prompt(llm_engine.tokenizer, MSGS, llm_engine.prompt))
     assert body["usage"] == {"prompt_tokens": len(prompt_ids), "completion_tokens": 10,
                              "total_tokens": len(prompt_ids) + 10}
     assert body["choices"][0]["finish_reason"] == "length"

@@ -74,25 +74,43 @@ def test_command_plain_and_with_lora(tmp_path):
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 24}))
     cmd = build_vllm_command("/m/base", served_name="run1", host="0.0.0.0", port=9000, adapter=str(adapter),
-                             api_key="k", max_model_len=4096, dtype="bf16", extra_args=["--gpu-memory-utilization", "0.8"])
+                             max_model_len=4096, dtype="bf16", extra_args=["--gpu-memory-utilization", "0.8"])
     assert cmd == ["vllm", "serve", "/m/base", "--host", "0.0.0.0", "--port", "9000",
                    "--served-model-name", "run1-base", "--enable-lora", "--lora-modules", f"run1={adapter}",
-                   "--max-lora-rank", "32", "--dtype", "bfloat16", "--max-model-len", "4096", "--api-key", "k",
+                   "--max-lora-rank", "32", "--dtype", "bfloat16", "--max-model-len", "4096",
                    "--gpu-memory-utilization", "0.8"]
 
 
 def test_vllm_server_builds_command_from_finetune_dir(tmp_path, tiny_llm_dir):
-    from ragtune.serve.server import ServeConfig
-    from ragtune.engine.vllm import VllmServer
+    from ragtune.engine.vllm import VllmEngine, VllmSettings
 
     out = tmp_path / "run7"
     (out / "adapter").mkdir(parents=True)
     (out / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "x"}))
     (out / "ragtune_finetune.json").write_text(json.dumps({"base_model": str(tiny_llm_dir)}))
-    server = VllmServer(ServeConfig(model=str(out), engine="vllm", port=8123))
-    assert server.cmd == ["vllm", "serve", str(tiny_llm_dir), "--host", "127.0.0.1", "--port", "8123",
-                          "--served-model-name", "run7-base", "--enable-lora", "--lora-modules",
-                          f"run7={out / 'adapter'}", "--max-lora-rank", "8"]
+    cmd, name = VllmEngine.command(str(out), settings=VllmSettings(), name=None, host="127.0.0.1", port=8123,
+                                   api_key="secret")
+    assert name == "run7"
+    assert cmd == ["vllm", "serve", str(tiny_llm_dir), "--host", "127.0.0.1", "--port", "8123",
+                   "--served-model-name", "run7-base", "--enable-lora", "--lora-modules",
+                   f"run7={out / 'adapter'}", "--max-lora-rank", "8"]
+    assert "secret" not in " ".join(cmd)   # the key goes through the environment, never argv or the log
+
+
+def test_vllm_deploy_through_the_engine_registry(fake_vllm, tiny_llm_dir, tmp_path, monkeypatch):
+    """`rt.deploy.vllm` / `ragtune serve --engine vllm` start the supervised server; the API key
+    reaches it through VLLM_API_KEY and is in no log."""
+    import ragtune as rt
+
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    dep = rt.deploy.vllm(api_key="sekret", log_dir=str(tmp_path / "logs")).deploy(str(tiny_llm_dir))
+    try:
+        assert httpx.get(dep.url + "/health", timeout=5).status_code == 200
+        assert dep.engine is None and dep.model_name == tiny_llm_dir.name
+    finally:
+        dep.stop()
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "fake vllm start" in logs and "sekret" not in logs
 
 
 def test_supervisor_starts_waits_for_health_and_stops(fake_vllm):

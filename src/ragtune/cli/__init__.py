@@ -61,15 +61,17 @@ def _not_ready(name: str) -> click.Command:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="-v: info, -vv: debug.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only (progress is shown by default).")
 @click.version_option(package_name="ragtune")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
+def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """ragtune: fine-tune the LLM and the embedding model of your RAG system on your own domain."""
     from ..core.log import setup_logging
 
-    setup_logging(verbose)
-    ctx.obj = {"verbose": verbose}
+    verbosity = 0 if quiet else (2 if verbose else 1)
+    setup_logging(verbosity)
+    ctx.obj = {"verbosity": verbosity}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import click
 
 from ..core.config import config_options
+from ..engine.base import engine_settings_classes
 from ..infer.runner import InferConfig
 
 
 @click.command("infer")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with these settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@config_options(InferConfig)
+@config_options(InferConfig, extra=engine_settings_classes())
 def infer(config_path: str | None, quiet: bool, **values) -> None:
     """Predict every item of --evalset with --model (local) or --url (server) into --output.
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import click
 
 from ..core.config import config_options
+from ..engine.base import engine_settings_classes
 from ..serve.server import ServeConfig
 
 
 @click.command("serve")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file with these settings.")
-@config_options(ServeConfig)
+@config_options(ServeConfig, extra=engine_settings_classes())
 def serve(config_path: str | None, **values) -> None:
     """Serve --model behind /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /health.
 

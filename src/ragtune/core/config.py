@@ -27,9 +27,6 @@ class Config(BaseModel):
     @classmethod
     def build(cls, source: str | None = None, /, **values: Any):
         """Validate ``values``; turn pydantic's errors into one :class:`ConfigError`."""
-        unknown = [k for k in values if k not in cls.model_fields]
-        if unknown:
-            raise ConfigError(unknown_key_message(cls, unknown[0], source))
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -38,20 +35,7 @@ class Config(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, /, **overrides: Any):
         """Load ``path`` (YAML mapping), then apply non-None ``overrides`` (e.g. CLI flags)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping of keys to values, "
-                              f"got {type(data).__name__}")
-        data = dict(data)
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        data = deep_merge(load_yaml_mapping(path), nest(overrides))
         return cls.build(str(path), **data)
 
     @classmethod
@@ -59,7 +43,7 @@ class Config(BaseModel):
         """YAML file (optional) + overrides that are not None: how every CLI command builds its config."""
         if config:
             return cls.from_yaml(config, **overrides)
-        return cls.build(None, **{k: v for k, v in overrides.items() if v is not None})
+        return cls.build(None, **nest(overrides))
 
     # -- output -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +58,26 @@ class Config(BaseModel):
         from .io import atomic_write_text
 
         return atomic_write_text(path, self.to_yaml())
+
+
+def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML file, with errors that name the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return dict(data)
 
 
 # -- error messages ---------------------------------------------------------------------------
@@ -96,6 +100,10 @@ def validation_message(cls: type[Config], exc: ValidationError, source: str | No
             owner, prefix = _owner_of(cls, err["loc"][:-1])
             msg = unknown_key_message(owner, str(err["loc"][-1]), source)
             lines.append(msg.replace("unknown key '", f"unknown key '{prefix}", 1) if prefix else msg)
+            continue
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigError):  # a validator's own message is already complete
+            lines.append(cause.message + (f" ({source})" if source and source not in cause.message else ""))
             continue
         value = err.get("input")
         shown = repr(value) if not isinstance(value, Mapping) else "{...}"
@@ -147,29 +155,85 @@ def _click_type(annotation: Any):
     return str
 
 
-def config_options(cls: type[Config], *, exclude: tuple[str, ...] = ()):
-    """Decorator adding one ``--flag`` per config field (default None = "not given")."""
+NESTED_SEP = "__"   # click dest of a nested field: ``prompt__system`` -> {"prompt": {"system": ...}}
+
+
+def flag_fields(cls: type[Config], exclude: tuple[str, ...] = (),
+                extra: tuple[type[Config], ...] = ()) -> list[tuple[str, str, Any]]:
+    """(flag name, click dest, pydantic field) for every CLI flag of ``cls``: its own fields, the
+    fields of nested config sections flattened (``--system`` for ``prompt.system``; prefixed with
+    the section name when that would clash: ``--prompt-template``), and the fields of ``extra``
+    classes (e.g. every engine's settings, which the config's validator routes)."""
+    own = [n for n in cls.model_fields if n not in exclude]
+    rows: list[tuple[str, str, Any]] = []
+    taken = set(own) | set(exclude)
+    for name in own:
+        field = cls.model_fields[name]
+        sub = _config_type(field.annotation)
+        if sub is not None and sub is not Config and sub.model_fields:
+            for sub_name, sub_field in sub.model_fields.items():
+                flag = sub_name if sub_name not in taken else f"{name}_{sub_name}"
+                taken.add(flag)
+                rows.append((flag, f"{name}{NESTED_SEP}{sub_name}", sub_field))
+        elif sub is None:
+            rows.append((name, name, field))
+    for extra_cls in extra:
+        for sub_name, sub_field in extra_cls.model_fields.items():
+            if sub_name not in taken:
+                taken.add(sub_name)
+                rows.append((sub_name, sub_name, sub_field))
+    return rows
+
+
+def config_options(cls: type[Config], *, exclude: tuple[str, ...] = (), extra: tuple[type[Config], ...] = ()):
+    """Decorator adding one ``--flag`` per config field (default None = "not given"); nested
+    sections and ``extra`` classes as in :func:`flag_fields`. The command rebuilds the nested
+    values with :func:`nest`."""
     import click
 
     def decorate(fn):
-        for name, field in reversed(list(cls.model_fields.items())):
-            if name in exclude:
-                continue
-            flag = "--" + name.replace("_", "-")
+        for flag_name, dest, field in reversed(flag_fields(cls, exclude, extra)):
+            flag = "--" + flag_name.replace("_", "-")
             ctype = _click_type(field.annotation)
-            shows_default = not field.is_required() and field.default is not None and not callable(field.default)
+            shows_default = (not field.is_required() and field.default is not None and field.default_factory is None
+                             and not callable(field.default))
             help_text = (field.description or "") + (f" [default: {field.default}]" if shows_default else "")
             if ctype is bool:
-                fn = click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=None,
+                fn = click.option(f"{flag}/--no-{flag_name.replace('_', '-')}", dest, default=None,
                                   help=help_text)(fn)
             elif _is_list(field.annotation):
-                fn = click.option(flag, name, default=None, help=help_text + " (comma-separated)",
+                fn = click.option(flag, dest, default=None, help=help_text + " (comma-separated)",
                                   callback=_split_commas)(fn)
             else:
-                fn = click.option(flag, name, type=ctype, default=None, help=help_text)(fn)
+                fn = click.option(flag, dest, type=ctype, default=None, help=help_text)(fn)
         return fn
 
     return decorate
+
+
+def nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Flag values (None = not given, dropped) with ``a__b`` dests turned into nested mappings."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        head, sep, tail = key.partition(NESTED_SEP)
+        if sep:
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, merging nested mappings key by key (flags over a YAML file)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _is_list(annotation: Any) -> bool:

@@ -18,10 +18,12 @@ Plain template (``PLAIN_TEMPLATE``)::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import string
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence
 
+from pydantic import ConfigDict, Field
+
+from .config import Config
 from .errors import ConfigError
 
 Message = dict[str, str]
@@ -31,28 +33,38 @@ PLAIN_SYSTEM = "{content}\n\n"
 PLAIN_TEMPLATE = PLAIN_SYSTEM + PLAIN_USER + "{assistant}<eos>\n\n"
 
 
-@dataclass(frozen=True)
-class PromptConfig:
-    system: str | None = None
-    drop_builtin_system: bool = False
-    template: Literal["auto", "chat", "plain"] = "auto"
+class PromptConfig(Config):
+    """How a conversation becomes model input: the nested ``prompt`` section of every job (fine-tune,
+    deploy, infer), of ``ragtune run``'s ``llm.prompt`` and the argument of ``.prompt(...)``.
+    Engines keep one as their default only; callers pass theirs per request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: Optional[str] = Field(None, description="System prompt used when a conversation has none.")
+    drop_builtin_system: bool = Field(
+        False, description="Send an empty system prompt instead of the chat template's built-in default.")
+    template: Literal["auto", "chat", "plain"] = Field(
+        "auto", description="auto: the tokenizer's chat template if it has one, else ragtune's plain one.")
 
     @classmethod
-    def coerce(cls, value: "PromptConfig | dict | str | None") -> "PromptConfig":
-        """Accepts what ``TrainableModule.prompt(...)`` accepts: None, a system string or a dict."""
+    def coerce(cls, value: "PromptConfig | Mapping[str, Any] | str | None") -> "PromptConfig":
+        """What ``.prompt(...)`` accepts: None, a system string, a mapping (keys checked) or a PromptConfig."""
         if value is None:
             return cls()
         if isinstance(value, cls):
             return value
         if isinstance(value, str):
             return cls(system=value)
-        if isinstance(value, dict):
-            unknown = set(value) - {"system", "drop_builtin_system", "template"}
-            if unknown:
-                raise ConfigError(f"unknown prompt key(s) {sorted(unknown)}; valid: system, "
-                                  "drop_builtin_system, template")
-            return cls(**value)
-        raise TypeError(f"prompt must be None, a str, a dict or PromptConfig, got {type(value).__name__}")
+        if isinstance(value, Mapping):
+            return cls.build("prompt", **dict(value))
+        raise ConfigError(f"prompt must be None, a str, a dict or a PromptConfig, got {type(value).__name__}")
+
+    def over(self, base: "PromptConfig | None") -> "PromptConfig":
+        """This config's explicitly set fields on top of ``base`` (e.g. flags over a fine-tune's
+        saved prompt, which is over the defaults)."""
+        if base is None:
+            return self
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
 
 
 def uses_chat_template(tokenizer: Any, cfg: PromptConfig) -> bool:

@@ -128,11 +128,9 @@ def encode(model: Any, texts: list[str], batch_size: int):
 
 
 def load_embedder(ref: str):
-    from sentence_transformers import SentenceTransformer
+    from ..models.loading import load_sentence_transformer
 
-    from ..models import resolve_model
-
-    return SentenceTransformer(str(resolve_model(ref).path), device="cpu")
+    return load_sentence_transformer(ref)
 
 
 def mine_negatives(path: str | os.PathLike, out: str | os.PathLike, config: MineNegativesConfig | None = None,

@@ -16,12 +16,12 @@ from typing import Any
 
 from ..core.log import get_logger
 from .formats import FORMATS, detect_record_format, to_messages
-from .readers import BadLine, Record, read_records
+from .readers import BadLine, Record, read_records, read_rows
 
 log = get_logger(__name__)
 
 ERROR_KINDS = ("invalid_json", "unknown_format", "mixed_format", "missing_field", "wrong_type",
-               "empty_output", "role_order", "bad_history", "duplicate")
+               "empty_input", "empty_output", "role_order", "bad_history", "duplicate")
 
 
 @dataclass
@@ -110,10 +110,12 @@ class _Checker:
 
 
 def _check_alpaca(c: _Checker, data: dict) -> None:
-    c.require_str(data, "instruction", True)
+    has_instruction = c.require_str(data, "instruction", True)
     if c.require_str(data, "output", True) and not data["output"].strip():
         c.add("empty_output", "output", "output is empty")
-    c.require_str(data, "input", False)
+    has_input = c.require_str(data, "input", False)
+    if has_instruction and not data["instruction"].strip() and not (has_input and data["input"].strip()):
+        c.add("empty_input", "instruction", "instruction and input are both empty: there is no question")
     c.require_str(data, "system", False)
     history = data.get("history")
     if history is None:
@@ -150,6 +152,8 @@ def _check_messages(c: _Checker, data: dict) -> None:
         if m["role"] not in ("system", "user", "assistant"):
             c.add("role_order", f"{name}.role", f"unknown role {m['role']!r}; valid: system, user, assistant")
             return
+        if m["role"] == "user" and not m["content"].strip():
+            c.add("empty_input", f"{name}.content", "a user turn is empty: there is no question")
         roles.append(m["role"])
     _check_role_order(c, roles)
     if roles[-1] == "assistant" and not messages[-1]["content"].strip():
@@ -297,12 +301,9 @@ def plot_lengths(report: ValidationReport, path: str | os.PathLike) -> Path:
 
     if not report.lengths:
         raise ConfigError("no token lengths to plot", hint="pass --cutoff-len and --tokenizer")
-    import matplotlib
+    from ..core.plotting import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = figure(figsize=(7, 4))
     ax.hist(report.lengths, bins=50, color="#4c72b0")
     ax.axvline(report.cutoff_len, color="#c44e52", linestyle="--",
                label=f"cutoff_len={report.cutoff_len} ({report.over_long} over)")
@@ -314,5 +315,23 @@ def plot_lengths(report: ValidationReport, path: str | os.PathLike) -> Path:
     fig.tight_layout()
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
     return Path(path)
+
+
+def load_conversations(path: str | os.PathLike, max_samples: int | None = None, with_total: bool = False):
+    """The one loader of training conversations (every trainer and backend calls it): the file is
+    read by the one reader and checked by :func:`validate` (role order, duplicates, empty answers,
+    types ...), so a file that ``ragtune data validate`` rejects never trains and one it accepts
+    always does. Returns the conversations of the first ``max_samples`` records (all by default;
+    the caller logs how many of how many: never silently)."""
+    report = validate_path_or_raise(path)
+    if report.total == 0:
+        from ..core.errors import DataError
+
+        raise DataError("the training file holds no records", file=str(path))
+    rows = read_rows(path)
+    total = len(rows)
+    if max_samples is not None and max_samples < total:
+        rows = rows[:max_samples]
+    convs = [to_messages(r.data) for r in rows]
+    return (convs, total) if with_total else convs

@@ -22,53 +22,25 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..core.errors import ConfigError, RagtuneError
+from pydantic import Field
+
+from ..core.errors import RagtuneError
 from ..core.log import get_logger
 from ..core.prompt import PromptConfig, build_prompt, encode_prompt
+from .base import ENGINES, Completion, Engine, EngineSettings, Messages, PromptTooLongError, SamplingParams
 
 log = get_logger(__name__)
-Messages = Sequence[dict[str, str]]
+__all__ = ["BuiltinEngine", "BuiltinSettings", "Completion", "PromptTooLongError", "SamplingParams"]
 
 
-class PromptTooLongError(RagtuneError, ValueError):
-    """The prompt plus the requested new tokens do not fit in the model's context."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Generation settings of one request. ``temperature == 0`` means greedy (the default: eval
-    results must be reproducible)."""
-
-    max_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def __post_init__(self):
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    def batch_key(self) -> tuple:
-        """Requests with the same key can share one ``generate`` call."""
-        return (0.0, 1.0, None) if self.greedy else (self.temperature, self.top_p, self.seed)
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (EOS or a stop string) | "length"
-    token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids (EOS excluded)
+class BuiltinSettings(EngineSettings):
+    """Settings of the builtin (transformers) engine."""
+    dtype: str = Field("auto", description="auto (bf16 where native), bf16, fp16, fp32.")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (default: cuda if available).")
+    threads: int | None = Field(None, ge=1, description="CPU threads (process-wide; default: PyTorch's).")
+    max_batch_size: int = Field(16, ge=1, description="Most requests decoded together in one batch.")
+    batch_wait_ms: float = Field(10.0, ge=0, description="How long the batcher waits to fill a batch.")
+    max_model_len: int | None = Field(None, ge=16, description="Context limit (prompt + max_tokens); default: the model's.")
 
 
 @dataclass
@@ -138,19 +110,21 @@ class _RowTracker:
                 log.debug("stream callback failed", exc_info=True)
 
 
-class BuiltinEngine:
-    """A loaded causal LM plus a dynamic-batching worker.
+@ENGINES.register("builtin")
+class BuiltinEngine(Engine):
+    """A loaded causal LM (transformers, CPU or CUDA) plus a dynamic-batching worker.
 
     >>> engine = BuiltinEngine.load("gemma-3-270m")
     >>> engine.generate(["What is 2+2?"], SamplingParams(max_tokens=8))[0].text
     """
 
-    kind = "llm"
+    Settings = BuiltinSettings
+    description = "transformers in this process; dynamic batching (CPU or CUDA)"
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "model", prompt: PromptConfig | None = None,
                  max_batch_size: int = 16, batch_wait_ms: float = 10.0, max_model_len: int | None = None):
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.prompt_cfg = prompt or PromptConfig()
+        self.prompt = prompt or PromptConfig()
         self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_ms / 1000.0
         self.max_model_len = max_model_len or _context_limit(model)
         self.device = next(model.parameters()).device
@@ -164,31 +138,34 @@ class BuiltinEngine:
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
+    def load(cls, model: str, adapter: str | None = None, *, settings: BuiltinSettings | None = None,
              prompt: PromptConfig | dict | str | None = None, name: str | None = None,
-             **kwargs: Any) -> "BuiltinEngine":
-        """Load base (+ LoRA adapter) or a merged dir / fine-tune output dir (see ``source.py``)."""
-        from ..models.source import merge_prompt, resolve_source
+             **setting_values: Any) -> "BuiltinEngine":
+        """Load base (+ LoRA adapter) or a merged dir / fine-tune output dir (see ``models.source``).
+        Settings come as ``settings=`` or as keywords (``dtype="fp32", max_batch_size=8``)."""
+        from ..models.loading import load_causal_lm
+        from ..models.source import resolve_source
 
+        if settings is None:
+            settings = BuiltinSettings.build("builtin engine settings", **setting_values)
+        elif setting_values:
+            settings = settings.model_copy(update=setting_values)
         source = resolve_source(model, adapter, name)
-        cfg = PromptConfig.coerce(prompt) if prompt is not None else merge_prompt(source.prompt)
-        hf_model, tokenizer = load_causal_lm(source.model, source.adapter, dtype=dtype, device=device)
-        return cls(hf_model, tokenizer, name=source.name, prompt=cfg, **kwargs)
+        explicit = PromptConfig.coerce(prompt) if prompt is not None else PromptConfig()
+        hf_model, tokenizer = load_causal_lm(source.model, source.adapter, dtype=settings.dtype,
+                                             device=settings.device, threads=settings.threads)
+        return cls(hf_model, tokenizer, name=source.name, prompt=explicit.over(source.prompt_config()),
+                   max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
+                   max_model_len=settings.max_model_len)
 
     # -- prompts ----------------------------------------------------------------------------------
-    def encode_chat(self, messages: Messages | str) -> list[int]:
-        return encode_prompt(self.tokenizer, build_prompt(self.tokenizer, messages, self.prompt_cfg))
+    def encode_chat(self, messages: Messages | str, prompt: PromptConfig | None = None) -> list[int]:
+        """``prompt``: this request's prompt settings (default: the engine's)."""
+        return encode_prompt(self.tokenizer, build_prompt(self.tokenizer, messages, prompt or self.prompt))
 
     def encode_text(self, text: str) -> list[int]:
         """A raw completion prompt: no template, BOS added as in training."""
         return encode_prompt(self.tokenizer, text)
-
-    def check_fits(self, ids: Sequence[int], max_tokens: int) -> None:
-        if len(ids) + max_tokens > self.max_model_len:
-            raise PromptTooLongError(
-                f"the prompt has {len(ids)} tokens and {max_tokens} new tokens were requested, but this "
-                f"model's context limit is {self.max_model_len} tokens (prompt + max_tokens)",
-                hint="shorten the prompt or lower max_tokens")
 
     # -- the batching worker ------------------------------------------------------------------------
     def submit(self, ids: list[int], params: SamplingParams,
@@ -295,14 +272,6 @@ class BuiltinEngine:
                 progress(chunk, done)
         return out  # type: ignore[return-value]
 
-    def generate(self, prompts: Sequence[Messages | str], params: SamplingParams | None = None,
-                 raw: bool = False) -> list[Completion]:
-        """Chat prompts (str = one user turn, or message lists) through the shared prompt builder;
-        ``raw=True`` sends the strings as they are (completion style)."""
-        params = params or SamplingParams()
-        ids = [self.encode_text(p) if raw else self.encode_chat(p) for p in prompts]  # type: ignore[arg-type]
-        return self.generate_ids(ids, params)
-
     def stats(self) -> dict[str, Any]:
         sizes = dict(sorted(self.batch_sizes.items()))
         return {"batches": sum(sizes.values()), "requests": sum(k * v for k, v in sizes.items()),
@@ -325,49 +294,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _contiguous_head_input(model: Any) -> None:
-    """Generation slices the last position, ``hidden[:, -1:]``: a 3-D view whose batch stride is the
-    whole prompt. With frozen weights (``requires_grad=False``, as after loading an adapter) PyTorch's
-    linear does not fold that view into one GEMM but expands the 262k x 640 output weight per batch
-    row and copies it (5.4 GB for a batch of 8: measured 40% of a 16-prompt batch's time). A
-    contiguous input folds; the copy is batch x hidden."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is not None:
-        head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
-
-
 def _context_limit(model: Any) -> int:
     cfg = getattr(model.config, "get_text_config", lambda: model.config)()
     return int(getattr(cfg, "max_position_embeddings", None) or 4096)
-
-
-def load_causal_lm(model_ref: str, adapter: Any = None, *, dtype: str = "auto", device: str | None = None):
-    """(model, tokenizer) in eval mode; LoRA adapter applied with peft (not merged: merging bf16
-    weights changes numerics slightly, and the unmerged model is what training evaluated)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..models.device import default_device, resolve_dtype
-    from ..models import resolve_model
-
-    resolved = resolve_model(model_ref, kind="llm")
-    if resolved.kind != "llm":
-        raise ConfigError(f"{model_ref} is an embedding model; the builtin LLM engine cannot generate with it")
-    device = device or default_device()
-    torch_dtype = resolve_dtype(dtype, device)
-    kw = {"gguf_file": resolved.gguf_file} if resolved.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path, **kw)
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, **kw)
-    if adapter is not None:
-        from peft import PeftModel
-
-        from ..models.fast_lora import install
-
-        model = PeftModel.from_pretrained(model, str(adapter))
-        install(model)  # adapter branch in the base dtype, fused into its GEMM (as in training)
-        model = model.get_base_model()  # LoRA layers are injected in place; generate as plain HF
-    _contiguous_head_input(model)
-    model.to(device).eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer

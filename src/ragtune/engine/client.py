@@ -58,7 +58,7 @@ class _ChatModel(abc.ABC):
             return PromptedLLM(self, system)
         cfg = PromptConfig.coerce(system)
         if drop_builtin_system is not None:
-            cfg = PromptConfig(cfg.system, drop_builtin_system, cfg.template)
+            cfg = cfg.model_copy(update={"drop_builtin_system": drop_builtin_system})
         self.prompt_cfg = cfg
         return self
 
@@ -195,10 +195,12 @@ class LocalLLM(_ChatModel):
     """The builtin engine in-process: ``LocalLLM.load("gemma-3-270m")("Hello")``. Inputs of one
     ``batch`` call run as batched generate calls."""
 
-    def __init__(self, engine: Any, **defaults: Any):
+    def __init__(self, engine: Any, prompt: Any = None, **defaults: Any):
         super().__init__(**defaults)
         self.engine = engine
-        self.prompt_cfg = engine.prompt_cfg
+        # This client's own prompt settings, passed with every request: the engine's prompt is only
+        # the default, so two clients of one engine never see each other's system prompt.
+        self.prompt_cfg = PromptConfig.coerce(prompt).over(engine.prompt) if prompt is not None else engine.prompt
 
     @classmethod
     def load(cls, model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None,
@@ -210,9 +212,9 @@ class LocalLLM(_ChatModel):
 
     def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "LocalLLM":
         wrapped = super().prompt(system, drop_builtin_system)
-        if wrapped is not self:                   # a RAG prompter: the engine's prompt stays as it is
+        if wrapped is not self:                   # a RAG prompter wraps this client
             return wrapped
-        self.engine.prompt_cfg = self.prompt_cfg  # the engine builds prompts with the shared builder
+        self.prompt_cfg = self.prompt_cfg.over(self.engine.prompt)  # unset keys: the engine's default
         return self
 
     def batch(self, inputs, **overrides: Any) -> list[str]:
@@ -221,16 +223,17 @@ class LocalLLM(_ChatModel):
         s = self._settings(overrides)
         params = SamplingParams(max_tokens=s["max_tokens"], temperature=s["temperature"], top_p=s["top_p"],
                                 stop=tuple(s["stop"]), seed=s["seed"])
-        return [c.text for c in self.engine.generate([_as_messages(x) for x in inputs], params)]
+        return [c.text for c in self.engine.generate([_as_messages(x) for x in inputs], params,
+                                                     prompt=self.prompt_cfg)]
 
 
 class PromptedLLM:
-    """An LLM that gets its input through a ChatPrompter. Chat clients (ragtune.infer's LocalLLM /
-    OnlineChatModule, anything with ``prompt_cfg`` or ``chat``) get messages; plain callables a string."""
+    """An LLM that gets its input through a ChatPrompter. Chat clients (LocalLLM, OnlineChatModule)
+    get messages; any other callable gets one string (``messages=True`` to send messages anyway)."""
 
     def __init__(self, llm: Callable, prompter: ChatPrompter | None = None, messages: bool | None = None):
         self.llm, self.prompter = llm, prompter or ChatPrompter()
-        self.messages = messages if messages is not None else (hasattr(llm, "prompt_cfg") or hasattr(llm, "chat"))
+        self.messages = messages if messages is not None else isinstance(llm, _ChatModel)
 
     def prompt(self, prompter: ChatPrompter) -> "PromptedLLM":
         return PromptedLLM(self.llm, prompter, self.messages)

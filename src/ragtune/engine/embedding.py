@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Sequence
 
-from .builtin import PromptTooLongError
+from .base import PromptTooLongError
 
 
 class EmbeddingEngine:
@@ -19,14 +19,11 @@ class EmbeddingEngine:
 
     @classmethod
     def load(cls, model: str, *, device: str | None = None, name: str | None = None, **kw: Any) -> "EmbeddingEngine":
-        from sentence_transformers import SentenceTransformer
-
-        from ..models.device import default_device
         from ..models import resolve_model
+        from ..models.loading import load_sentence_transformer
 
         resolved = resolve_model(model, kind="embedding")
-        st = SentenceTransformer(str(resolved.path), device=device or default_device())
-        return cls(st, name=name or resolved.name, **kw)
+        return cls(load_sentence_transformer(str(resolved.path), device=device), name=name or resolved.name, **kw)
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """(vectors, prompt token count). A text longer than the model's max_seq_length is an error,

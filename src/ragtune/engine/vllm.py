@@ -2,7 +2,8 @@
 
 vLLM already is an OpenAI-compatible server, so ragtune only builds its command line, starts it
 with output going to a log file, waits for ``/health``, restarts it a bounded number of times when
-it crashes, and raises :class:`BackendError` with the log tail when it cannot get it up.
+it crashes, and raises :class:`BackendError` with the log tail when it cannot get it up. The API
+key reaches vLLM through its environment (``VLLM_API_KEY``), so it is in neither the log nor ``ps``.
 """
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Optional
+
+from pydantic import Field
 
 from ..core.errors import BackendError
 from ..core.log import get_logger
+from ..core.prompt import PromptConfig
+from .base import ENGINES, EngineSettings, RunningServer, ServerEngine
 
 log = get_logger(__name__)
 
 
 def build_vllm_command(model_path: str, *, served_name: str, host: str = "127.0.0.1", port: int = 8000,
-                       adapter: str | None = None, api_key: str | None = None,
-                       max_model_len: int | None = None, dtype: str = "auto",
+                       adapter: str | None = None, max_model_len: int | None = None, dtype: str = "auto",
                        extra_args: list[str] | tuple[str, ...] = (), executable: str = "vllm") -> list[str]:
     """The exact ``vllm serve`` argv. With an adapter the base model is served under its own name
     and the adapter as ``--lora-modules NAME=PATH``, so clients ask for ``NAME``."""
@@ -36,8 +40,6 @@ def build_vllm_command(model_path: str, *, served_name: str, host: str = "127.0.
         cmd += ["--dtype", {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)]
     if max_model_len:
         cmd += ["--max-model-len", str(max_model_len)]
-    if api_key:
-        cmd += ["--api-key", api_key]
     return cmd + list(extra_args)
 
 
@@ -183,48 +185,74 @@ class _Crashed(Exception):
         self.code = code
 
 
-class VllmServer:
-    """``ragtune serve --engine vllm``: resolve the model source, build the command, supervise."""
+class VllmSettings(EngineSettings):
+    """Settings of the vLLM engine (a ``vllm serve`` subprocess on a CUDA GPU)."""
+    dtype: str = Field("auto", description="auto, bf16, fp16, fp32 (passed as vLLM's --dtype).")
+    max_model_len: Optional[int] = Field(None, ge=16, description="vLLM --max-model-len.")
+    vllm_args: list[str] = Field(default_factory=list, description="Extra arguments passed to `vllm serve`.")
+    startup_timeout: float = Field(900.0, gt=0, description="Seconds to wait for /health.")
+    max_restarts: int = Field(2, ge=0, description="Restarts after a crash before giving up.")
+    log_dir: Optional[str] = Field(None, description="Where vllm-<port>.log goes (default: $RAGTUNE_HOME/logs).")
 
-    def __init__(self, cfg: Any, log_path: Path | None = None):
-        from ..core.paths import ragtune_home
+
+@ENGINES.register("vllm")
+class VllmEngine(ServerEngine):
+    """``vllm serve`` supervised: health wait, bounded restarts, the log tail on failure."""
+
+    Settings = VllmSettings
+    description = "vLLM server in a subprocess (CUDA GPU), supervised"
+
+    @classmethod
+    def command(cls, model: str, adapter: str | None = None, *, settings: VllmSettings, name: str | None,
+                host: str, port: int, api_key: str | None, prompt: PromptConfig | None = None):
+        """(argv, served name, source). The API key goes to vLLM as ``VLLM_API_KEY`` in its
+        environment, never on the command line (which its log and ``ps`` show)."""
+        from ..models import resolve_model
         from ..models.source import resolve_source
 
-        self.cfg = cfg
-        source = resolve_source(cfg.model, cfg.adapter, cfg.name)
-        from ..models import resolve_model
-
+        source = resolve_source(model, adapter, name)
         model_path = str(resolve_model(source.model).path)
-        if source.prompt or cfg.system or cfg.drop_builtin_system:
-            log.warning("vLLM applies the model's own chat template; the ragtune prompt settings "
-                        "(system / drop_builtin_system) are not applied server-side — send the system "
-                        "message in the request (OnlineChatModule(...).prompt(system) does)")
-        self.cmd = build_vllm_command(model_path, served_name=source.name, host=cfg.host, port=cfg.port,
-                                      adapter=str(source.adapter) if source.adapter else None,
-                                      api_key=cfg.resolved_api_key(), max_model_len=cfg.max_model_len,
-                                      dtype=cfg.dtype, extra_args=cfg.vllm_args)
-        log_path = log_path or ragtune_home() / "logs" / f"vllm-{cfg.port}.log"
-        self.supervisor = VllmSupervisor(self.cmd, host=cfg.host, port=cfg.port, log_path=log_path,
-                                         startup_timeout=cfg.startup_timeout, max_restarts=cfg.max_restarts)
-        self.name = source.name
+        if source.prompt or (prompt is not None and prompt.model_fields_set):
+            log.info("vLLM applies the model's own chat template; ragtune's prompt settings (system / "
+                     "drop_builtin_system) are not applied server-side: clients send the system message "
+                     "(OnlineChatModule(...).prompt(system) does)")
+        cmd = build_vllm_command(model_path, served_name=source.name, host=host, port=port,
+                                 adapter=str(source.adapter) if source.adapter else None,
+                                 max_model_len=settings.max_model_len, dtype=settings.dtype,
+                                 extra_args=settings.vllm_args)
+        return cmd, source.name
 
-    def start(self) -> "VllmServer":
-        self.supervisor.start()
-        self.supervisor.watch()
-        return self
+    @classmethod
+    def start(cls, model: str, adapter: str | None = None, *, settings: EngineSettings | None = None,
+              prompt: PromptConfig | None = None, name: str | None = None, host: str = "127.0.0.1",
+              port: int = 0, api_key: str | None = None) -> RunningServer:
+        from ..core.paths import ragtune_home
 
-    def stop(self) -> None:
-        self.supervisor.stop()
+        vs = settings if isinstance(settings, VllmSettings) else VllmSettings.build(
+            "vllm engine settings", **(settings.model_dump() if settings is not None else {}))
+        port = port or _free_port(host)
+        cmd, served = cls.command(model, adapter, settings=vs, name=name, host=host, port=port,
+                                  api_key=api_key, prompt=prompt)
+        log_dir = Path(vs.log_dir) if vs.log_dir else ragtune_home() / "logs"
+        env = {**os.environ, "VLLM_API_KEY": api_key} if api_key else None
+        sup = VllmSupervisor(cmd, host=host, port=port, log_path=log_dir / f"vllm-{port}.log",
+                             startup_timeout=vs.startup_timeout, max_restarts=vs.max_restarts, env=env)
+        sup.start()
+        sup.watch()
 
-    def run_forever(self) -> None:
-        self.start()
-        print(f"ragtune: vllm serving '{self.name}' at {self.supervisor.url}/v1 "
-              f"(log: {self.supervisor.log_path})", flush=True)
-        try:
-            while self.supervisor._watcher is not None and self.supervisor._watcher.is_alive():
+        def wait() -> None:
+            while sup._watcher is not None and sup._watcher.is_alive():
                 time.sleep(1)
-            raise BackendError(f"vllm stopped and could not be restarted; log tail:\n"
-                               f"{log_tail(self.supervisor.log_path)}")
-        finally:
-            self.stop()
+            raise BackendError(f"vllm stopped and could not be restarted; log tail:\n{log_tail(sup.log_path)}")
 
+        server = RunningServer(sup.url, served, sup.stop, wait)
+        server.supervisor = sup  # type: ignore[attr-defined]
+        return server
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

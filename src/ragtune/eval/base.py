@@ -11,7 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
+from ..core.config import Config
 from ..core.errors import ConfigError
+from ..core.registry import Registry
 
 Status = Literal["ok", "error", "skipped"]
 
@@ -82,11 +84,33 @@ def aggregate(results: Sequence[MetricResult]) -> Aggregate:
                      n_skipped=sum(r.status == "skipped" for r in results))
 
 
+class NoParams(Config):
+    """A metric without parameters."""
+
+
 class Metric(abc.ABC):
-    """Base class: subclasses set ``name``/``title`` and implement :meth:`score_batch`."""
+    """Base class of every metric. A metric describes itself: ``name``, ``title`` (report column),
+    ``kind`` (``binary``: 0/1 per item, reported as a share; ``continuous``: a score in [0, 1]),
+    ``higher_is_better`` and ``Params``, the typed model of its parameters (validated when the
+    metric is built: an unknown parameter names the valid ones). Subclasses implement
+    :meth:`score` (and :meth:`score_batch` when batching pays) and register with
+    ``@register_metric("name")``: one module plus that line adds a metric everywhere (``ragtune eval``,
+    run YAMLs, the training-time dev metric, reports)."""
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""           # column title in reports
+    kind: ClassVar[Literal["binary", "continuous"]] = "continuous"
+    higher_is_better: ClassVar[bool] = True
     needs: ClassVar[tuple[str, ...]] = ("prediction",)
+    Params: ClassVar[type[Config]] = NoParams
+
+    def __init__(self, params: Config | None = None, **values: Any):
+        if params is None:
+            params = self.Params.build(f"metric '{self.name}'", **values)
+        elif values:
+            raise ConfigError(f"metric '{self.name}': give params= or keyword parameters, not both")
+        self.params = params
+        for key in type(params).model_fields:   # metric bodies read their parameters as attributes
+            setattr(self, key, getattr(params, key))
 
     def score_batch(self, items: Sequence[EvalItem]) -> list[MetricResult]:
         return [self.score(item) for item in items]
@@ -96,45 +120,39 @@ class Metric(abc.ABC):
         """This metric's result for one item (``MetricResult.skipped`` or ``.error`` when it cannot score)."""
 
     def describe(self) -> dict[str, Any]:
-        """Name + parameters, written into summary.json so a number says how it was computed."""
-        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+        """What summary.json records, so a number says how it was computed."""
+        return {"name": self.name, "title": self.title, "kind": self.kind,
+                "higher_is_better": self.higher_is_better, "params": self.params.model_dump(mode="json")}
 
     def aggregate(self, results: Sequence[MetricResult]) -> Aggregate:
         return aggregate(results)
 
 
-METRICS: dict[str, Callable[..., Metric]] = {}
+def _builtin_metrics() -> None:
+    from . import generation, judge, retrieval  # noqa: F401  (their registrations are the built-ins)
+    from .metrics import cmrc  # noqa: F401
+
+
+METRICS: Registry[type[Metric]] = Registry("metric", "ragtune.metrics", _builtin_metrics)
 
 
 def register_metric(name: str) -> Callable[[type], type]:
     """Class decorator: ``@register_metric("exact")``. Adding a metric = one module + this line."""
     def deco(cls):
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} is already registered")
-        METRICS[name] = cls
-        return cls
+        cls.name = name
+        return METRICS.register(name, cls)
 
     return deco
 
 
 def list_metrics() -> list[str]:
-    return sorted(METRICS)
+    return sorted(METRICS.names())
+
+
+def metric_class(name: str) -> type[Metric]:
+    return METRICS.get(name)
 
 
 def get_metric(name: str, **params: Any) -> Metric:
     """Build a registered metric by name; unknown names/parameters raise ConfigError listing choices."""
-    import inspect
-
-    if name not in METRICS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(METRICS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown metric '{name}'{hint}. Valid metrics: {', '.join(list_metrics())}")
-    cls = METRICS[name]
-    accepted = inspect.signature(cls).parameters
-    unknown = [p for p in params if p not in accepted]
-    if unknown:
-        raise ConfigError(f"metric '{name}' has no parameter '{unknown[0]}'. "
-                          f"Valid parameters: {', '.join(accepted) or '(none)'}")
-    return cls(**params)
+    return METRICS.get(name)(**params)

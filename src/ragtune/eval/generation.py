@@ -1,10 +1,28 @@
 """Task metrics for generated answers (the chapter's three): exact, cosine, origin."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
-from .base import EvalItem, Metric, MetricResult, register_metric
+from pydantic import Field
+
+from ..core.config import Config
+from .base import EvalItem, Metric, MetricResult, NoParams, register_metric
 from .text import WordTokenizer, normalize_answer, split_words
+
+
+class ExactParams(Config):
+    lenient: bool = Field(False, description="Compare normalised text against every reference answer.")
+
+
+class CosineParams(Config):
+    embed: str = Field("all-MiniLM-L6-v2", description="Embedding model (name, dir or hub id).")
+    batch_size: int = Field(32, ge=1, description="Embedding batch size.")
+    device: Optional[str] = Field(None, description="Embedding device (default: cuda if available).")
+    progress: bool = Field(False, description="Show a progress bar while embedding.")
+
+
+class OriginParams(Config):
+    tokenizer: WordTokenizer = Field("auto", description="Word splitter: auto (jieba for CJK), jieba, char, whitespace.")
 
 
 @register_metric("exact")
@@ -15,11 +33,9 @@ class ExactMatch(Metric):
     ASCII + Chinese punctuation, full-width forms) equals the normalised reference or any of
     ``all_answers``.
     """
-    name = "exact"
     title = "Exact match"
-
-    def __init__(self, lenient: bool = False):
-        self.lenient = lenient
+    kind = "binary"
+    Params = ExactParams
 
     def score(self, item: EvalItem) -> MetricResult:
         pred = (item.prediction or "").strip()
@@ -36,11 +52,12 @@ class ExactMatch(Metric):
 @register_metric("exact_lenient")
 class LenientExactMatch(ExactMatch):
     """``exact`` in lenient mode, registered on its own so both modes can be reported side by side."""
-    name = "exact_lenient"
     title = "Exact match (lenient)"
+    Params = NoParams
 
-    def __init__(self):
-        super().__init__(lenient=True)
+    def __init__(self, params: Any = None, **values: Any):
+        super().__init__(params, **values)
+        self.lenient = True
 
 
 def clamped_cosine(x: Sequence[float], y: Sequence[float]) -> float:
@@ -54,47 +71,18 @@ def clamped_cosine(x: Sequence[float], y: Sequence[float]) -> float:
     return float(min(1.0, max(0.0, float(np.dot(x, y)) / norm)))
 
 
-class Embedder:
-    """A sentence-transformers model resolved through ``ragtune.models.resolve_model``, loaded once
-    on first use; ``encode`` is batched. Shared by ``cosine`` and ``answer_relevance``."""
-
-    def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 32, device: str | None = None):
-        self.model = model
-        self.batch_size = batch_size
-        self.device = device
-        self._st = None
-
-    def _load(self):
-        if self._st is None:
-            from sentence_transformers import SentenceTransformer
-
-            from ..models.device import default_device
-            from ..models import resolve_model
-
-            resolved = resolve_model(self.model, "embed")
-            self._st = SentenceTransformer(str(resolved.path), device=self.device or default_device())
-        return self._st
-
-    def encode(self, texts: Sequence[str], progress: bool = False):
-        # Raw (unnormalised) embeddings: the cosine itself divides by the norms, and a zero vector
-        # must stay detectable instead of becoming NaN.
-        return self._load().encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                   normalize_embeddings=False, show_progress_bar=progress)
-
-
 @register_metric("cosine")
 class CosineSimilarity(Metric):
     """Cosine similarity of prediction and reference embeddings, clamped to [0, 1] (the chapter's
     "semantic similarity"); an empty prediction scores 0 with a reason."""
-    name = "cosine"
     title = "Semantic similarity"
+    Params = CosineParams
 
-    def __init__(self, embed: str = "all-MiniLM-L6-v2", batch_size: int = 32, device: str | None = None,
-                 progress: bool = False):
-        self.embed = embed
-        self.batch_size = batch_size
-        self.progress = progress
-        self._embedder = Embedder(embed, batch_size, device)
+    def __init__(self, params: Any = None, *, embedder: Any = None, **values: Any):
+        super().__init__(params, **values)
+        from ..models.embedder import LazyEmbedder
+
+        self._embedder = embedder or LazyEmbedder(self.embed, batch_size=self.batch_size, device=self.device)
 
     def score_batch(self, items: Sequence[EvalItem]) -> list[MetricResult]:
         todo = [i for i, it in enumerate(items) if (it.prediction or "").strip() and (it.reference or "").strip()]
@@ -107,7 +95,7 @@ class CosineSimilarity(Metric):
         if todo:
             # One batched encode over predictions + references (sentence-transformers sorts by length).
             texts = [items[i].prediction.strip() for i in todo] + [items[i].reference.strip() for i in todo]
-            vecs = self._embedder.encode(texts, progress=self.progress)
+            vecs = self._embedder.embed_documents(texts, progress=self.progress)
             for k, i in enumerate(todo):
                 value = clamped_cosine(vecs[k], vecs[len(todo) + k])
                 results[i] = MetricResult.ok(round(value, 6))
@@ -116,21 +104,16 @@ class CosineSimilarity(Metric):
     def score(self, item: EvalItem) -> MetricResult:
         return self.score_batch([item])[0]
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "embed": self.embed, "batch_size": self.batch_size}
-
 
 @register_metric("origin")
 class OriginScore(Metric):
     """1 when every word of the prediction occurs in the context (the chapter's "original text
     inclusion"), else 0 with the missing words as reason. Words come from ``split_words`` with the
     configured tokenizer (``auto`` = jieba for CJK text, whitespace otherwise)."""
-    name = "origin"
     title = "Origin (in context)"
+    kind = "binary"
     needs = ("prediction", "context")
-
-    def __init__(self, tokenizer: WordTokenizer = "auto"):
-        self.tokenizer = tokenizer
+    Params = OriginParams
 
     def score(self, item: EvalItem) -> MetricResult:
         if not (item.prediction or "").strip():

@@ -12,11 +12,14 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+from pydantic import Field
+
+from ..core.config import Config
 from ..core.errors import BackendError, ConfigError
 from .base import EvalItem, Metric, MetricResult, register_metric
-from .generation import Embedder, clamped_cosine
+from .generation import clamped_cosine
 
 
 class JudgeOutputError(Exception):
@@ -156,13 +159,23 @@ def _verdicts(n: int):
     return validate
 
 
+class JudgeParams(Config):
+    base_url: Optional[str] = Field(None, description="OpenAI-compatible judge URL (or $RAGTUNE_JUDGE_BASE_URL).")
+    model: Optional[str] = Field(None, description="Judge model name (or $RAGTUNE_JUDGE_MODEL).")
+    max_retries: int = Field(2, ge=0, description="Extra attempts after a malformed judge answer.")
+
+
 class _JudgedMetric(Metric):
-    def __init__(self, judge: Judge | None = None, **judge_kwargs: Any):
-        self.judge = judge if judge is not None else Judge(**judge_kwargs)
+    Params = JudgeParams
+
+    def __init__(self, params: Any = None, *, judge: Judge | None = None, api_key: str | None = None,
+                 **values: Any):
+        super().__init__(params, **values)
+        self.judge = judge if judge is not None else Judge(self.params.base_url, api_key, self.params.model,
+                                                          max_retries=self.params.max_retries)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "judge_url": self.judge.base_url, "judge_model": self.judge.model,
-                "max_retries": self.judge.max_retries}
+        return {**super().describe(), "judge_url": self.judge.base_url, "judge_model": self.judge.model}
 
     def score(self, item: EvalItem) -> MetricResult:
         if not (item.prediction or "").strip():
@@ -180,7 +193,6 @@ class _JudgedMetric(Metric):
 @register_metric("faithfulness")
 class Faithfulness(_JudgedMetric):
     """Supported statements / all statements of the answer, as judged against the context."""
-    name = "faithfulness"
     title = "Faithfulness"
     needs = ("prediction", "context")
 
@@ -196,28 +208,30 @@ class Faithfulness(_JudgedMetric):
         return MetricResult.ok(supported / len(statements), reason, statements=statements, verdicts=verdicts)
 
 
+class AnswerRelevanceParams(JudgeParams):
+    embed: str = Field("all-MiniLM-L6-v2", description="Embedder of the generated vs real question.")
+    n: int = Field(3, ge=1, description="Questions the judge generates per answer.")
+
+
 @register_metric("answer_relevance")
 class AnswerRelevance(_JudgedMetric):
     """Mean clamped cosine between the real question and ``n`` questions the judge generates
     from the answer (embedded with ``embed``)."""
-    name = "answer_relevance"
     title = "Answer relevance"
     needs = ("prediction", "question")
+    Params = AnswerRelevanceParams
 
-    def __init__(self, judge: Judge | None = None, embed: str = "all-MiniLM-L6-v2", n: int = 3,
-                 embedder: Embedder | None = None, **judge_kwargs: Any):
-        super().__init__(judge, **judge_kwargs)
-        self.embed = embed
-        self.n = n
-        self._embedder = embedder or Embedder(embed)
+    def __init__(self, params: Any = None, *, judge: Judge | None = None, embedder: Any = None,
+                 api_key: str | None = None, **values: Any):
+        super().__init__(params, judge=judge, api_key=api_key, **values)
+        from ..models.embedder import LazyEmbedder
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "embed": self.embed, "n": self.n}
+        self._embedder = embedder or LazyEmbedder(self.embed)
 
     def _judge(self, item: EvalItem) -> MetricResult:
         questions, _ = self.judge.ask_json(_user(QUESTIONS_PROMPT.format(n=self.n, answer=item.prediction)),
                                            _string_list("questions"))
         questions = questions[: self.n]
-        vecs = self._embedder.encode([item.question, *questions])
+        vecs = self._embedder.embed_documents([item.question, *questions])
         scores = [round(clamped_cosine(vecs[0], v), 6) for v in vecs[1:]]
         return MetricResult.ok(sum(scores) / len(scores), None, questions=questions, scores=scores)

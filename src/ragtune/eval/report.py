@@ -11,37 +11,14 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
+from pydantic import Field
+
+from ..core.config import Config
 from ..core.errors import DataError
-from .runner import EvalRun
+from .runs import EvalRun, find_runs, load_run  # noqa: F401  (load_run: public here too)
 
-BINARY_METRICS = {"exact", "exact_lenient", "origin"}
-
-
-def load_run(path: str | Path) -> EvalRun:
-    path = Path(path)
-    for name in ("summary.json", "items.json"):
-        if not (path / name).is_file():
-            raise DataError(f"not an eval run directory (no {name})", file=str(path),
-                            hint="pass directories written by `ragtune eval llm`")
-    return EvalRun(path, json.loads((path / "summary.json").read_text(encoding="utf-8")),
-                   json.loads((path / "items.json").read_text(encoding="utf-8")))
-
-
-def find_runs(paths: Sequence[str | Path]) -> list[EvalRun]:
-    """Each path is a run directory, or a parent whose eval-* subdirectories are runs (sorted by
-    run id, i.e. by creation)."""
-    runs = []
-    for p in map(Path, paths):
-        if (p / "summary.json").is_file():
-            runs.append(load_run(p))
-            continue
-        subs = sorted(d for d in p.glob("eval-*") if (d / "summary.json").is_file()) if p.is_dir() else []
-        if not subs:
-            raise DataError("no eval run found (neither summary.json nor eval-*/summary.json)", file=str(p))
-        runs.extend(load_run(d) for d in subs)
-    return runs
 
 
 def format_score(agg: dict[str, Any]) -> str:
@@ -95,7 +72,8 @@ def disagreements(runs: Sequence[EvalRun], spread: float = 0.3) -> list[dict[str
             vals = [v for v in vals if v is not None]
             if len(vals) < 2:
                 continue
-            if (m in BINARY_METRICS and len(set(vals)) > 1) or (max(vals) - min(vals) > spread):
+            binary = any(r.summary["metrics"].get(m, {}).get("kind") == "binary" for r in runs)
+            if (binary and len(set(vals)) > 1) or (max(vals) - min(vals) > spread):
                 differing.append(m)
         if differing:
             out.append({"index": i, "metrics": differing})
@@ -146,17 +124,14 @@ def _pred_with_scores(item: dict[str, Any], metrics: Sequence[str]) -> str:
 # -- HTML ---------------------------------------------------------------------------------------
 def bar_chart_png(runs: Sequence[EvalRun]) -> bytes:
     """Grouped bar chart: one group per metric, one bar per run, mean score in %."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..core.plotting import figure
     import numpy as np
 
     metrics = _metric_names(runs)
     labels = _labels(runs)
     x = np.arange(len(metrics))
     width = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(max(5.0, 2.0 * len(metrics) + 1.5), 3.8), dpi=110)
+    fig, ax = figure(figsize=(max(5.0, 2.0 * len(metrics) + 1.5), 3.8), dpi=110)
     for k, (label, run) in enumerate(zip(labels, runs)):
         vals = [(run.summary["metrics"].get(m, {}).get("mean") or 0.0) * 100 for m in metrics]
         bars = ax.bar(x + (k - (len(runs) - 1) / 2) * width, vals, width, label=label)
@@ -172,7 +147,6 @@ def bar_chart_png(runs: Sequence[EvalRun]) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -265,13 +239,26 @@ def render_html(runs: Sequence[EvalRun], title: str = "ragtune eval comparison",
 """
 
 
-def compare_runs(paths: Sequence[str | Path], output: str | Path, spread: float = 0.3) -> dict[str, Path]:
-    """Write ``compare-<run id>.md`` and ``.html`` for the runs under ``paths`` into ``output``."""
+def compare_runs(paths: Sequence[str | Path], output: str | Path, spread: float = 0.3,
+                 stem: str | None = None) -> dict[str, Path]:
+    """Write ``compare-<run id>.md`` and ``.html`` (or ``<stem>.md/.html``) for the runs under
+    ``paths`` into ``output``."""
     from ..core.io import atomic_write_text, new_run_id
 
     runs = find_runs(paths)
     check_same_evalset(runs)
-    stem = Path(output) / f"compare-{new_run_id()}"
-    md = atomic_write_text(stem.with_suffix(".md"), compare_markdown(runs, spread=spread))
-    page = atomic_write_text(stem.with_suffix(".html"), render_html(runs, spread=spread))
+    stem_path = Path(output) / (stem or f"compare-{new_run_id()}")
+    md = atomic_write_text(stem_path.with_suffix(".md"), compare_markdown(runs, spread=spread))
+    page = atomic_write_text(stem_path.with_suffix(".html"), render_html(runs, spread=spread))
     return {"markdown": md, "html": page}
+
+
+class CompareConfig(Config):
+    """`ragtune eval compare`: runs side by side (markdown + self-contained HTML)."""
+    runs: list[str] = Field(description="eval run directories, or parents holding eval-* runs")
+    output: str = Field(".", description="directory for the report")
+    spread: float = Field(0.3, ge=0, le=1, description="a continuous score differing by more than this counts as a disagreement")
+    stem: Optional[str] = Field(None, description="file name stem (default: compare-<run id>)")
+
+    def execute(self) -> dict[str, Path]:
+        return compare_runs(self.runs, self.output, self.spread, self.stem)

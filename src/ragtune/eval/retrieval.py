@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from typing import Hashable, Literal, Mapping, Sequence
 
+from pydantic import Field
+
+from ..core.config import Config
 from ..core.errors import DataError
 from .base import EvalItem, Metric, MetricResult, register_metric
 from .text import split_sentences
@@ -92,15 +95,20 @@ def ndcg_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mapping
     return dcg / idcg
 
 
+class ContextRecallParams(Config):
+    threshold: float = Field(0.5, ge=0, le=1, description="Levenshtein similarity above which a reference counts as recalled.")
+    mode: Literal["binary", "fractional"] = Field("fractional", description="fractional: share of references recalled; binary: all or nothing.")
+
+
+class ContextRelevanceParams(Config):
+    lang: Literal["auto", "zh", "en"] = Field("auto", description="Sentence splitter language.")
+
+
 @register_metric("context_recall")
 class ContextRecall(Metric):
-    name = "context_recall"
     title = "Context recall"
     needs = ("retrieved", "reference_contexts")
-
-    def __init__(self, threshold: float = 0.5, mode: Literal["binary", "fractional"] = "fractional"):
-        self.threshold = threshold
-        self.mode = mode
+    Params = ContextRecallParams
 
     def score(self, item: EvalItem) -> MetricResult:
         refs = item.reference_contexts or ([item.context] if item.context else [])
@@ -115,12 +123,9 @@ class ContextRecall(Metric):
 
 @register_metric("context_relevance")
 class ContextRelevance(Metric):
-    name = "context_relevance"
     title = "Context relevance"
     needs = ("retrieved", "reference_contexts")
-
-    def __init__(self, lang: Literal["auto", "zh", "en"] = "auto"):
-        self.lang = lang
+    Params = ContextRelevanceParams
 
     def score(self, item: EvalItem) -> MetricResult:
         refs = item.reference_contexts or ([item.context] if item.context else [])

@@ -113,13 +113,10 @@ def report_markdown(report: dict[str, Any], ks) -> str:
 
 
 def _write_png(path: Path, report: dict[str, Any], ks) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..core.plotting import figure
 
     keys = _keys(ks)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = figure(figsize=(8, 4))
     width = 0.8 / max(len(report["models"]), 1)
     for j, m in enumerate(report["models"]):
         ax.bar([i + j * width for i in range(len(keys))], [m["metrics"][k] for k in keys], width=width,
@@ -130,4 +127,3 @@ def _write_png(path: Path, report: dict[str, Any], ks) -> None:
     fig.tight_layout()
     with atomic_open(path, "wb", encoding=None) as fh:
         fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)

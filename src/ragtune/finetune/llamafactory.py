@@ -16,34 +16,55 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ..core.errors import BackendError, ConfigError
 from ..core.log import get_logger
-from .llm.config import LLMFinetuneConfig
+from .base import METHODS, FinetuneMethod, FinetuneResult
+from .llm.config import LoraSettings, _split_commas
 
 log = get_logger(__name__)
 DATASET_NAME = "ragtune_train"
+_LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
+_FREEZE_KEYS = ("freeze_trainable_layers", "freeze_trainable_modules")
 
 
-class LlamaFactoryConfig(LLMFinetuneConfig):
+class LlamaFactoryConfig(LoraSettings):
+    method: Literal["llamafactory"] = "llamafactory"
+    finetuning_type: Literal["lora", "freeze", "full"] = Field("lora", description="LLaMA-Factory finetuning_type.")
+    freeze_trainable_layers: int = Field(2, ge=1, description="freeze: train the top N decoder layers.")
+    freeze_trainable_modules: Union[str, list[str]] = Field(
+        "all", description="freeze: inside those layers, 'all' or module names (mlp, self_attn).")
     lf_template: str = Field("default", description="LLaMA-Factory chat template name (qwen, llama3, default...).")
     llamafactory_cli: str = Field("llamafactory-cli", description="The llamafactory-cli executable.")
     extra_args: dict[str, Any] = Field(default_factory=dict,
                                        description="More LLaMA-Factory train keys, passed through as given.")
 
+    @field_validator("freeze_trainable_modules", mode="before")
+    @classmethod
+    def _modules_list(cls, value):
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _type_keys(self):
+        foreign = {"lora": _FREEZE_KEYS, "freeze": _LORA_KEYS, "full": _LORA_KEYS + _FREEZE_KEYS}[self.finetuning_type]
+        bad = [k for k in foreign if k in self.model_fields_set]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} do(es) not apply to finetuning_type '{self.finetuning_type}'")
+        return self
+
 
 # -- generated files ------------------------------------------------------------------------------------
 def detect_format(train_path: str) -> str:
-    """'alpaca' or 'sharegpt' (OpenAI messages); validates every record on the way."""
-    from .llm.data import read_records, to_messages
+    """'alpaca' or 'sharegpt' (OpenAI messages); validates every record on the way (the one validator)."""
+    from ..data.validate import load_conversations
 
-    rows = read_records(train_path)
-    for i, row in enumerate(rows):
-        to_messages(row, file=train_path, record=i)
-    kinds = {"sharegpt" if "messages" in r else "alpaca" for r in rows}
+    load_conversations(train_path)
+    from ..data.readers import read_rows
+
+    kinds = {"sharegpt" if "messages" in r.data else "alpaca" for r in read_rows(train_path)}
     if len(kinds) > 1:
         raise ConfigError(f"{train_path} mixes alpaca records and 'messages' records; LLaMA-Factory needs one format")
     return kinds.pop()
@@ -66,12 +87,12 @@ def _target(value) -> str:
 
 
 def train_args(cfg: LlamaFactoryConfig, model_dir: str, dataset_dir: Path, bf16: bool) -> dict:
-    out = Path(cfg.output_dir).resolve()
+    out = Path(str(cfg.output)).resolve()
     args: dict[str, Any] = {
-        "model_name_or_path": model_dir, "stage": "sft", "do_train": True, "finetuning_type": cfg.method,
+        "model_name_or_path": model_dir, "stage": "sft", "do_train": True, "finetuning_type": cfg.finetuning_type,
         "dataset": DATASET_NAME, "dataset_dir": str(dataset_dir), "template": cfg.lf_template,
         "cutoff_len": cfg.cutoff_len, "overwrite_cache": True, "preprocessing_num_workers": 1,
-        "output_dir": str(out / ("adapter" if cfg.method == "lora" else "merged")),
+        "output_dir": str(out / ("adapter" if cfg.finetuning_type == "lora" else "merged")),
         "overwrite_output_dir": True, "logging_steps": cfg.logging_steps, "plot_loss": True,
         "per_device_train_batch_size": cfg.per_device_train_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "learning_rate": cfg.learning_rate,
@@ -89,12 +110,12 @@ def train_args(cfg: LlamaFactoryConfig, model_dir: str, dataset_dir: Path, bf16:
         args.update(val_size=cfg.val_size, eval_strategy="steps",
                     eval_steps=cfg.eval_steps or cfg.save_steps or 100,
                     per_device_eval_batch_size=cfg.per_device_eval_batch_size)
-    if cfg.system is not None:
-        args["default_system"] = cfg.system
-    if cfg.method == "lora":
+    if cfg.prompt.system is not None:
+        args["default_system"] = cfg.prompt.system
+    if cfg.finetuning_type == "lora":
         args.update(lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                     lora_target=_target(cfg.lora_target))
-    elif cfg.method == "freeze":
+    elif cfg.finetuning_type == "freeze":
         args.update(freeze_trainable_layers=cfg.freeze_trainable_layers,
                     freeze_trainable_modules=_target(cfg.freeze_trainable_modules))
     if cfg.gradient_checkpointing is False:
@@ -108,7 +129,7 @@ def train_args(cfg: LlamaFactoryConfig, model_dir: str, dataset_dir: Path, bf16:
 
 
 def export_args(cfg: LlamaFactoryConfig, model_dir: str) -> dict:
-    out = Path(cfg.output_dir).resolve()
+    out = Path(str(cfg.output)).resolve()
     return {"model_name_or_path": model_dir, "adapter_name_or_path": str(out / "adapter"),
             "template": cfg.lf_template, "finetuning_type": "lora", "export_dir": str(out / "merged"),
             "export_size": 5, "export_legacy_format": False}
@@ -119,12 +140,12 @@ def write_job_files(cfg: LlamaFactoryConfig, model_dir: str, bf16: bool) -> dict
 
     from ..core.io import atomic_write_json, atomic_write_text
 
-    job = Path(cfg.output_dir) / "llamafactory"
+    job = Path(str(cfg.output)) / "llamafactory"
     fmt = detect_format(cfg.train)
     files = {"dataset_info": atomic_write_json(job / "dataset_info.json", dataset_info(cfg.train, fmt)),
              "train": atomic_write_text(job / "train.yaml", yaml.safe_dump(
                  train_args(cfg, model_dir, job.resolve(), bf16), sort_keys=False, allow_unicode=True))}
-    if cfg.method == "lora" and cfg.merge:
+    if cfg.finetuning_type == "lora" and cfg.merge:
         files["export"] = atomic_write_text(job / "export.yaml", yaml.safe_dump(
             export_args(cfg, model_dir), sort_keys=False, allow_unicode=True))
     return files
@@ -157,20 +178,20 @@ def stream(cmd: list[str], log_path: Path, what: str, tail_lines: int = 40) -> N
                            + "\n".join(tail))
 
 
-def train(cfg: LlamaFactoryConfig):
-    from ..models.device import resolve_dtype
+def train(cfg: LlamaFactoryConfig) -> FinetuneResult:
     from ..core.io import atomic_write_json
     from ..models import resolve_model
-    from .llm.trainer import TrainResult
+    from ..models.device import resolve_dtype
+    from ..models.source import FINETUNE_MANIFEST
 
     cfg.require_paths()
-    out = Path(cfg.output_dir)
+    out = Path(str(cfg.output))
     if out.exists() and any(p.name != "llamafactory" for p in out.iterdir()) and not (cfg.resume or cfg.overwrite_output_dir):
-        raise ConfigError(f"output_dir {out} is not empty", hint="pass resume=True or overwrite_output_dir=True")
+        raise ConfigError(f"output dir {out} is not empty", hint="pass resume=True or overwrite_output_dir=True")
     cli = shutil.which(cfg.llamafactory_cli) or (cfg.llamafactory_cli if os.path.isfile(cfg.llamafactory_cli) else None)
     if cli is None:
         raise BackendError(f"'{cfg.llamafactory_cli}' is not installed", hint="pip install llamafactory")
-    model_dir = str(resolve_model(cfg.base_model, "llm").path)
+    model_dir = str(resolve_model(str(cfg.base), "llm").path)
     import torch
 
     bf16 = resolve_dtype(cfg.dtype) == torch.bfloat16
@@ -180,21 +201,35 @@ def train(cfg: LlamaFactoryConfig):
     stream([cli, "train", str(files["train"])], log_path, "llamafactory-cli train")
     if "export" in files:
         stream([cli, "export", str(files["export"])], log_path, "llamafactory-cli export")
-    metrics = collect_metrics(out / ("adapter" if cfg.method == "lora" else "merged"))
+    lora = cfg.finetuning_type == "lora"
+    metrics = collect_metrics(out / ("adapter" if lora else "merged"))
     atomic_write_json(out / "metrics.json", metrics)
     if metrics.get("history"):
         from .llm.plots import plot_loss
 
         plot_loss(metrics["history"], out / "loss.png")
-    adapter = out / "adapter" if cfg.method == "lora" else None
+    adapter = out / "adapter" if lora else None
     merged = out / "merged" if (out / "merged").exists() else None
-    atomic_write_json(out / "ragtune_finetune.json", {
-        "base_model": cfg.base_model, "base_model_path": model_dir, "method": cfg.method, "backend": "llamafactory",
+    atomic_write_json(out / FINETUNE_MANIFEST, {
+        "base_model": cfg.base, "base_model_path": model_dir, "method": "llamafactory",
+        "finetuning_type": cfg.finetuning_type, "backend": "llamafactory",
         "adapter": "adapter" if adapter else None, "merged": "merged" if merged else None,
-        "prompt": {"system": cfg.system, "drop_builtin_system": cfg.drop_builtin_system,
-                   "template": cfg.template, "lf_template": cfg.lf_template},
+        "prompt": cfg.prompt.model_dump(mode="json"), "lf_template": cfg.lf_template,
         "cutoff_len": cfg.cutoff_len})
-    return TrainResult(out, adapter, merged, metrics)
+    return FinetuneResult(out, metrics, adapter, merged)
+
+
+class LlamaFactoryMethod(FinetuneMethod):
+    name = "llamafactory"
+    kind = "llm"
+    config_cls = LlamaFactoryConfig
+    description = "LLaMA-Factory's trainer (optional extra) from the same hyper-parameters"
+
+    def train(self, cfg: Any) -> FinetuneResult:
+        return train(cfg)
+
+
+llamafactory = METHODS.register("llamafactory", LlamaFactoryMethod())
 
 
 def collect_metrics(run_dir: Path) -> dict:

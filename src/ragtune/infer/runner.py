@@ -18,11 +18,13 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from pydantic import Field
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from ..core.config import Config
+from ..core.prompt import PromptConfig
+from ..engine.base import ENGINES, EngineSettings, route_engine_settings
 from ..core.errors import ConfigError, DataError
 from ..core.io import atomic_write_json
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
@@ -35,29 +37,52 @@ log = get_logger(__name__)
 # converter uses, so inference prompts match what `ragtune data convert` trained on.
 
 
-class InferConfig(Config):
-    evalset: str = Field(description="Eval set: JSON list or JSONL of items.")
-    output: str = Field(description="Predictions file (JSON list, eval-set order).")
-    model: str | None = Field(None, description="Local model (name, dir, DIR/merged, fine-tune output DIR).")
-    adapter: str | None = Field(None, description="PEFT adapter dir for --model.")
-    url: str | None = Field(None, description="OpenAI-compatible base URL instead of a local model.")
-    remote_model: str | None = Field(None, description="Model name at --url (default: the server's first model).")
-    api_key: str | None = Field(None, description="Bearer key for --url (or $RAGTUNE_API_KEY).")
-    template: str | None = Field(None, description="Prompt template with {field} placeholders (default: the chapter's CMRC template for context/question items).")
-    system: str | None = Field(None, description="System prompt.")
-    drop_builtin_system: bool | None = Field(None, description="Empty system prompt instead of the template's built-in one.")
+class InferSettings(Config):
+    """How to generate (the ``llm.infer`` section of a run; part of every ``ragtune infer`` job)."""
+    template: Optional[str] = Field(None, description="Prompt template with {field} placeholders (default: the chapter's CMRC template for context/question items).")
     max_tokens: int = Field(64, ge=1, description="New tokens per item.")
     temperature: float = Field(0.0, ge=0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     stop: list[str] = Field(default_factory=list, description="Stop strings.")
-    seed: int | None = Field(None, description="Sampling seed.")
+    seed: Optional[int] = Field(None, ge=0, le=2**32 - 1, description="Sampling seed.")
     concurrency: int = Field(8, ge=1, description="Requests in flight against --url.")
     batch_size: int = Field(16, ge=1, description="Local model: prompts per batched generate.")
     retries: int = Field(4, ge=0, description="Retries per request against --url (with backoff).")
     timeout: float = Field(300.0, gt=0, description="Seconds per request against --url.")
-    dtype: str = Field("auto", description="Local model precision.")
-    device: str | None = Field(None, description="Local model device.")
+
+
+class InferConfig(InferSettings):
+    """``ragtune infer``: predict every item of an eval set with a local model on any registered
+    engine, or with an OpenAI-compatible server (``url``). Resumable (see the module docs)."""
+
+    evalset: str = Field(description="Eval set: JSON list or JSONL of items.")
+    output: str = Field(description="Predictions file (JSON list, eval-set order).")
+    model: Optional[str] = Field(None, description="Local model (name, dir, DIR/merged, fine-tune output DIR).")
+    adapter: Optional[str] = Field(None, description="PEFT adapter dir for --model.")
+    engine: str = Field("builtin", description="Engine for --model (builtin, llamacpp, vllm ...).")
+    url: Optional[str] = Field(None, description="OpenAI-compatible base URL instead of a local model.")
+    remote_model: Optional[str] = Field(None, description="Model name at --url (default: the server's first model).")
+    api_key: Optional[str] = Field(None, description="Bearer key for --url (or $RAGTUNE_API_KEY).")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt settings (system, drop_builtin_system, template) over the model's saved ones.")
     restart: bool = Field(False, description="Ignore earlier partial results and start over.")
+    settings: SerializeAsAny[EngineSettings] = Field(default_factory=EngineSettings,
+                                                     description="The local engine's own settings (dtype, device ...).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_engine_settings(cls, data: Any) -> Any:
+        return route_engine_settings(cls, data)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(ENGINES.unknown_message(value))
+        return value
+
+    def execute(self, engine: Any = None, *, show_progress: bool = True):
+        """The job: predictions for every item, in eval-set order (see :func:`run_infer`)."""
+        return run_infer(self, engine=engine, show_progress=show_progress)
 
 
 # -- eval set -----------------------------------------------------------------------------------------
@@ -107,8 +132,8 @@ def item_input(item: dict[str, Any], template: str | None, *, file: str = "", re
 # -- resumable side file ------------------------------------------------------------------------------
 def fingerprint(cfg: InferConfig, items: list[dict]) -> dict[str, Any]:
     data = json.dumps(items, ensure_ascii=False, sort_keys=True).encode()
-    settings = cfg.model_dump(include={"model", "adapter", "url", "remote_model", "template", "system",
-                                       "drop_builtin_system", "max_tokens", "temperature", "top_p", "stop", "seed"})
+    settings = cfg.model_dump(mode="json", include={"model", "adapter", "engine", "url", "remote_model", "template",
+                                                    "prompt", "max_tokens", "temperature", "top_p", "stop", "seed"})
     return {"evalset_sha256": hashlib.sha256(data).hexdigest(), "items": len(items), "settings": settings}
 
 
@@ -180,7 +205,7 @@ def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = Tru
     partial = PartialResults(partial_path(cfg.output), fingerprint(cfg, items), restart=cfg.restart)
     todo = [i for i in range(len(items)) if i not in partial.done]
     if partial.done:
-        log.warning("resuming: %d of %d items already done in %s", len(partial.done), len(items), partial.path)
+        log.info("resuming: %d of %d items already done in %s", len(partial.done), len(items), partial.path)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="infer", unit="item", disable=not show_progress)
@@ -195,6 +220,8 @@ def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = Tru
         if todo:
             if cfg.url is not None and engine is None:
                 _run_remote(cfg, inputs, todo, record)
+            elif engine is None and not ENGINES.get(cfg.engine).in_process:
+                _run_on_server_engine(cfg, inputs, todo, record)
             else:
                 _run_local(cfg, inputs, todo, record, engine)
     finally:
@@ -217,19 +244,11 @@ def _sampling(cfg: InferConfig):
 
 
 def _run_local(cfg: InferConfig, inputs, todo: list[int], record, engine=None) -> None:
-    from ..core.prompt import PromptConfig
-    from ..engine.builtin import BuiltinEngine
-    from ..models.source import merge_prompt, resolve_source
-
     owned = engine is None
     if owned:
-        source = resolve_source(cfg.model, cfg.adapter)
-        prompt = merge_prompt(source.prompt, cfg.system, cfg.drop_builtin_system)
-        engine = BuiltinEngine.load(source.model, source.adapter, dtype=cfg.dtype, device=cfg.device,
-                                    prompt=prompt, name=source.name, max_batch_size=cfg.batch_size)
-    elif cfg.system is not None or cfg.drop_builtin_system is not None:
-        engine.prompt_cfg = PromptConfig(cfg.system, bool(cfg.drop_builtin_system), engine.prompt_cfg.template)
-    ids = [engine.encode_text(inputs[i][1]) if inputs[i][0] == "raw" else engine.encode_chat(inputs[i][1])
+        engine = _load_engine(cfg)
+    prompt = cfg.prompt.over(engine.prompt)   # this run's prompt, passed per request
+    ids = [engine.encode_text(inputs[i][1]) if inputs[i][0] == "raw" else engine.encode_chat(inputs[i][1], prompt)
            for i in todo]
 
     def on_batch(positions: list[int], completions) -> None:
@@ -241,6 +260,25 @@ def _run_local(cfg: InferConfig, inputs, todo: list[int], record, engine=None) -
     finally:
         if owned:
             engine.close()
+
+
+def _load_engine(cfg: InferConfig):
+    from ..engine.base import get_engine
+
+    engine_cls = get_engine(cfg.engine)
+    settings = cfg.settings
+    if "max_batch_size" in type(settings).model_fields and "max_batch_size" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"max_batch_size": cfg.batch_size})
+    return engine_cls.load(cfg.model, cfg.adapter, settings=settings, prompt=cfg.prompt)
+
+
+def _run_on_server_engine(cfg: InferConfig, inputs, todo: list[int], record) -> None:
+    """A server engine (vLLM): start it, infer over HTTP, stop it."""
+    running = ENGINES.get(cfg.engine).start(cfg.model, cfg.adapter, settings=cfg.settings, prompt=cfg.prompt)
+    try:
+        _run_remote(cfg.model_copy(update={"url": running.url, "remote_model": running.name}), inputs, todo, record)
+    finally:
+        running.stop()
 
 
 def _normalise_url(url: str) -> str:
@@ -258,8 +296,8 @@ def _run_remote(cfg: InferConfig, inputs, todo: list[int], record) -> None:
     client = OnlineChatModule(base_url=_normalise_url(cfg.url), model=cfg.remote_model, api_key=cfg.api_key,
                               timeout=cfg.timeout, retries=cfg.retries, max_tokens=cfg.max_tokens,
                               temperature=cfg.temperature, top_p=cfg.top_p, stop=cfg.stop, seed=cfg.seed)
-    if cfg.system is not None or cfg.drop_builtin_system:
-        client.prompt(cfg.system or "", cfg.drop_builtin_system)
+    if cfg.prompt.system is not None or cfg.prompt.drop_builtin_system:
+        client.prompt(cfg.prompt)
 
     def one(index: int):
         kind, x = inputs[index]

@@ -88,7 +88,7 @@ def run_logged(cmd: Sequence[str], log_path: str | Path, *, env: dict[str, str] 
     non-zero exit raises :class:`BackendError` with the exit code and the log tail."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log.warning("running: %s  (log: %s)", shlex.join(cmd), log_path)
+    log.info("running: %s  (log: %s)", shlex.join(cmd), log_path)
     with open(log_path, "ab") as fh:
         try:
             proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
@@ -130,7 +130,7 @@ def wait_for_job(job_id: str, log_path: Path, poll_seconds: float = 30.0) -> Non
     while True:
         state = job_state(job_id)
         if state != last:
-            log.warning("slurm job %s: %s", job_id, state)
+            log.info("slurm job %s: %s", job_id, state)
             last = state
         if state in TERMINAL_OK:
             return

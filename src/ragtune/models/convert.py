@@ -71,7 +71,7 @@ def materialise_gemma(target: Path) -> Path:
 
     started = time.time()
     gguf = assemble_gguf()
-    log.warning("converting bundled gemma-3-270m to safetensors (once, ~1-2 min) -> %s", target)
+    log.info("converting bundled gemma-3-270m to safetensors (once, ~1-2 min) -> %s", target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.eval()
@@ -96,5 +96,5 @@ def materialise_gemma(target: Path) -> Path:
         write_manifest(tmp, name="gemma-3-270m", source=str(gguf), source_sha256=sha256_file(gguf),
                        max_abs_logit_diff=max_diff, generation_check=sample,
                        seconds=round(time.time() - started, 1))
-    log.warning("gemma-3-270m ready in %.0fs (check: %r)", time.time() - started, sample)
+    log.info("gemma-3-270m ready in %.0fs (check: %r)", time.time() - started, sample)
     return target

@@ -1,10 +1,13 @@
-"""Turn whatever the user passes as ``embed=`` into one small interface.
+"""The one Embedder: training evaluation, retrieval eval, RAG, serving, metrics and
+``TrainableModule`` all embed through this interface, so a query gets the same vector everywhere.
 
-Accepted: a model name / local dir / fine-tune output dir / HF id (str or Path), a loaded
-``SentenceTransformer``, an object exposing a model dir (``target_path``/``path``, e.g. a
-TrainableModule), or any callable mapping a list of texts to vectors. Queries and documents are
-embedded separately so a query instruction saved with a tuned model (sentence-transformers
-``prompts["query"]``) is applied to queries only.
+Queries and documents are embedded separately: a query instruction saved with a tuned model
+(sentence-transformers ``prompts["query"]``, which ``ragtune finetune embed`` writes) is applied to
+queries only, by sentence-transformers' own ``encode_query`` / ``encode_document``.
+
+:func:`as_embedder` turns what users pass as ``embed=`` into an :class:`Embedder`: a model name /
+local dir / tuned output dir / hub id, a loaded ``SentenceTransformer``, an object exposing a model
+dir (``model_path``, e.g. a TrainableModule), or any callable mapping texts to vectors.
 """
 from __future__ import annotations
 
@@ -18,26 +21,27 @@ from ..core.errors import ConfigError
 
 
 class Embedder(abc.ABC):
-    """Base: ``embed_queries`` / ``embed_documents`` return L2-normalized float32 arrays."""
+    """``embed_queries`` / ``embed_documents`` return L2-normalized float32 arrays, one row per text."""
 
     name: str = "embedder"
 
-    def embed_queries(self, texts: Sequence[str]):
-        return self.embed_documents(texts)
+    def embed_queries(self, texts: Sequence[str], progress: bool = False):
+        return self.embed_documents(texts, progress=progress)
 
     @abc.abstractmethod
-    def embed_documents(self, texts: Sequence[str]):
+    def embed_documents(self, texts: Sequence[str], progress: bool = False):
         """L2-normalized float32 array, one row per text."""
 
+    @abc.abstractmethod
     def fingerprint(self) -> str:
-        """Changes whenever the vectors would change (re-tuned weights, another model)."""
-        return f"{type(self).__name__}:{id(self)}"
+        """Stable across processes; changes whenever the vectors would (re-tuned weights, another model)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
 
 
-def _normalize(vecs):
+def normalize(vecs):
+    """Rows scaled to unit length; a zero row stays zero (no NaN)."""
     import numpy as np
 
     vecs = np.asarray(vecs, dtype=np.float32)
@@ -57,44 +61,83 @@ class SentenceTransformerEmbedder(Embedder):
         self.show_progress = show_progress
 
     @classmethod
-    def load(cls, ref: str | os.PathLike, **kw) -> "SentenceTransformerEmbedder":
-        from sentence_transformers import SentenceTransformer
-
-        from . import resolve_model
+    def load(cls, ref: str | os.PathLike, *, device: str | None = None, **kw: Any) -> "SentenceTransformerEmbedder":
+        from .loading import load_sentence_transformer
+        from .registry import resolve_model
 
         resolved = resolve_model(ref, kind="embedding")
-        model = SentenceTransformer(str(resolved.path), device="cpu" if not _cuda() else None,
-                                    local_files_only=True)
-        return cls(model, name=resolved.name, path=Path(resolved.path), **kw)
+        return cls(load_sentence_transformer(str(resolved.path), device=device), name=resolved.name,
+                   path=Path(resolved.path), **kw)
 
-    def _encode(self, texts, query: bool):
+    @property
+    def max_seq_length(self) -> int:
+        return int(getattr(self.model, "max_seq_length", 0) or 512)
+
+    @property
+    def query_instruction(self) -> str:
+        return (getattr(self.model, "prompts", None) or {}).get("query", "")
+
+    def token_counts(self, texts: Sequence[str], query: bool = False) -> list[int]:
+        """Tokens per text as the model sees it (the query instruction included for queries)."""
+        prefix = self.query_instruction if query else ""
+        return [len(ids) for ids in self.model.tokenizer([prefix + t for t in texts],
+                                                         add_special_tokens=True)["input_ids"]]
+
+    def _encode(self, texts: Sequence[str], query: bool, progress: bool):
         texts = list(texts)
         kwargs = dict(batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                      show_progress_bar=self.show_progress or len(texts) > 8 * self.batch_size)
+                      show_progress_bar=progress or self.show_progress or len(texts) > 8 * self.batch_size)
         if hasattr(self.model, "encode_query"):  # sentence-transformers >= 5
             fn = self.model.encode_query if query else self.model.encode_document
-            return _normalize(fn(list(texts), **kwargs))
+            return normalize(fn(texts, **kwargs))
         prompts = getattr(self.model, "prompts", None) or {}
-        name = "query" if query else "document"
-        return _normalize(self.model.encode(list(texts), prompt=prompts.get(name, ""), **kwargs))
+        return normalize(self.model.encode(texts, prompt=prompts.get("query" if query else "document", ""), **kwargs))
 
-    def embed_queries(self, texts):
-        return self._encode(texts, True)
+    def embed_queries(self, texts: Sequence[str], progress: bool = False):
+        return self._encode(texts, True, progress)
 
-    def embed_documents(self, texts):
-        return self._encode(texts, False)
+    def embed_documents(self, texts: Sequence[str], progress: bool = False):
+        return self._encode(texts, False, progress)
 
     def fingerprint(self) -> str:
         # Hash of the weights themselves: catches a model tuned in place as well as a new one.
         import torch
 
         h = hashlib.sha1()
-        h.update(repr(sorted(self.model.prompts.items())).encode())
+        h.update(repr(sorted((getattr(self.model, "prompts", None) or {}).items())).encode())
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 h.update(name.encode())
                 h.update(f"{float(p.float().sum()):.6e}/{float(p.float().abs().sum()):.6e}".encode())
         return h.hexdigest()
+
+
+class LazyEmbedder(Embedder):
+    """A :class:`SentenceTransformerEmbedder` by reference, loaded on first use (metrics build
+    their embedder at configuration time, before anything should load)."""
+
+    def __init__(self, ref: str | os.PathLike, *, batch_size: int = 64, device: str | None = None):
+        self.ref, self.batch_size, self.device = os.fspath(ref), batch_size, device
+        self.name = Path(self.ref).name
+        self._loaded: SentenceTransformerEmbedder | None = None
+
+    @property
+    def loaded(self) -> SentenceTransformerEmbedder:
+        if self._loaded is None:
+            self._loaded = SentenceTransformerEmbedder.load(self.ref, device=self.device, batch_size=self.batch_size)
+        return self._loaded
+
+    def embed_queries(self, texts: Sequence[str], progress: bool = False):
+        return self.loaded.embed_queries(texts, progress)
+
+    def embed_documents(self, texts: Sequence[str], progress: bool = False):
+        return self.loaded.embed_documents(texts, progress)
+
+    def fingerprint(self) -> str:
+        return self.loaded.fingerprint()
+
+
+PROBE_TEXTS = ("ragtune fingerprint probe", "第二个探针句子。", "0123456789")
 
 
 class CallableEmbedder(Embedder):
@@ -103,6 +146,7 @@ class CallableEmbedder(Embedder):
     def __init__(self, fn: Callable, query_fn: Callable | None = None):
         self.fn, self.query_fn = fn, query_fn
         self.name = getattr(fn, "__name__", type(fn).__name__)
+        self._fp: str | None = None
 
     @staticmethod
     def _call(fn, texts):
@@ -111,26 +155,32 @@ class CallableEmbedder(Embedder):
             out = fn(texts)
         except TypeError:
             out = [fn(t) for t in texts]
-        vecs = _normalize(out)
+        vecs = normalize(out)
         if len(vecs) != len(texts):  # fn took only one string: call per text
-            vecs = _normalize([fn(t) for t in texts])
+            vecs = normalize([fn(t) for t in texts])
         return vecs
 
-    def embed_documents(self, texts):
+    def embed_documents(self, texts: Sequence[str], progress: bool = False):
         return self._call(self.fn, texts)
 
-    def embed_queries(self, texts):
+    def embed_queries(self, texts: Sequence[str], progress: bool = False):
         return self._call(self.query_fn or self.fn, texts)
 
     def fingerprint(self) -> str:
+        """The function's own ``fingerprint`` when it has one; else a hash of its name and of the
+        vectors it gives a few fixed probe texts: the same function gives the same fingerprint in
+        every process (so a Milvus collection is reused, not duplicated), a changed one another."""
         custom = getattr(self.fn, "fingerprint", None)
-        return str(custom() if callable(custom) else custom) if custom else f"callable:{id(self.fn)}"
+        if custom:
+            return str(custom() if callable(custom) else custom)
+        if self._fp is None:
+            import numpy as np
 
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+            h = hashlib.sha1(f"{getattr(self.fn, '__module__', '')}.{self.name}".encode())
+            for fn in (self.fn, self.query_fn or self.fn):
+                h.update(np.round(self._call(fn, PROBE_TEXTS), 5).tobytes())
+            self._fp = h.hexdigest()
+        return self._fp
 
 
 def as_embedder(embed: Any) -> Embedder:
@@ -140,13 +190,12 @@ def as_embedder(embed: Any) -> Embedder:
         return SentenceTransformerEmbedder.load(embed)
     if type(embed).__name__ == "SentenceTransformer" or hasattr(embed, "encode_query"):
         return SentenceTransformerEmbedder(embed)
-    model_path = getattr(embed, "model_path", None)  # TrainableModule: tuned dir once trained, else base
+    own = getattr(embed, "embedder", None)   # TrainableModule: the Embedder it serves
+    if isinstance(own, Embedder):
+        return own
+    model_path = getattr(embed, "model_path", None)  # tuned dir once trained, else base
     if isinstance(model_path, (str, os.PathLike)) and model_path:
         return SentenceTransformerEmbedder.load(model_path)
-    for attr in ("target_path", "path"):
-        value = getattr(embed, attr, None)
-        if isinstance(value, (str, os.PathLike)) and value and Path(value).exists():
-            return SentenceTransformerEmbedder.load(value)
     if callable(embed):
         return CallableEmbedder(embed)
     raise ConfigError(f"cannot use {type(embed).__name__} as an embedding model",

@@ -29,6 +29,10 @@ class ServingSource:
     name: str = "model"             # the name clients use in the "model" field
     prompt: dict[str, Any] = field(default_factory=dict)  # prompt defaults from a fine-tune manifest
 
+    def prompt_config(self) -> PromptConfig:
+        """The prompt the fine-tune trained with (the serving default), or the plain defaults."""
+        return PromptConfig.coerce(self.prompt)
+
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
@@ -111,13 +115,3 @@ def _default_name(path: Path | None, ref: str, adapter: Path | None) -> str:
     if adapter is not None:
         return adapter.parent.name if adapter.name == "adapter" else adapter.name
     return ref.rstrip("/").split("/")[-1]
-
-
-def merge_prompt(source_prompt: dict[str, Any], system: str | None = None,
-                 drop_builtin_system: bool | None = None, template: str | None = None) -> PromptConfig:
-    """Explicit flags win over the fine-tune manifest, which wins over the defaults."""
-    values = dict(source_prompt)
-    for key, value in (("system", system), ("drop_builtin_system", drop_builtin_system), ("template", template)):
-        if value is not None:
-            values[key] = value
-    return PromptConfig.coerce(values)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.errors import BackendError, ConfigError
+from ..core.registry import Registry
 
 
 class Store(abc.ABC):
@@ -33,7 +34,13 @@ class Store(abc.ABC):
         """(node id, cosine similarity) best first."""
 
 
+# the built-in stores register below, in this module; plugins through the entry point group
+STORES: Registry[type[Store]] = Registry("store", "ragtune.stores")
+
+
+@STORES.register("memory")
 class MemoryStore(Store):
+    """numpy in this process: exact cosine search, nothing persisted."""
     name = "memory"
 
     def __init__(self):
@@ -70,6 +77,7 @@ class MemoryStore(Store):
         return [(ids[i], float(scores[i])) for i in top]
 
 
+@STORES.register("milvus")
 class MilvusStore(Store):
     """``MilvusStore()`` -> Milvus Lite file ``$RAGTUNE_HOME/milvus.db``; ``MilvusStore("x.db")``;
     ``MilvusStore("http://host:19530", token=...)`` for a server."""
@@ -148,21 +156,16 @@ class MilvusStore(Store):
             self._loaded.discard(collection)
 
 
-STORES = {"memory": MemoryStore, "milvus": MilvusStore}
-
-
 def as_store(store: Any) -> Store:
     if store is None:
         return MemoryStore()
     if isinstance(store, Store):
         return store
     if isinstance(store, str) and store in STORES:
-        return STORES[store]()
+        return STORES.get(store)()
     if isinstance(store, dict):
         kind = store.get("type", "memory")
-        if kind not in STORES:
-            raise ConfigError(f"unknown store type '{kind}'", hint="valid: " + ", ".join(STORES))
-        return STORES[kind](**{k: v for k, v in store.items() if k != "type"})
+        return STORES.get(kind)(**{k: v for k, v in store.items() if k != "type"})
     if isinstance(store, (str, os.PathLike)) and (os.fspath(store).endswith(".db") or "://" in os.fspath(store)):
         return MilvusStore(store)
     raise ConfigError(f"unknown store {store!r}",

@@ -1,51 +1,47 @@
-"""Deploy methods, registered by name: ``rt.deploy.builtin`` and ``rt.deploy.vllm``.
+"""Deploy methods: ``rt.deploy.builtin``, ``rt.deploy.vllm``, ``rt.deploy.llamacpp``, ... one per
+registered engine (:data:`ragtune.engine.base.ENGINES`), so a new engine is deployable with no code
+here.
 
-A deploy method is a small class: construct it with serve settings (any :class:`ServeConfig`
-field), then ``deploy(model, adapter=None, prompt=None)`` returns a running :class:`Deployment`
-with an OpenAI-compatible ``url`` and a ``client()`` that a RAG pipeline calls like a function::
+A deploy method is constructed with serve settings (any :class:`ServeConfig` field or engine
+setting, validated at once), then ``deploy(model, adapter=None, prompt=None)`` returns a running
+:class:`Deployment` with an OpenAI-compatible ``url`` and a ``client()``::
 
     dep = rt.deploy.builtin(max_batch_size=8).deploy("gemma-3-270m")
     llm = dep.client(); llm("Hello")
     dep.stop()
+
+In-process engines get ragtune's HTTP app in a background thread, and ``Deployment.engine`` is the
+engine itself (``TrainableModule`` and ``ragtune infer`` call it directly, without HTTP); a server
+engine (vLLM) is its own process and ``Deployment.engine`` is None.
 """
 from __future__ import annotations
 
-import abc
-
-from typing import Any
+from typing import Any, Callable
 
 from ..core.errors import ConfigError
 from ..core.prompt import PromptConfig
+from ..engine.base import ENGINES
 
-DEPLOY_METHODS: dict[str, type["DeployMethod"]] = {}
-
-
-def register(name: str):
-    def wrap(cls):
-        cls.name = name
-        DEPLOY_METHODS[name] = cls
-        return cls
-    return wrap
-
-
-def get_deploy_method(name_or_cls: Any) -> type["DeployMethod"]:
-    if isinstance(name_or_cls, type) and issubclass(name_or_cls, DeployMethod):
-        return name_or_cls
-    if isinstance(name_or_cls, str) and name_or_cls.lower() in DEPLOY_METHODS:
-        return DEPLOY_METHODS[name_or_cls.lower()]
-    raise ConfigError(f"unknown deploy method {name_or_cls!r}; valid: {', '.join(DEPLOY_METHODS)}")
+_FIXED = {"model", "adapter", "engine", "prompt"}
 
 
 class Deployment:
     """A running server. ``url`` is the base (``.../v1`` is under it)."""
 
-    def __init__(self, url: str, model_name: str, stop_fn, api_key: str | None = None, engine: Any = None):
+    def __init__(self, url: str, model_name: str, stop_fn: Callable[[], None], api_key: str | None = None,
+                 engine: Any = None, wait_fn: Callable[[], None] | None = None):
         self.url, self.model_name, self._stop, self.api_key, self.engine = url, model_name, stop_fn, api_key, engine
+        self._wait = wait_fn
 
     def client(self, **kwargs: Any):
         from ..engine.client import OnlineChatModule
 
         return OnlineChatModule(base_url=self.url + "/v1", model=self.model_name, api_key=self.api_key, **kwargs)
+
+    def wait(self) -> None:
+        """Block while the server runs (``ragtune serve``)."""
+        if self._wait is not None:
+            self._wait()
 
     def stop(self) -> None:
         self._stop()
@@ -57,80 +53,88 @@ class Deployment:
         self.stop()
 
 
-class DeployMethod(abc.ABC):
+def deploy(cfg: Any) -> Deployment:
+    """Start ``cfg`` (a :class:`ServeConfig`): the one wiring of ``ragtune serve``, ``rt.deploy.*``,
+    ``TrainableModule`` and the infer stages of ``ragtune run``."""
+    from ..engine.base import get_engine
+    from .app import create_app
+    from .server import ServerThread, build_engine
+
+    engine_cls = get_engine(cfg.engine)
+    key = cfg.resolved_api_key()
+    if not engine_cls.in_process:
+        running = engine_cls.start(cfg.model, cfg.adapter, settings=cfg.settings, prompt=cfg.prompt,
+                                   name=cfg.name, host=cfg.host, port=cfg.port, api_key=key)
+        return Deployment(running.url, running.name, running.stop, api_key=key, wait_fn=running.wait)
+    engine = build_engine(cfg)
+    srv = ServerThread(create_app(engine, api_key=key, default_max_tokens=cfg.default_max_tokens),
+                       host=cfg.host, port=cfg.port).start()
+
+    def stop() -> None:
+        srv.stop()
+        engine.close()
+
+    return Deployment(srv.url, engine.name, stop, api_key=key, engine=engine, wait_fn=srv.wait)
+
+
+class DeployMethod:
+    """``rt.deploy.<engine>(**settings)``: settings are validated now, the model is given later."""
+
     name = "base"
 
     def __init__(self, **settings: Any):
         from .server import ServeConfig
 
-        unknown = set(settings) - set(ServeConfig.model_fields) | ({"model", "engine"} & set(settings))
-        if unknown:
-            raise ConfigError(f"unknown deploy setting(s) {sorted(unknown)} for {self.name}; valid: "
-                              f"{', '.join(sorted(set(ServeConfig.model_fields) - {'model', 'engine'}))}")
+        fixed = sorted(_FIXED & set(settings))
+        if fixed:
+            raise ConfigError(f"deploy setting(s) {fixed} are given to deploy(), not to rt.deploy.{self.name}(...)")
         self.settings = settings
+        self.config("<model>", None, None)  # validate keys and values now: a typo fails here
 
     def config(self, model: str, adapter: str | None, prompt: Any):
         from .server import ServeConfig
 
-        values = {"port": 0, **self.settings, "model": str(model), "engine": self.name}
+        values: dict[str, Any] = {"port": 0, **self.settings, "model": str(model), "engine": self.name}
         if adapter is not None:
             values["adapter"] = str(adapter)
         if prompt is not None:
-            p = PromptConfig.coerce(prompt)
-            values.update(system=p.system, drop_builtin_system=p.drop_builtin_system, template=p.template)
-        return ServeConfig.build(**values)
+            values["prompt"] = PromptConfig.coerce(prompt)
+        try:
+            return ServeConfig.build(f"rt.deploy.{self.name}", **values)
+        except ConfigError as exc:
+            raise ConfigError(exc.message.replace("unknown key", "unknown deploy setting"), hint=exc.hint) from None
 
-    @abc.abstractmethod
     def deploy(self, model: str, adapter: str | None = None, prompt: Any = None) -> Deployment:
         """Start serving ``model`` (+ ``adapter``) and return the running :class:`Deployment`."""
+        return deploy(self.config(model, adapter, prompt))
+
+    def __repr__(self) -> str:
+        return f"rt.deploy.{self.name}({self.settings})"
 
 
-@register("builtin")
-class builtin(DeployMethod):  # noqa: N801 - lower-case like peft / LazyLLM deploy names
-    """transformers engine + FastAPI server in a background thread of this process."""
-
-    def deploy(self, model: str, adapter: str | None = None, prompt: Any = None) -> Deployment:
-        from .app import create_app
-        from .server import ServerThread, build_engine
-
-        cfg = self.config(model, adapter, prompt)
-        engine = build_engine(cfg)
-        key = cfg.resolved_api_key()
-        srv = ServerThread(create_app(engine, api_key=key, default_max_tokens=cfg.default_max_tokens),
-                           host=cfg.host, port=cfg.port).start()
-
-        def stop():
-            srv.stop()
-            engine.close()
-
-        return Deployment(srv.url, engine.name, stop, api_key=key, engine=engine)
+_METHODS: dict[str, type[DeployMethod]] = {}
 
 
-@register("vllm")
-class vllm(DeployMethod):  # noqa: N801
-    """``vllm serve`` subprocess (CUDA GPU), supervised: health wait, bounded restarts, log tail."""
-
-    def config(self, model, adapter, prompt):
-        cfg = super().config(model, adapter, prompt)
-        if cfg.port == 0:
-            cfg.port = _free_port(cfg.host)
-        return cfg
-
-    def deploy(self, model: str, adapter: str | None = None, prompt: Any = None) -> Deployment:
-        from ..engine.vllm import VllmServer
-
-        cfg = self.config(model, adapter, prompt)
-        server = VllmServer(cfg).start()
-        return Deployment(server.supervisor.url, server.name, server.stop, api_key=cfg.resolved_api_key())
+def get_deploy_method(name_or_cls: Any) -> type[DeployMethod]:
+    """The deploy method of an engine, by name or as the class itself."""
+    if isinstance(name_or_cls, type) and issubclass(name_or_cls, DeployMethod):
+        return name_or_cls
+    if not isinstance(name_or_cls, str):
+        raise ConfigError(f"unknown deploy method {name_or_cls!r}; valid: {', '.join(ENGINES.names())}")
+    name = name_or_cls.lower()
+    if name not in ENGINES:
+        raise ConfigError(ENGINES.unknown_message(name).replace("unknown engine", "unknown deploy method"))
+    if name not in _METHODS:
+        _METHODS[name] = type(name, (DeployMethod,), {"name": name, "__doc__": ENGINES.get(name).description})
+    return _METHODS[name]
 
 
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-# LazyLLM spelling
-Vllm = vllm
+def __getattr__(name: str) -> Any:
+    # rt.deploy.builtin, rt.deploy.vllm, rt.deploy.llamacpp ...: one per registered engine
+    if name.startswith("_"):
+        raise AttributeError(name)
+    if name == "Vllm":  # LazyLLM's spelling
+        return get_deploy_method("vllm")
+    if name in ENGINES:
+        return get_deploy_method(name)
+    raise AttributeError(f"module 'ragtune.deploy' has no attribute {name!r}")

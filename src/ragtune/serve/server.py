@@ -4,59 +4,77 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Literal
+from typing import Any, Optional
 
-from pydantic import Field
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from ..core.config import Config
 from ..core.errors import BackendError, ConfigError
 from ..core.log import get_logger
+from ..core.prompt import PromptConfig
+from ..engine.base import ENGINES, EngineSettings, get_engine, route_engine_settings
 
 log = get_logger(__name__)
 API_KEY_ENV = "RAGTUNE_API_KEY"
 
 
+
 class ServeConfig(Config):
+    """``ragtune serve`` = ``rt.deploy.<engine>(...)`` = ``llm.deploy`` of a run: what to serve, on
+    which engine, where. Engine settings (``dtype``, ``max_batch_size``, ``vllm_args`` ...) belong to
+    the chosen engine's typed ``Settings`` and may be given flat here or under ``settings``; a setting
+    the engine does not have is an error naming the engine and its settings."""
+
     model: str = Field(description="Model: bundled name, local dir, hub id, DIR/merged or a fine-tune output DIR.")
-    adapter: str | None = Field(None, description="PEFT (LoRA) adapter dir applied on top of --model.")
-    engine: Literal["builtin", "vllm"] = Field("builtin", description="builtin (transformers) or vllm (GPU).")
+    adapter: Optional[str] = Field(None, description="PEFT (LoRA) adapter dir applied on top of --model.")
+    engine: str = Field("builtin", description="Engine: " + ", ".join(ENGINES.names()) + " (see docs/serve.md).")
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 exposes the server to the network.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
-    api_key: str | None = Field(None, description=f"Require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV}).")
-    name: str | None = Field(None, description="Model name clients send in the 'model' field.")
-    system: str | None = Field(None, description="System prompt (overrides the fine-tune manifest).")
-    drop_builtin_system: bool | None = Field(None, description="Send an empty system prompt instead of the template's built-in one.")
-    template: Literal["auto", "chat", "plain"] | None = Field(None, description="Prompt template choice.")
-    dtype: str = Field("auto", description="auto (bf16 where native), bf16, fp16, fp32.")
-    device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (default: cuda if available).")
-    max_batch_size: int = Field(16, ge=1, description="Most requests run together in one batch.")
-    batch_wait_ms: float = Field(10.0, ge=0, description="How long the batcher waits to fill a batch.")
-    max_model_len: int | None = Field(None, ge=16, description="Context limit (prompt + max_tokens); default: the model's.")
+    api_key: Optional[str] = Field(None, description=f"Require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV}).")
+    name: Optional[str] = Field(None, description="Model name clients send in the 'model' field.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
-    vllm_args: list[str] = Field(default_factory=list, description="Extra arguments passed to `vllm serve`.")
-    startup_timeout: float = Field(900.0, gt=0, description="vllm: seconds to wait for /health.")
-    max_restarts: int = Field(2, ge=0, description="vllm: restarts after a crash before giving up.")
+    prompt: PromptConfig = Field(default_factory=PromptConfig,
+                                 description="Prompt settings over the fine-tune manifest's (system, drop_builtin_system, template).")
+    settings: SerializeAsAny[EngineSettings] = Field(default_factory=EngineSettings,
+                                                     description="The engine's own settings.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_engine_settings(cls, data: Any) -> Any:
+        return route_engine_settings(cls, data)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(ENGINES.unknown_message(value))
+        return value
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get(API_KEY_ENV) or None
 
+    def execute(self):
+        """The job: start serving; returns the running :class:`~ragtune.serve.deploy.Deployment`."""
+        from .deploy import deploy
+
+        return deploy(self)
+
 
 def build_engine(cfg: ServeConfig):
-    """Load the engine for ``cfg.model`` (an embedding model gets the embedding engine)."""
+    """Load the in-process engine for ``cfg.model`` (an embedding model gets the embedding engine)."""
     from ..models import resolve_model
-    from ..models.source import merge_prompt, resolve_source
+    from ..models.source import resolve_source
 
     source = resolve_source(cfg.model, cfg.adapter, cfg.name)
     if source.adapter is None and resolve_model(source.model).kind == "embedding":
         from ..engine.embedding import EmbeddingEngine
 
-        return EmbeddingEngine.load(source.model, device=cfg.device, name=cfg.name)
-    from ..engine.builtin import BuiltinEngine
-
-    prompt = merge_prompt(source.prompt, cfg.system, cfg.drop_builtin_system, cfg.template)
-    return BuiltinEngine.load(source.model, source.adapter, dtype=cfg.dtype, device=cfg.device, prompt=prompt,
-                              name=source.name, max_batch_size=cfg.max_batch_size,
-                              batch_wait_ms=cfg.batch_wait_ms, max_model_len=cfg.max_model_len)
+        device = getattr(cfg.settings, "device", None)
+        return EmbeddingEngine.load(source.model, device=device, name=cfg.name)
+    engine_cls = get_engine(cfg.engine)
+    if not engine_cls.in_process:
+        raise ConfigError(f"engine '{cfg.engine}' runs as its own server; use deploy(), not build_engine()")
+    return engine_cls.load(cfg.model, cfg.adapter, settings=cfg.settings, prompt=cfg.prompt, name=cfg.name)
 
 
 class ServerThread:
@@ -100,6 +118,11 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=15)
 
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl-C reaches the caller, who stops it)."""
+        while self.thread.is_alive():
+            self.thread.join(0.5)
+
     def __enter__(self) -> "ServerThread":
         return self.start() if not self.thread.is_alive() else self
 
@@ -109,22 +132,13 @@ class ServerThread:
 
 def serve(cfg: ServeConfig) -> None:
     """Run in the foreground until Ctrl-C (what ``ragtune serve`` does)."""
-    if cfg.engine == "vllm":
-        from ..engine.vllm import VllmServer
-
-        VllmServer(cfg).run_forever()
-        return
-    import uvicorn
-
-    from .app import create_app
+    from .deploy import deploy
 
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.resolved_api_key():
         log.warning("serving on %s without an API key: anyone on the network can use it", cfg.host)
-    engine = build_engine(cfg)
-    app = create_app(engine, api_key=cfg.resolved_api_key(), default_max_tokens=cfg.default_max_tokens)
-    print(f"ragtune: serving '{engine.name}' ({engine.kind}) at http://{cfg.host}:{cfg.port}/v1", flush=True)
+    dep = deploy(cfg)
+    print(f"ragtune: serving '{dep.model_name}' ({cfg.engine}) at {dep.url}/v1", flush=True)
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+        dep.wait()
     finally:
-        engine.close()
-
+        dep.stop()

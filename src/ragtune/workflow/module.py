@@ -1,4 +1,5 @@
-"""``TrainableModule``: the fluent one-stop API (fine-tune -> deploy -> infer the eval set).
+"""``TrainableModule``: the fluent one-stop API, a builder of the same typed jobs that ``ragtune run``
+stages and the CLI commands run (:mod:`ragtune.workflow.jobs`).
 
     llm = (rt.TrainableModule("gemma-3-270m")
            .mode("finetune").trainset("train.json")
@@ -7,9 +8,12 @@
            .deploy_method(rt.deploy.builtin))
     llm.evalset(items); llm.update(); llm.eval_result
 
-``TrainableModule(base, tuned_dir)`` serves an existing fine-tune output (adapter or merged).
-The same object wraps an embedding model: ``__call__`` then returns embeddings, ``update()``
-fine-tunes it with ``rt.finetune.embedding``, and ``Document(embed=module)`` uses it.
+``finetune_job()``, ``deploy_job()`` and ``infer_job()`` return the jobs it would run; ``update()``
+runs them: fine-tune (mode 'finetune') -> deploy -> infer the eval set. ``TrainableModule(base,
+tuned_dir)`` serves an existing fine-tune output (adapter or merged). The same object wraps an
+embedding model: ``__call__`` / ``embed()`` then return query embeddings (the query instruction saved
+with a tuned embedder applied, exactly as the ``Retriever`` does), ``update()`` fine-tunes it with
+``rt.finetune.embedding``, and ``Document(embed=module)`` uses it.
 """
 from __future__ import annotations
 
@@ -37,14 +41,14 @@ class TrainableModule:
         self._trainset: str | list | None = None
         self._method: Any = None
         self._params: dict[str, Any] = {}
+        self._launcher: dict[str, Any] = {}
         self._prompt = PromptConfig()
         self._prompter: Any = None
         self._deploy: Any = None
-        self._deploy_params: dict[str, Any] = {}
-        self._evalset: list | str | None = None
+        self._evalset: list | None = None
         self._infer_params: dict[str, Any] = {}
-        self._deployment = None
-        self._embedder = None
+        self._deployment: Any = None
+        self._embedder: Any = None
         self._kind: str | None = None
         self.finetune_result: Any = None
         self.eval_result: list[str] | None = None
@@ -70,64 +74,95 @@ class TrainableModule:
 
     def finetune_method(self, method: Any, **params: Any) -> "TrainableModule":
         """``(rt.finetune.lora, learning_rate=1e-4)``, ``((rt.finetune.lora, {...}))``, a bound
-        ``rt.finetune.lora(learning_rate=...)`` or a name (``"lora"``). Params are validated now."""
+        ``rt.finetune.lora(learning_rate=...)`` or a name (``"lora"``). Params are validated now;
+        ``launcher=`` (``{"type": "torchrun", "nproc_per_node": 2}``) runs the fine-tune elsewhere."""
+        from ..finetune import BoundMethod, get_method
+
         if isinstance(method, tuple):
             if len(method) != 2 or not isinstance(method[1], dict):
                 raise ConfigError("finetune_method tuple form is (method, {params})")
             method, extra = method
             params = {**extra, **params}
-        from .. import finetune as ft
+        if isinstance(method, BoundMethod):
+            params = {**method.params, **params}
+        method = get_method(method)
+        launcher = params.pop("launcher", None) or {}
+        if isinstance(launcher, str):
+            launcher = {"type": launcher}
+        from ..launch import LauncherConfig
 
-        if isinstance(method, str):
-            method = ft.get_method(method)
-        if isinstance(method, ft.BoundMethod):
-            params = {**method.cfg.model_dump(exclude_unset=True), **params}
-            method = method.method
-        if not hasattr(method, "config"):
-            raise ConfigError(f"{method!r} is not a fine-tune method",
-                              hint="use rt.finetune.lora | freeze | full | llamafactory | embedding | flagembedding")
-        params.pop("launcher", None) if params.get("launcher") in (None, "local") else None
-        method.config(**_placeholders(method), **params)          # validate keys/types up front
-        self._method, self._params = method, params
+        LauncherConfig.build("launcher", **launcher)
+        method(**params)                                          # validate keys/types up front
+        self._method, self._params, self._launcher = method, params, launcher
         return self
 
     def prompt(self, prompt: Any) -> "TrainableModule":
         """A system string, ``dict(system=..., drop_builtin_system=...)``, a :class:`PromptConfig`,
-        or a RAG prompter (``rt.rag.ChatPrompter(instruction, extra_keys=[...])``) that turns the
-        pipeline's ``{context_str, query}`` dict into messages."""
-        if hasattr(prompt, "messages") and callable(prompt.messages):
+        or a RAG prompter (``rt.ChatPrompter(instruction, extra_keys=[...])``) that turns the
+        pipeline's ``{context_str, query}`` dict into messages. Applies to training (saved with the
+        model) and to every request this module sends; other clients of a shared engine keep theirs."""
+        if isinstance(prompt, object) and hasattr(prompt, "messages") and callable(prompt.messages):
             self._prompter = prompt
             return self
         self._prompt = PromptConfig.coerce(prompt)
-        if self._deployment is not None and hasattr(self._deployment, "engine") and self._deployment.engine:
-            self._deployment.engine.prompt_cfg = self._prompt
         return self
 
     def deploy_method(self, method: Any, **params: Any) -> "TrainableModule":
         from ..serve.deploy import get_deploy_method
 
-        cls = get_deploy_method(method)
-        cls(**params)                                            # validate settings now
-        self._deploy, self._deploy_params = cls, params
+        self._deploy = get_deploy_method(method)(**params)        # validates the settings now
         return self
 
     def evalset(self, data: str | os.PathLike | Sequence[Any], **infer_params: Any) -> "TrainableModule":
         """Items (``{context, question, ...}``, ``{instruction}``, ``{messages}``, ``{prompt}`` or plain
         strings) or a file; ``infer_params`` are ``ragtune infer`` settings (max_tokens, batch_size...)."""
+        from ..infer.runner import InferSettings, load_evalset
+
+        InferSettings.build("evalset settings", **infer_params)   # unknown keys fail here
+        self._infer_params = infer_params
+        self._evalset = load_evalset(data) if isinstance(data, (str, os.PathLike)) else list(data)
+        return self
+
+    # -- the jobs -------------------------------------------------------------------------------------
+    def finetune_job(self):
+        """The :class:`~ragtune.workflow.jobs.FinetuneJob` ``update()`` runs in finetune mode."""
+        from ..finetune import get_method
+        from .jobs import FinetuneJob
+
+        if self._trainset is None:
+            raise UsageError("mode('finetune') needs training data",
+                             hint="call .trainset(path_or_records) before .update()")
+        method = self._method or get_method("embedding" if self.kind == "embedding" else "lora")
+        if method.kind != self.kind:
+            raise UsageError(f"{method.name} fine-tunes {method.kind} models but {self.base} is an {self.kind} model",
+                             hint="use rt.finetune.embedding for embedders, rt.finetune.lora/freeze/full for LLMs")
+        out = Path(self._output_dir())
+        values = {**self._params, "base": self.base, "train": self._train_file(out), "output": str(out)}
+        if "prompt" in method.config_cls.model_fields:
+            values["prompt"] = self._prompt.over(PromptConfig.coerce(self._params.get("prompt")))
+        return FinetuneJob(config=method.config(**values), launcher=self._launcher)
+
+    def deploy_job(self):
+        """The :class:`~ragtune.serve.server.ServeConfig` of the deployment (an LLM)."""
+        from ..serve.deploy import get_deploy_method
+
+        method = self._deploy or get_deploy_method("builtin")()
+        return method.config(self.model_path, None, self._prompt)
+
+    def infer_job(self, engine_in_process: bool = True):
+        """The :class:`~ragtune.infer.runner.InferConfig` that infers the eval set."""
+        from ..core.io import atomic_write_json
         from ..infer.runner import InferConfig
 
-        unknown = set(infer_params) - set(InferConfig.model_fields) | ({"evalset", "output", "model", "url"} & set(infer_params))
-        if unknown:
-            raise ConfigError(f"unknown evalset/inference setting(s) {sorted(unknown)}",
-                              hint="valid: max_tokens, batch_size, temperature, top_p, stop, seed, template")
-        self._infer_params = infer_params
-        if isinstance(data, (str, os.PathLike)):
-            from ..infer.runner import load_evalset
-
-            self._evalset = load_evalset(data)
-        else:
-            self._evalset = list(data)
-        return self
+        if self._evalset is None:
+            raise UsageError("no eval set", hint="call .evalset(items_or_file) first")
+        out = Path(self._output_dir())
+        out.mkdir(parents=True, exist_ok=True)
+        items = [it if isinstance(it, dict) else {"prompt": it} for it in self._evalset]
+        evalset = atomic_write_json(out / "evalset.json", items)
+        target: dict[str, Any] = {"model": self.model_path} if engine_in_process else {"url": self.url}
+        return InferConfig.build("evalset settings", evalset=str(evalset), output=str(out / "predictions.json"),
+                                 prompt=self._prompt, **target, **{"max_tokens": 64, **self._infer_params})
 
     # -- what kind of model ----------------------------------------------------------------------
     @property
@@ -149,7 +184,10 @@ class TrainableModule:
     def update(self) -> "TrainableModule":
         """finetune (mode 'finetune') -> deploy -> infer the eval set into ``eval_result``."""
         if self._mode == "finetune":
-            self._finetune()
+            job = self.finetune_job()
+            self.stop()
+            self.finetune_result = job.execute()
+            log.info("fine-tune finished: %s", job.config.output)
         self.start()
         if self._evalset is not None and self.kind == "llm":
             self.eval_result = self._infer_evalset()
@@ -158,16 +196,11 @@ class TrainableModule:
     def start(self) -> "TrainableModule":
         self.stop()
         if self.kind == "embedding":
-            from sentence_transformers import SentenceTransformer
+            from ..models.embedder import SentenceTransformerEmbedder
 
-            from ..models import resolve_model
-
-            self._embedder = SentenceTransformer(str(resolve_model(self.model_path).path), device="cpu")
+            self._embedder = SentenceTransformerEmbedder.load(self.model_path)
         else:
-            from ..serve.deploy import builtin
-
-            method = (self._deploy or builtin)(**self._deploy_params)
-            self._deployment = method.deploy(self._served_model(), prompt=self._prompt)
+            self._deployment = self.deploy_job().execute()
         self.version += 1
         return self
 
@@ -186,35 +219,43 @@ class TrainableModule:
             x = self._prompter.messages(x)
         return self.client()(x, **kwargs)
 
-    def embed(self, texts: str | Sequence[str]) -> list[float] | list[list[float]]:
+    @property
+    def embedder(self):
+        """The :class:`~ragtune.models.embedder.Embedder` this module serves (embedding models)."""
         if self.kind != "embedding":
             raise UsageError(f"{self.base} is an LLM, not an embedding model")
         if self._embedder is None:
             self.start()
+        return self._embedder
+
+    def embed(self, texts: str | Sequence[str]) -> list[float] | list[list[float]]:
+        """Query embeddings: with the query instruction saved with a tuned embedder, the same
+        vectors the ``Retriever`` uses (``embed_documents`` for passages)."""
         single = isinstance(texts, str)
-        vecs = self._embedder.encode([texts] if single else list(texts), normalize_embeddings=True)
+        vecs = self.embedder.embed_queries([texts] if single else list(texts))
         return vecs[0].tolist() if single else vecs.tolist()
 
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embedder.embed_documents(list(texts)).tolist()
+
     def client(self):
+        """An LLM client with this module's prompt: in-process for in-process engines, else HTTP."""
         if self.kind != "llm":
             raise UsageError("client() is for LLMs; call the module directly to embed texts")
         if self._deployment is None:
             self.start()
-        engine = getattr(self._deployment, "engine", None)
-        if engine is not None:                      # builtin: call the engine in-process, no HTTP hop
+        engine = self._deployment.engine
+        if engine is not None:                      # in-process engine: no HTTP hop
             from ..engine.client import LocalLLM
 
-            return LocalLLM(engine)
-        return self._deployment.client()
+            return LocalLLM(engine, prompt=self._prompt)
+        return self._deployment.client().prompt(self._prompt)
 
     @property
     def url(self) -> str | None:
         return self._deployment.url if self._deployment is not None else None
 
     # -- internals --------------------------------------------------------------------------------
-    def _served_model(self) -> str:
-        return self.model_path
-
     def _output_dir(self) -> str:
         if self.target_path is None:
             from ..core.io import new_run_id
@@ -230,73 +271,11 @@ class TrainableModule:
 
         return str(atomic_write_json(out.parent / f".{out.name}.trainset.json", self._trainset))
 
-    def _finetune(self) -> None:
-        if self._trainset is None:
-            raise UsageError("mode('finetune') needs training data", hint="call .trainset(path_or_records) before .update()")
-        kind = self.kind
-        if self._method is None:
-            from .. import finetune as ft
-
-            self._method = ft.get_method("embedding" if kind == "embedding" else "lora")
-        method_kind = getattr(self._method, "kind", "llm")
-        if method_kind != kind:
-            raise UsageError(f"{self._method.name} fine-tunes {method_kind} models but {self.base} is an {kind} model",
-                             hint="use rt.finetune.embedding for embedders, rt.finetune.lora/freeze/full for LLMs")
-        out = Path(self._output_dir())
-        train = self._train_file(out)
-        self.stop()
-        self.finetune_result = _run_method(self._method, self._params, self.base, train, str(out), self._prompt)
-        self._kind = kind
-        log.info("fine-tune finished: %s", out)
-
     def _infer_evalset(self) -> list[str]:
         """Runs exactly what ``ragtune infer`` runs (same item -> prompt rules, resumable side file)."""
-        from ..infer.runner import InferConfig, run_infer
-        from ..core.io import atomic_write_json
-
-        out = Path(self.target_path) if self.target_path else Path(self._output_dir())
-        out.mkdir(parents=True, exist_ok=True)
-        items = [it if isinstance(it, dict) else {"prompt": it} for it in self._evalset]
-        evalset = atomic_write_json(out / "evalset.json", items)
-        engine = getattr(self._deployment, "engine", None)
-        settings = {"max_tokens": self._infer_params.get("max_tokens", 64), **self._infer_params,
-                    "system": self._prompt.system, "drop_builtin_system": self._prompt.drop_builtin_system}
-        cfg = InferConfig.build(evalset=str(evalset), output=str(out / "predictions.json"),
-                                **({} if engine is not None else {"url": self._deployment.url}),
-                                **({"model": self.model_path} if engine is not None else {}), **settings)
-        rows = run_infer(cfg, engine=engine)
-        return [r["prediction"] for r in rows]
+        engine = self._deployment.engine
+        job = self.infer_job(engine_in_process=engine is not None)
+        return [r["prediction"] for r in job.execute(engine=engine)]
 
     def __repr__(self) -> str:
         return f"TrainableModule(base={self.base!r}, target_path={self.target_path!r}, mode={self._mode!r})"
-
-
-def _placeholders(method: Any) -> dict[str, Any]:
-    """Required path fields filled with dummies so params can be validated before data exists."""
-    fields = getattr(method, "config_cls", None)
-    fields = getattr(fields, "model_fields", {}) if fields is not None else {}
-    values = {}
-    for name in ("base_model", "base", "train", "output_dir", "output"):
-        if name in fields:
-            values[name] = "<placeholder>"
-    return values
-
-
-def _run_method(method: Any, params: dict, base: str, train: str, out: str, prompt: PromptConfig):
-    fields = method.config_cls.model_fields
-    values = dict(params)
-    values["base_model" if "base_model" in fields else "base"] = base
-    values["output_dir" if "output_dir" in fields else "output"] = out
-    values["train"] = train
-    if "system" in fields and prompt.system is not None:
-        values.setdefault("system", prompt.system)
-    if "drop_builtin_system" in fields and prompt.drop_builtin_system:
-        values.setdefault("drop_builtin_system", True)
-    cfg = method.config(**values)
-    if hasattr(method, "run") and not hasattr(method, "backend"):
-        from ..finetune import BoundMethod
-
-        return BoundMethod(method, cfg).run()
-    from ..finetune.embed.train import finetune_embedding
-
-    return finetune_embedding(cfg)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from ..core.errors import RagtuneError
 from ..core.io import atomic_write_json, sha256_file
-from ..core.log import get_logger
+from ..core.log import get_logger, log_to_file
 
 log = get_logger(__name__)
 MARKER = ".stage.json"
@@ -44,19 +46,23 @@ def fingerprint(config: Any, inputs: Iterable[str | Path]) -> str:
 
 @dataclass
 class Stage:
+    """One typed job (anything with ``execute()`` and ``to_dict()``) run in ``RUN_DIR/<name>/``."""
     name: str
-    fn: Callable[["StageContext"], Any]
-    config: dict[str, Any] = field(default_factory=dict)
+    job: Any
     inputs: list[str | Path] = field(default_factory=list)     # files/dirs whose content matters
     outputs: list[str] = field(default_factory=list)           # relative to the stage dir
+    secrets: dict[str, str] = field(default_factory=dict)      # job field -> env var, filled at run time
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The job spec: what config.json records and the fingerprint hashes."""
+        return {"job": type(self.job).__name__, "spec": self.job.to_dict()}
 
-@dataclass
-class StageContext:
-    name: str
-    dir: Path
-    config: dict[str, Any]
-    logger: logging.Logger
+    def execute(self) -> Any:
+        job = self.job
+        if self.secrets:
+            job = job.model_copy(update={k: os.environ.get(v) for k, v in self.secrets.items()})
+        return job.execute()
 
 
 @dataclass
@@ -91,7 +97,7 @@ class StageRunner:
         sdir = self.stage_dir(stage.name)
         fp = fingerprint(stage.config, stage.inputs)
         if stage.name not in self.force and self.is_done(stage, fp):
-            log.warning("stage %-16s skipped (outputs up to date)", stage.name)
+            log.info("stage %-16s skipped (outputs up to date)", stage.name)
             result = StageResult(stage.name, "skipped", 0.0, sdir)
             self.results.append(result)
             return result
@@ -99,29 +105,21 @@ class StageRunner:
         (sdir / MARKER).unlink(missing_ok=True)
         atomic_write_json(sdir / "config.json", stage.config)
         stage_log = get_logger(f"stage.{stage.name}")
-        handler = logging.FileHandler(sdir / "log.txt", mode="a", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.setLevel(logging.INFO)
-        root = logging.getLogger("ragtune")
-        old_level = root.level
-        root.addHandler(handler)
-        root.setLevel(min(old_level or logging.WARNING, logging.INFO))
-        log.warning("stage %-16s running -> %s", stage.name, sdir)
+        log.info("stage %-16s running -> %s", stage.name, sdir)
         started = time.time()
-        try:
-            stage.fn(StageContext(stage.name, sdir, stage.config, stage_log))
-        except KeyboardInterrupt:
-            stage_log.error("interrupted")
-            raise
-        except Exception as exc:
-            stage_log.exception("stage failed")
-            raise StageFailed(f"stage '{stage.name}' failed: {exc}",
-                              hint=f"its log is {sdir / 'log.txt'}; fix the cause and re-run: finished "
-                                   "stages are skipped") from exc
-        finally:
-            root.removeHandler(handler)
-            handler.close()
-            root.setLevel(old_level)
+        with log_to_file(sdir / "log.txt") as file_handler:
+            try:
+                stage.execute()
+            except KeyboardInterrupt:
+                stage_log.error("interrupted")
+                raise
+            except Exception as exc:
+                # the traceback goes to the stage's log file; the console gets the message only
+                file_handler.handle(stage_log.makeRecord(stage_log.name, logging.ERROR, __file__, 0,
+                                                         "stage failed", (), sys.exc_info()))
+                raise StageFailed(f"stage '{stage.name}' failed: {exc}",
+                                  hint=f"its log is {sdir / 'log.txt'}; fix the cause and re-run: finished "
+                                       "stages are skipped") from exc
         missing = [o for o in stage.outputs if not (sdir / o).exists()]
         if missing:
             raise StageFailed(f"stage '{stage.name}' finished without writing {missing}",

@@ -5,15 +5,15 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from ...core.config import Config
+from ..base import FinetuneConfig
 
 
-class EmbedFinetuneConfig(Config):
-    base: str = Field("all-MiniLM-L6-v2", description="Base embedder: bundled name, local dir or HF id.")
-    train: str = Field(..., description="Training file (.jsonl/.json): {query, pos:[..], neg:[..], prompt?}.")
-    output: str = Field(..., description="Output dir: the tuned sentence-transformers model + metrics.json.")
-    backend: Literal["sentence_transformers", "flagembedding"] = Field(
-        "sentence_transformers", description="Training backend.")
+class EmbedFinetuneConfig(FinetuneConfig):
+    method: Literal["embedding", "flagembedding"] = Field(
+        "embedding", description="embedding (sentence-transformers) or flagembedding (BAAI FlagEmbedding).")
+    base: Optional[str] = Field("all-MiniLM-L6-v2", description="Base embedder: bundled name, local dir or HF id.")
+    train: Optional[str] = Field(None, description="Training file (.jsonl/.json): {query, pos:[..], neg:[..], prompt?}.")
+    output: Optional[str] = Field(None, description="Output dir: the tuned sentence-transformers model + metrics.json.")
     num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the training pairs.")
     per_device_train_batch_size: int = Field(32, ge=2, description="Queries per batch (in-batch negatives).")
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
@@ -34,6 +34,10 @@ class EmbedFinetuneConfig(Config):
     nproc_per_node: int = Field(1, ge=1, description="flagembedding backend: processes (GPUs) per node for torchrun.")
     pooling: Literal["auto", "cls", "mean", "last_token"] = Field(
         "auto", description="flagembedding backend: sentence pooling; auto = the base model's own (else cls, as bge).")
+
+    @property
+    def backend(self) -> str:
+        return "flagembedding" if self.method == "flagembedding" else "sentence_transformers"
 
     @field_validator("eval_ks")
     @classmethod

@@ -31,13 +31,10 @@ def comparison_markdown(base: dict, tuned: dict, ks: Sequence[int]) -> str:
 
 
 def write_comparison_png(path: Path, base: dict, tuned: dict, ks: Sequence[int], loss: list[tuple[int, float]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ...core.plotting import figure
 
     keys = [f"recall@{k}" for k in ks] + [f"mrr@{max(ks)}", f"ndcg@{max(ks)}"]
-    fig, axes = plt.subplots(1, 2 if loss else 1, figsize=(11 if loss else 7, 4))
+    fig, axes = figure(1, 2 if loss else 1, figsize=(11 if loss else 7, 4))
     ax = axes[0] if loss else axes
     x = range(len(keys))
     ax.bar([i - 0.2 for i in x], [base[k] for k in keys], width=0.4, label="base")
@@ -53,7 +50,6 @@ def write_comparison_png(path: Path, base: dict, tuned: dict, ks: Sequence[int],
     fig.tight_layout()
     with atomic_open(path, "wb", encoding=None) as fh:
         fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
     return path
 
 

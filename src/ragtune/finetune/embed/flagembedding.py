@@ -145,5 +145,7 @@ def as_sentence_transformer(hf_dir: Path, pooling: str, max_len: int):
     transformer = st_models.Transformer(str(hf_dir), max_seq_length=max_len)
     dim = (getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension)()
     mode = {"cls": "cls", "mean": "mean", "last_token": "lasttoken"}[pooling]
+    from ...models.loading import resolve_device
+
     return SentenceTransformer(modules=[transformer, st_models.Pooling(dim, pooling_mode=mode),
-                                        st_models.Normalize()], device="cpu")
+                                        st_models.Normalize()], device=resolve_device(None))

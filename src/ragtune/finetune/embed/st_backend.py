@@ -32,7 +32,7 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
     n_neg = cfg.train_group_size - 1
     have = sum(1 for r in records if len(r.neg) >= n_neg)
     if n_neg and have < len(records):
-        log.warning("%d of %d records have fewer than %d negatives; the rest are drawn from other "
+        log.info("%d of %d records have fewer than %d negatives; the rest are drawn from other "
                     "records' positives", len(records) - have, len(records), n_neg)
     rows = training_rows(records, n_neg, cfg.seed)
     rows["query"] = truncate_queries(model.tokenizer, rows["query"], cfg.query_max_len, instruction)

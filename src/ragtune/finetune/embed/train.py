@@ -4,12 +4,12 @@ from __future__ import annotations
 import resource
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...core.io import atomic_dir, atomic_write_json
 from ...core.log import get_logger
+from ..base import FinetuneResult
 from .config import EmbedFinetuneConfig
 from ...data.embed_sets import load_eval, load_train
 from .data import query_instruction, split_train
@@ -18,10 +18,8 @@ from .evaluate import evaluate_embedder, write_reports
 log = get_logger(__name__)
 
 
-@dataclass
-class EmbedFinetuneResult:
-    output: Path
-    metrics: dict[str, Any]
+class EmbedFinetuneResult(FinetuneResult):
+    """The protocol's result; ``base`` / ``tuned``: held-out retrieval metrics before and after."""
 
     @property
     def base(self) -> dict[str, Any]:
@@ -32,15 +30,6 @@ class EmbedFinetuneResult:
         return self.metrics["tuned"]
 
 
-def _load_st(path: str):
-    from sentence_transformers import SentenceTransformer
-
-    import torch
-
-    return SentenceTransformer(path, device="cuda" if torch.cuda.is_available() else "cpu",
-                               local_files_only=True)
-
-
 def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> EmbedFinetuneResult:
     """Fine-tune an embedder per ``cfg`` (or keyword fields); the output dir is a ready
     sentence-transformers model whose saved ``prompts["query"]`` carries the query instruction."""
@@ -49,14 +38,16 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
     from ...models.device import resolve_dtype
     from ...models import resolve_model
     from ...models.embedder import SentenceTransformerEmbedder
+    from ...models.loading import load_sentence_transformer
 
     cfg = cfg if cfg is not None else EmbedFinetuneConfig.build(**kw)
+    cfg.require_paths()
     records = load_train(cfg.train)
     if cfg.max_samples is not None and cfg.max_samples < len(records):
         # A seeded random subset, not the head: files are often sorted (by company, by topic).
         import random
 
-        log.warning("max_samples=%d: training on a random %d of %d records", cfg.max_samples, cfg.max_samples, len(records))
+        log.info("max_samples=%d: training on a random %d of %d records", cfg.max_samples, cfg.max_samples, len(records))
         keep = sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.max_samples))
         records = [records[i] for i in keep]
     if cfg.eval_file:
@@ -67,9 +58,9 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
     base_path = str(resolve_model(cfg.base, kind="embedding").path)
     torch.manual_seed(cfg.seed)
 
-    model = _load_st(base_path)
+    model = load_sentence_transformer(base_path)
     base_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks) if evals else None
-    out = Path(cfg.output)
+    out = Path(str(cfg.output))
     with atomic_dir(out) as tmp:
         start = time.perf_counter()
         if cfg.backend == "flagembedding":

@@ -1,7 +1,6 @@
-"""Training data for the LLM trainer: read, validate, render with the shared prompt builder, tokenize.
-
-The reader here is deliberately minimal (JSON list / JSONL; alpaca or OpenAI messages -> messages)
-until ``ragtune.data`` lands; then :func:`read_records` becomes a call into it.
+"""Training data for the LLM trainer: the conversations (read and validated by :mod:`ragtune.data`,
+the same reader and validator as ``ragtune data validate``), rendered with the shared prompt builder,
+tokenized.
 
 Tokenized samples are cached on disk under ``$RAGTUNE_HOME/cache/tokenized/<key>.json``; the key
 hashes the data file, the tokenizer files, the prompt config and the cutoff, so any change retokenizes.
@@ -13,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from ...core.errors import DataError
 from ...core.log import get_logger
@@ -21,78 +20,13 @@ from ...core.log import get_logger
 log = get_logger(__name__)
 IGNORE = -100
 CACHE_VERSION = "1"  # bump when the tokenization logic changes
-ROLES = {"system", "user", "assistant"}
 
 
-# -- reading ----------------------------------------------------------------------------------------
-def read_records(path: str | os.PathLike) -> list[dict]:
-    from ...core.io import read_json_records
+# -- reading: the one loader of ragtune.data ---------------------------------------------------------------
+def load_conversations(path: str | os.PathLike, max_samples: int | None = None, with_total: bool = False):
+    from ...data.validate import load_conversations as load
 
-    return read_json_records(path, what="training file", objects=False)
-
-
-def to_messages(row: Any, *, file: str, record: int) -> list[dict[str, str]]:
-    """alpaca (instruction/input/output/system/history) or OpenAI ``messages`` -> messages."""
-    if not isinstance(row, dict):
-        raise DataError(f"a record must be a JSON object, got {type(row).__name__}", file=file, record=record)
-    if "messages" in row:
-        return _check_messages(row["messages"], file=file, record=record)
-    if "instruction" in row or "output" in row:
-        return _alpaca(row, file=file, record=record)
-    raise DataError("unknown record format: expected alpaca keys (instruction, input, output) or "
-                    "'messages'", file=file, record=record, hint=f"keys found: {sorted(row)}")
-
-
-def _alpaca(row: dict, *, file: str, record: int) -> list[dict[str, str]]:
-    for key in ("instruction", "output"):
-        if not isinstance(row.get(key), str):
-            raise DataError("missing or not a string", file=file, record=record, field=key)
-    if not row["output"].strip():
-        raise DataError("empty answer: nothing to learn", file=file, record=record, field="output")
-    user = row["instruction"]
-    if row.get("input"):
-        if not isinstance(row["input"], str):
-            raise DataError("must be a string", file=file, record=record, field="input")
-        user = f"{user}\n{row['input']}"
-    msgs: list[dict[str, str]] = []
-    if row.get("system"):
-        msgs.append({"role": "system", "content": str(row["system"])})
-    for i, pair in enumerate(row.get("history") or []):
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            raise DataError(f"history[{i}] must be a [user, assistant] pair of strings", file=file,
-                            record=record, field="history")
-        msgs += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-    msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
-    return msgs
-
-
-def _check_messages(msgs: Any, *, file: str, record: int) -> list[dict[str, str]]:
-    if not isinstance(msgs, list) or not msgs:
-        raise DataError("must be a non-empty list", file=file, record=record, field="messages")
-    out = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise DataError(f"messages[{i}] needs a role in {sorted(ROLES)} and a string content",
-                            file=file, record=record, field="messages")
-        if m["role"] == "system" and i != 0:
-            raise DataError(f"messages[{i}]: a system message may only come first", file=file,
-                            record=record, field="messages")
-        out.append({"role": m["role"], "content": m["content"]})
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in out):
-        raise DataError("no assistant answer: nothing to learn", file=file, record=record, field="messages")
-    return out
-
-
-def load_conversations(path: str | os.PathLike, max_samples: int | None = None,
-                       with_total: bool = False):
-    """Conversations of the first ``max_samples`` records (all by default); never truncates silently."""
-    rows = read_records(path)
-    total = len(rows)
-    if max_samples is not None and max_samples < total:
-        rows = rows[:max_samples]
-    convs = [to_messages(r, file=str(path), record=i) for i, r in enumerate(rows)]
-    log.info(usage_message(len(convs), total, path, max_samples))
-    return (convs, total) if with_total else convs
+    return load(path, max_samples, with_total)
 
 
 def usage_message(used: int, total: int, path, max_samples: int | None) -> str:

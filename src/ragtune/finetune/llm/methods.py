@@ -5,9 +5,13 @@ Target checks run on a weightless copy of the architecture (``torch.device("meta
 """
 from __future__ import annotations
 
+import abc
 import re
+from typing import Any, ClassVar
 
 from ...core.errors import ConfigError
+from ..base import METHODS, FinetuneMethod, FinetuneResult
+from .config import FreezeConfig, FullConfig, LoraConfig
 
 
 def meta_model(model_dir: str):
@@ -87,31 +91,104 @@ def _layers_prefix(model, layers) -> str:
     raise ConfigError("decoder layers are not reachable from the model root")
 
 
-def check_method(cfg, model_dir: str) -> None:
-    """All method-specific checks that need only the architecture (no weights)."""
-    if cfg.method == "full" and cfg.fsdp is False:
-        return
-    model = meta_model(model_dir)
-    if cfg.method == "lora":
+# -- the methods -------------------------------------------------------------------------------------------
+class BuiltinLLMMethod(FinetuneMethod):
+    """A method of ragtune's own trainer. The trainer asks the method, never its name, what to do:
+    which checks to run, how to load and prepare the model, what to save."""
+
+    kind = "llm"
+    launchable = True
+    trains_adapter: ClassVar[bool] = False   # base frozen in the compute dtype; writes adapter/
+    fsdp_capable: ClassVar[bool] = False
+
+    def train(self, cfg: Any) -> FinetuneResult:
+        from .trainer import train
+
+        return train(cfg, self)
+
+    def validate(self, cfg: Any) -> None:
+        """Config-only checks, before the data or the model are read."""
+        if cfg.dtype == "fp16" and not self.trains_adapter:
+            raise ConfigError(f"fp16 training is supported for adapter methods only, not '{self.name}'",
+                              hint="use dtype bf16 or fp32")
+
+    def check(self, cfg: Any, model: Any) -> None:
+        """Architecture checks on the weightless (meta) model."""
+
+    @abc.abstractmethod
+    def prepare(self, cfg: Any, model: Any) -> Any:
+        """The model to train, with ``requires_grad`` set as this method trains."""
+
+    def load_dtype(self, compute_dtype: Any) -> Any:
+        """The dtype weights load in: trained weights keep fp32 masters (autocast computes in
+        ``compute_dtype``); an adapter method loads the frozen base in the compute dtype."""
+        import torch
+
+        return compute_dtype if self.trains_adapter else torch.float32
+
+    def uses_autocast(self, compute_dtype: Any) -> bool:
+        import torch
+
+        return not self.trains_adapter and compute_dtype != torch.float32
+
+    def after_prepare(self, cfg: Any, model: Any) -> None:
+        """Hook after :meth:`prepare` (LoRA installs its fast path here)."""
+
+
+class LoraMethod(BuiltinLLMMethod):
+    name = "lora"
+    config_cls = LoraConfig
+    description = "LoRA adapters on linear layers (peft); the base stays frozen"
+    trains_adapter = True
+
+    def check(self, cfg, model):
         resolve_lora_targets(model, cfg.lora_target)
-    elif cfg.method == "freeze":
+
+    def peft_config(self, cfg, targets: list[str]):
+        from peft import LoraConfig as PeftLoraConfig
+
+        return PeftLoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=targets, task_type="CAUSAL_LM")
+
+    def prepare(self, cfg, model):
+        from peft import get_peft_model
+
+        return get_peft_model(model, self.peft_config(cfg, resolve_lora_targets(model, cfg.lora_target)))
+
+    def after_prepare(self, cfg, model):
+        if getattr(cfg, "fast_lora", False):
+            from ...models.fast_lora import install
+
+            install(model)
+
+
+class FreezeMethod(BuiltinLLMMethod):
+    name = "freeze"
+    config_cls = FreezeConfig
+    description = "train the top N decoder layers (optionally only some of their modules)"
+
+    def check(self, cfg, model):
         freeze_plan(model, cfg.freeze_trainable_layers, cfg.freeze_trainable_modules)
 
-
-def apply_method(model, cfg):
-    """Return the model to train (PEFT-wrapped for LoRA) with requires_grad set per method."""
-    if cfg.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        targets = resolve_lora_targets(model, cfg.lora_target)
-        lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, task_type="CAUSAL_LM")
-        return get_peft_model(model, lcfg)
-    if cfg.method == "freeze":
+    def prepare(self, cfg, model):
         trainable = set(freeze_plan(model, cfg.freeze_trainable_layers, cfg.freeze_trainable_modules))
         for name, p in model.named_parameters():
             p.requires_grad_(name in trainable)
         return model
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
+
+
+class FullMethod(BuiltinLLMMethod):
+    name = "full"
+    config_cls = FullConfig
+    description = "every weight trains (FSDP under torchrun on CUDA)"
+    fsdp_capable = True
+
+    def prepare(self, cfg, model):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+
+lora = METHODS.register("lora", LoraMethod())
+freeze = METHODS.register("freeze", FreezeMethod())
+full = METHODS.register("full", FullMethod())

@@ -5,16 +5,13 @@ from pathlib import Path
 
 
 def plot_loss(history: list[dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ...core.plotting import figure
 
     from ...core.io import atomic_open
 
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = figure(figsize=(7, 4), dpi=100)
     if train:
         ax.plot(*zip(*train), label="train loss", lw=1)
     if evals:
@@ -26,5 +23,4 @@ def plot_loss(history: list[dict], path: Path) -> Path:
     fig.tight_layout()
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png")
-    plt.close(fig)
     return path

@@ -7,29 +7,24 @@ transformers schedulers, DDP) are the standard ones.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import math
 import os
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...core.errors import ConfigError
-from ...core.log import get_logger
+from ...core.log import get_logger, log_to_file
+from ..base import FinetuneResult
 from .config import LLMFinetuneConfig
 
 log = get_logger(__name__)
 
 
-@dataclass
-class TrainResult:
-    output_dir: Path
-    adapter_dir: Path | None
-    merged_dir: Path | None
-    metrics: dict = field(default_factory=dict)
-
+TrainResult = FinetuneResult  # the builtin trainer's result is the protocol's
 
 # -- process group --------------------------------------------------------------------------------
 @dataclass
@@ -63,34 +58,34 @@ def setup_dist() -> Dist:
 
 
 # -- validation before any weight is read -----------------------------------------------------------
-def prepare(cfg: LLMFinetuneConfig):
+def prepare(cfg: LLMFinetuneConfig, method: Any):
     """Everything that can fail on bad input, without loading the model: paths, output dir, data,
-    tokenization, method targets. Returns (model_dir, tokenizer, train, val)."""
+    tokenization, method targets. Returns (model_dir, tokenizer, train, val, usage)."""
     from transformers import AutoTokenizer
 
     from ...models import resolve_model
     from .data import split_validation, tokenized_dataset, usage_message
-    from .methods import check_method
+    from .methods import meta_model
 
     cfg.require_paths()
-    out = Path(cfg.output_dir)
+    out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite_output_dir):
-        raise ConfigError(f"output_dir {out} is not empty",
+        raise ConfigError(f"output dir {out} is not empty",
                           hint="pass resume=True (--resume) to continue or overwrite_output_dir=True")
-    if cfg.fsdp and cfg.method != "full":
-        raise ConfigError("fsdp applies to method 'full' only (LoRA/freeze fit where the model fits)")
-    if cfg.dtype == "fp16" and cfg.method != "lora":
-        raise ConfigError("fp16 training is supported for method 'lora' only", hint="use dtype bf16 or fp32")
-    resolved = resolve_model(cfg.base_model, "llm")
+    method.validate(cfg)
+    resolved = resolve_model(cfg.base, "llm")
     if resolved.gguf_file:
-        raise ConfigError(f"{cfg.base_model} is a GGUF file; fine-tuning needs HF weights",
+        raise ConfigError(f"{cfg.base} is a GGUF file; fine-tuning needs HF weights",
                           hint="use a bundled name (converted automatically) or a safetensors dir")
     model_dir = str(resolved.path)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     samples, total = tokenized_dataset(cfg.train, tokenizer, model_dir, cfg.prompt_config(), cfg.cutoff_len,
                                 cfg.max_samples, cfg.tokenize_cache)
     train, val = split_validation(samples, cfg.val_size, cfg.seed)
-    check_method(cfg, model_dir)
+    if not getattr(cfg, "fsdp", False):   # FSDP-sharded full models are too big for a meta copy check
+        method.check(cfg, meta_model(model_dir))
     usage = usage_message(len(samples), total, cfg.train, cfg.max_samples)
     return model_dir, tokenizer, train, val, usage
 
@@ -105,26 +100,20 @@ def attention_for(cfg: LLMFinetuneConfig, device: str) -> str:
     return "sdpa" if device.startswith("cuda") else "eager"
 
 
-def load_model(cfg: LLMFinetuneConfig, model_dir: str, dist: Dist):
-    """(model, compute_dtype, use_autocast). LoRA: base in the compute dtype, adapters fp32 (peft).
-    freeze/full: fp32 master weights for what trains, frozen weights in the compute dtype, autocast."""
-    import torch
+def load_model(cfg: LLMFinetuneConfig, method: Any, model_dir: str, dist: Dist):
+    """(model, compute_dtype, use_autocast). Adapter methods: base in the compute dtype, adapters
+    fp32 (peft). Others: fp32 master weights for what trains, frozen weights in the compute dtype,
+    autocast."""
     from transformers import AutoModelForCausalLM
 
     from ...models.device import resolve_dtype
-    from .methods import apply_method
 
     dtype = resolve_dtype(cfg.dtype, dist.device)
-    load_dtype = dtype if cfg.method == "lora" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=load_dtype,
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=method.load_dtype(dtype),
                                                  attn_implementation=attention_for(cfg, dist.device))
-    model = apply_method(model, cfg)
-    if cfg.method == "lora" and cfg.fast_lora:
-        from ...models.fast_lora import install
-
-        layers = install(model)
-        log.info("fast LoRA path on %d layers", layers)
-    autocast = cfg.method != "lora" and dtype != torch.float32
+    model = method.prepare(cfg, model)
+    method.after_prepare(cfg, model)
+    autocast = method.uses_autocast(dtype)
     if autocast:
         for p in model.parameters():
             if not p.requires_grad:
@@ -145,7 +134,7 @@ def wrap_distributed(model, cfg, dist: Dist):
     module = LossModule(model)
     if dist.world == 1:
         return module
-    if cfg.fsdp:
+    if getattr(cfg, "fsdp", False):
         return _fsdp(module, model, dist)
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -181,96 +170,72 @@ def trainable_state(model, dist: Dist) -> dict:
     return {n: params[n].detach().to("cpu", torch.float32).clone() for n in names}
 
 
-# -- checkpoints ----------------------------------------------------------------------------------------
-def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
-
-
+# -- checkpoints (see checkpoint.py) -------------------------------------------------------------------------
 def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, dist: Dist, limit: int | None):
-    import random
+    from . import checkpoint
 
-    import torch
-    from safetensors.torch import save_file
-
-    from ...core.io import atomic_dir
-
-    weights = trainable_state(model, dist)
+    weights = trainable_state(model, dist)   # every rank takes part (FSDP gathers); rank 0 writes
     if not dist.main:
         return None
-    path = out / "checkpoints" / f"step-{state['step']}"
-    with atomic_dir(path) as tmp:
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "trainable.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()},
-                   tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    if limit:
-        for old in sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-limit]:
-            shutil.rmtree(old, ignore_errors=True)
+    path = checkpoint.save(out / "checkpoints" / f"step-{state['step']}", weights, optimizer, scheduler, state)
+    checkpoint.prune(out, limit)
     log.info("checkpoint saved: %s", path)
     return path
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    import random
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, Kubernetes and `kill` send) during training: handled like Ctrl-C."""
 
-    import torch
-    from safetensors.torch import load_file
 
-    weights = load_file(str(path / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise ConfigError(f"checkpoint {path} does not match this model/method (e.g. {missing[0]})")
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor.to(params[name].dtype))
-    extra = torch.load(path / "optimizer.pt", weights_only=False)
-    optimizer.load_state_dict(extra["optimizer"])
-    scheduler.load_state_dict(extra["scheduler"])
-    torch.set_rng_state(extra["torch_rng"])
-    random.setstate(extra["python_rng"])
-    return json.loads((path / "state.json").read_text())
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 # -- the loop -------------------------------------------------------------------------------------------
-def train(cfg: LLMFinetuneConfig) -> TrainResult:
-    import torch
-
-    model_dir, tokenizer, train_set, val_set, usage = prepare(cfg)
+def train(cfg: LLMFinetuneConfig, method: Any = None) -> FinetuneResult:
+    method = method or cfg.method_object
+    model_dir, tokenizer, train_set, val_set, usage = prepare(cfg, method)
     dist = setup_dist()
-    out = Path(cfg.output_dir)
-    handler = None
+    out = Path(cfg.output)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")  # first: a crashed run still says what it was
-        handler = _attach_logfile(out / "train.log")
-    log.warning(usage)  # never truncate silently (LLaMA-Factory's max_samples does)
-    try:
-        return _train(cfg, dist, out, model_dir, tokenizer, train_set, val_set)
-    finally:
-        if handler is not None:
-            logging.getLogger("ragtune").removeHandler(handler)
-            handler.close()
+    with log_to_file(out / "train.log") if dist.main else contextlib.nullcontext():
+        log.info(usage)  # never truncate silently (LLaMA-Factory's max_samples does)
+        return _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set)
 
 
-def _train(cfg, dist, out, model_dir, tokenizer, train_set, val_set) -> TrainResult:
+def _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set) -> FinetuneResult:
     import torch
 
-    log.warning("method %s on %s: %d train / %d val samples, world size %d, device %s",
-                cfg.method, cfg.base_model, len(train_set), len(val_set), dist.world, dist.device)
+    log.info("method %s on %s: %d train / %d val samples, world size %d, device %s",
+             method.name, cfg.base, len(train_set), len(val_set), dist.world, dist.device)
     torch.manual_seed(cfg.seed)
-    model, dtype, autocast = load_model(cfg, model_dir, dist)
+    model, dtype, autocast = load_model(cfg, method, model_dir, dist)
     engine = wrap_distributed(model, cfg, dist)
     loop = Loop(cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out)
     metrics = loop.run()
     # every rank takes part (FSDP gathers full tensors); only rank 0 writes
-    trained = trainable_state(model, dist) if cfg.method != "lora" and cfg.merge else None
+    trained = trainable_state(model, dist) if not method.trains_adapter and cfg.merge else None
     if dist.main:
-        result = finish(cfg, model, tokenizer, model_dir, out, metrics, trained)
+        result = finish(cfg, method, model, tokenizer, model_dir, out, metrics, trained)
     else:
-        result = TrainResult(out, None, None, metrics)
+        result = FinetuneResult(out, metrics)
     if dist.world > 1:
         import torch.distributed as tdist
 
@@ -380,47 +345,53 @@ class Loop:
         import torch
         from tqdm.auto import tqdm
 
+        from . import checkpoint
+
         cfg, dist = self.cfg, self.dist
         opt, sched = self._optimizer()
-        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "history": []}
-        ckpt = latest_checkpoint(self.out) if cfg.resume else None
-        if cfg.resume and ckpt is None:
-            log.warning("resume requested but %s has no checkpoint: starting from scratch", self.out)
-        if ckpt is not None:
-            state = load_checkpoint(ckpt, self.model, opt, sched)
-            log.warning("resumed from %s (step %d)", ckpt, state["step"])
+        identity = checkpoint.run_identity(cfg)
+        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "history": [], "identity": identity}
+        found = checkpoint.resume_point(self.out, cfg, identity)
+        if found is not None:
+            path, state = found
+            checkpoint.load(path, self.model, opt, sched)
+            log.info("resumed from %s (step %d)", path, state["step"])
         self.history = state["history"]
         params = [p for p in self.model.parameters() if p.requires_grad]
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not dist.main, desc="finetune",
                    unit="step", dynamic_ncols=True)
         self.model.train()
         started, tokens_run, window = time.perf_counter(), 0, []
+        self.last_save = time.monotonic()
         try:
-            while state["step"] < self.total_steps:
-                batches = self._batches(state["epoch"])
-                for b in range(state["batch_in_epoch"], len(batches)):
-                    if state["step"] >= self.total_steps:
-                        break
-                    loss_sum, n_tok, seen = self.step(batches[b])
-                    if cfg.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    loss = self._global_sum(loss_sum, dist) / max(n_tok, 1)
-                    seen = int(self._global_sum(seen, dist))
-                    state.update(step=state["step"] + 1, batch_in_epoch=b + 1, tokens=state["tokens"] + seen)
-                    tokens_run += seen
-                    window.append(loss)
-                    self._after_step(state, loss, window, tokens_run, started, bar, opt, sched, sched.get_last_lr()[0])
-                else:
-                    state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
-                    if cfg.eval_steps is None and self.val_set:
-                        self._log_eval(state)
-        except KeyboardInterrupt:
+            with _sigterm_as_interrupt():
+                while state["step"] < self.total_steps:
+                    batches = self._batches(state["epoch"])
+                    for b in range(state["batch_in_epoch"], len(batches)):
+                        if state["step"] >= self.total_steps:
+                            break
+                        loss_sum, n_tok, seen = self.step(batches[b])
+                        loss = self._global_sum(loss_sum, dist) / max(n_tok, 1)
+                        checkpoint.check_finite(loss, state["step"] + 1, self.out)
+                        if cfg.max_grad_norm:
+                            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                        opt.step()
+                        sched.step()
+                        opt.zero_grad(set_to_none=True)
+                        seen = int(self._global_sum(seen, dist))
+                        state.update(step=state["step"] + 1, batch_in_epoch=b + 1, tokens=state["tokens"] + seen)
+                        tokens_run += seen
+                        window.append(loss)
+                        self._after_step(state, loss, window, tokens_run, started, bar, opt, sched, sched.get_last_lr()[0])
+                    else:
+                        state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
+                        if cfg.eval_steps is None and self.val_set:
+                            self._log_eval(state)
+        except KeyboardInterrupt as exc:
             bar.close()
             path = save_checkpoint(self.out, self.model, opt, sched, state, dist, None)
-            log.warning("interrupted at step %d; checkpoint %s (continue with --resume)", state["step"], path)
+            why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            log.warning("%s at step %d; checkpoint %s (continue with --resume)", why, state["step"], path)
             raise
         bar.close()
         elapsed = time.perf_counter() - started
@@ -455,8 +426,12 @@ class Loop:
             window.clear()
         if cfg.eval_steps and step % cfg.eval_steps == 0 and self.val_set:
             self._log_eval(state)
-        if cfg.save_steps and step % cfg.save_steps == 0:
+        due_by_time = cfg.save_minutes is not None and time.monotonic() - self.last_save >= 60 * cfg.save_minutes
+        if self.dist.world > 1:   # every rank must agree (FSDP gathers the weights collectively)
+            due_by_time = self._global_sum(float(due_by_time), self.dist) > 0
+        if (cfg.save_steps and step % cfg.save_steps == 0) or due_by_time:
             save_checkpoint(self.out, self.model, opt, sched, state, self.dist, cfg.save_total_limit)
+            self.last_save = time.monotonic()
 
     def _log_eval(self, state):
         eval_loss = self.evaluate()
@@ -464,39 +439,25 @@ class Loop:
             return
         entry = {"step": state["step"], "eval_loss": eval_loss}
         self.history.append(entry)
-        log.warning("step %d eval loss %.4f", state["step"], eval_loss)
+        log.info("step %d eval loss %.4f", state["step"], eval_loss)
 
 
 # -- outputs --------------------------------------------------------------------------------------------
-def finish(cfg, model, tokenizer, model_dir: str, out: Path, metrics: dict, trained: dict | None) -> TrainResult:
+def finish(cfg, method, model, tokenizer, model_dir: str, out: Path, metrics: dict,
+           trained: dict | None) -> FinetuneResult:
     from ...core.io import atomic_write_json
+    from ...models.source import FINETUNE_MANIFEST
     from .export import save_adapter, save_merged
     from .plots import plot_loss
 
-    adapter = save_adapter(model, tokenizer, out / "adapter") if cfg.method == "lora" else None
+    adapter = save_adapter(model, tokenizer, out / "adapter") if method.trains_adapter else None
     merged = save_merged(tokenizer, model_dir, out / "merged", adapter, trained) if cfg.merge else None
     metrics = dict(metrics)
     atomic_write_json(out / "metrics.json", metrics)
     plot_loss(metrics["history"], out / "loss.png")
-    atomic_write_json(out / "ragtune_finetune.json", {
-        "base_model": cfg.base_model, "base_model_path": model_dir, "method": cfg.method,
+    atomic_write_json(out / FINETUNE_MANIFEST, {
+        "base_model": cfg.base, "base_model_path": model_dir, "method": method.name,
         "adapter": "adapter" if adapter else None, "merged": "merged" if merged else None,
-        "prompt": {"system": cfg.system, "drop_builtin_system": cfg.drop_builtin_system,
-                   "template": cfg.template},
-        "cutoff_len": cfg.cutoff_len})
-    log.warning("done: %s (final loss %s, eval loss %s)", out, metrics.get("final_loss"), metrics.get("eval_loss"))
-    return TrainResult(out, adapter, merged, metrics)
-
-
-def _attach_logfile(path: Path) -> logging.Handler:
-    root = logging.getLogger("ragtune")
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
-        for h in root.handlers:
-            if not isinstance(h, logging.FileHandler) and h.level == logging.NOTSET:
-                h.setLevel(logging.WARNING)
-    return handler
+        "prompt": cfg.prompt.model_dump(mode="json"), "cutoff_len": cfg.cutoff_len})
+    log.info("done: %s (final loss %s, eval loss %s)", out, metrics.get("final_loss"), metrics.get("eval_loss"))
+    return FinetuneResult(out, metrics, adapter, merged)

@@ -1,0 +1,215 @@
+"""The engine protocol and the engine registry.
+
+An engine turns prompts into completions. Two shapes, one registry (``ENGINES``):
+
+- :class:`Engine` runs in this process (``builtin``: transformers; ``llamacpp``). ``ragtune serve``
+  puts ragtune's OpenAI-compatible app in front of it, ``ragtune infer`` and ``TrainableModule``
+  call it directly (no HTTP hop), and the fine-tune loop decodes its dev set through it.
+- :class:`ServerEngine` is its own OpenAI-compatible server in a subprocess (``vllm``); ragtune
+  supervises it and talks to it over HTTP.
+
+Each engine declares its settings as a typed :class:`~ragtune.core.config.Config` (``Settings``),
+so ``ragtune serve`` flags, ``llm.deploy_params`` in a run YAML and ``rt.deploy.<engine>(...)`` are
+validated by the same class before anything loads. Adding an engine: one module with a subclass
+plus one ``ENGINES.register`` line; the CLI choices and the docs table come from the registry.
+
+Prompt settings are per request: every encode/generate call takes an optional
+:class:`~ragtune.core.prompt.PromptConfig`; the engine's own ``prompt`` is only the default (what
+a fine-tune saved), so two clients of one engine never overwrite each other's system prompt.
+"""
+from __future__ import annotations
+
+import abc
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+from ..core.config import Config
+from ..core.errors import ConfigError, RagtuneError
+from ..core.prompt import PromptConfig
+from ..core.registry import Registry
+
+Messages = Sequence[dict[str, str]]
+
+
+class PromptTooLongError(RagtuneError, ValueError):
+    """The prompt plus the requested new tokens do not fit in the model's context."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Generation settings of one request. ``temperature == 0`` means greedy (the default: eval
+    results must be reproducible)."""
+
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def batch_key(self) -> tuple:
+        """Requests with the same key can share one batched decode."""
+        return (0.0, 1.0, None) if self.greedy else (self.temperature, self.top_p, self.seed)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) | "length"
+    token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids (EOS excluded)
+
+
+class EngineSettings(Config):
+    """Base of every engine's typed settings (no fields: an engine adds its own)."""
+
+
+class Engine(abc.ABC):
+    """An in-process LLM engine. Subclasses set ``Settings`` and implement the abstract methods."""
+
+    kind: ClassVar[str] = "llm"
+    Settings: ClassVar[type[EngineSettings]] = EngineSettings
+    description: ClassVar[str] = ""
+    in_process: ClassVar[bool] = True
+
+    name: str
+    prompt: PromptConfig          # the default; a request's own PromptConfig wins
+    max_model_len: int
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, model: str, adapter: str | None = None, *, settings: EngineSettings | None = None,
+             prompt: PromptConfig | None = None, name: str | None = None) -> "Engine":
+        """Load ``model`` (a bundled name, dir, fine-tune output dir or hub id) plus ``adapter``.
+        ``prompt``: explicit prompt settings over the fine-tune manifest's, over the defaults."""
+
+    @abc.abstractmethod
+    def encode_chat(self, messages: Messages | str, prompt: PromptConfig | None = None) -> list[int]:
+        """Token ids of a chat prompt built by the shared prompt builder."""
+
+    @abc.abstractmethod
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of a raw completion prompt (no template)."""
+
+    @abc.abstractmethod
+    def submit(self, ids: list[int], params: SamplingParams,
+               on_delta: Callable[[str], None] | None = None) -> "Future[Completion]":
+        """Queue one request (concurrent requests share batches or slots); streaming via ``on_delta``."""
+
+    @abc.abstractmethod
+    def generate_ids(self, prompts: Sequence[list[int]], params: SamplingParams,
+                     progress: Callable[[list[int], list[Completion]], None] | None = None) -> list[Completion]:
+        """Many prompts at once (eval sets), in input order; ``progress(indices, completions)``."""
+
+    def generate(self, prompts: Sequence[Messages | str], params: SamplingParams | None = None,
+                 raw: bool = False, prompt: PromptConfig | None = None) -> list[Completion]:
+        """Chat prompts (a str is one user turn) through the shared prompt builder with ``prompt``
+        (default: the engine's); ``raw=True`` sends the strings as they are (completion style)."""
+        params = params or SamplingParams()
+        ids = [self.encode_text(p) if raw else self.encode_chat(p, prompt) for p in prompts]  # type: ignore[arg-type]
+        return self.generate_ids(ids, params)
+
+    def check_fits(self, ids: Sequence[int], max_tokens: int) -> None:
+        if len(ids) + max_tokens > self.max_model_len:
+            raise PromptTooLongError(
+                f"the prompt has {len(ids)} tokens and {max_tokens} new tokens were requested, but this "
+                f"model's context limit is {self.max_model_len} tokens (prompt + max_tokens)",
+                hint="shorten the prompt or lower max_tokens")
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        return None
+
+
+class ServerEngine(abc.ABC):
+    """An engine that is its own OpenAI-compatible server process (vLLM)."""
+
+    Settings: ClassVar[type[EngineSettings]] = EngineSettings
+    description: ClassVar[str] = ""
+    in_process: ClassVar[bool] = False
+
+    @classmethod
+    @abc.abstractmethod
+    def start(cls, model: str, adapter: str | None = None, *, settings: EngineSettings | None = None,
+              prompt: PromptConfig | None = None, name: str | None = None, host: str = "127.0.0.1",
+              port: int = 0, api_key: str | None = None) -> "RunningServer":
+        """Start the server; returns once it answers health checks."""
+
+
+@dataclass
+class RunningServer:
+    url: str                      # base URL (``/v1`` is under it)
+    name: str                     # model name clients send
+    stop: Callable[[], None]
+    wait: Callable[[], None] | None = None   # blocks while the server runs (``ragtune serve``)
+
+
+def _builtin_engines() -> None:
+    from . import builtin, vllm  # noqa: F401  (their registrations are the built-in engines)
+
+
+ENGINES: Registry[type[Engine] | type[ServerEngine]] = Registry("engine", "ragtune.engines", _builtin_engines)
+
+
+def get_engine(name: str) -> type[Engine] | type[ServerEngine]:
+    return ENGINES.get(name)
+
+
+def engine_settings(name: str, values: dict[str, Any] | EngineSettings | None, source: str | None = None):
+    """Validate ``values`` against the settings of engine ``name`` (unknown keys name the engine)."""
+    cls = get_engine(name).Settings
+    if isinstance(values, cls):
+        return values
+    if isinstance(values, EngineSettings):
+        raise ConfigError(f"settings of type {type(values).__name__} given to engine '{name}' "
+                          f"(it takes {cls.__name__})")
+    return cls.build(source or f"settings of engine '{name}'", **dict(values or {}))  # type: ignore[return-value]
+
+
+def route_engine_settings(cls: type, data: Any) -> Any:
+    """Before-validator of every config with an ``engine`` and a ``settings`` field (serve, infer,
+    deploy): flat keys that belong to the chosen engine's settings (CLI flags, short YAML) move into
+    ``settings``, which is then validated by that engine's own class. Unknown keys stay put, so the
+    config's own unknown-key error still names them."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    engine = data.get("engine", "builtin")
+    if not isinstance(engine, str) or engine not in ENGINES:
+        return data
+    settings_cls = get_engine(engine).Settings
+    given = data.get("settings") or {}
+    if isinstance(given, EngineSettings):
+        given = given.model_dump(exclude_unset=True)
+    given = dict(given)
+    own = set(getattr(cls, "model_fields", {}))
+    for key in [k for k in data if k not in own]:
+        if key in settings_cls.model_fields:
+            given[key] = data.pop(key)
+            continue
+        others = [n for n, e in ENGINES.items() if key in e.Settings.model_fields]
+        if others:
+            raise ConfigError(f"'{key}' is a setting of engine {', '.join(others)}, not of engine '{engine}'. "
+                              f"Settings of '{engine}': {', '.join(settings_cls.model_fields) or '(none)'}")
+    data["settings"] = engine_settings(engine, given, f"settings of engine '{engine}'")
+    return data
+
+
+def engine_settings_classes() -> tuple[type[EngineSettings], ...]:
+    """Every registered engine's settings class (the CLI makes one flag per setting)."""
+    return tuple(dict.fromkeys(e.Settings for _, e in ENGINES.items()))
