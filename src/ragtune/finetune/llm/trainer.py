@@ -22,6 +22,7 @@ from ..base import FinetuneResult
 from .config import LLMFinetuneConfig
 
 log = get_logger(__name__)
+PROGRESS_FILE = "progress.jsonl"
 
 
 TrainResult = FinetuneResult  # the builtin trainer's result is the protocol's
@@ -356,6 +357,8 @@ class Loop:
             path, state = found
             checkpoint.load(path, self.model, opt, sched)
             log.info("resumed from %s (step %d)", path, state["step"])
+        elif dist.main:
+            (self.out / PROGRESS_FILE).unlink(missing_ok=True)   # a fresh start: a fresh progress log
         self.history = state["history"]
         params = [p for p in self.model.parameters() if p.requires_grad]
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not dist.main, desc="finetune",
@@ -420,6 +423,7 @@ class Loop:
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}")
         entry = {"step": step, "loss": loss, "lr": lr, "tokens_per_second": round(rate, 2)}
         self.history.append(entry)
+        self._progress(entry)
         if step % cfg.logging_steps == 0 or step == 1:
             log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, self.total_steps, sum(window) / len(window),
                      lr, rate)
@@ -433,12 +437,21 @@ class Loop:
             save_checkpoint(self.out, self.model, opt, sched, state, self.dist, cfg.save_total_limit)
             self.last_save = time.monotonic()
 
+    def _progress(self, entry: dict) -> None:
+        """Append to ``OUTPUT/progress.jsonl`` as training goes (what `ragtune ui` and anyone tailing the
+        run read live; metrics.json is written at the end). One JSON object per line, flushed."""
+        if not self.dist.main:
+            return
+        with open(self.out / PROGRESS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({**entry, "time": round(time.time(), 3), "total_steps": self.total_steps}) + "\n")
+
     def _log_eval(self, state):
         eval_loss = self.evaluate()
         if eval_loss is None:
             return
         entry = {"step": state["step"], "eval_loss": eval_loss}
         self.history.append(entry)
+        self._progress(entry)
         log.info("step %d eval loss %.4f", state["step"], eval_loss)
 
 
