@@ -131,8 +131,7 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
         app.state.counters["errors"] += 1
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        err, loc = _most_specific(exc.errors())
         return JSONResponse(error_body(f"invalid request: {loc or 'body'}: {err.get('msg')}",
                                        "invalid_request_error", param=loc or None), status_code=400)
 
@@ -196,6 +195,22 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     return app
+
+
+# pydantic names the member of a Union that failed ("function-after[...]", "list[...]", "str"):
+# not a request field, so not part of ``param``.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"}
+
+
+def _most_specific(errors: list[dict]) -> tuple[dict, str]:
+    """The error with the deepest request-field path (for a Union, the branch the value was meant
+    for: ``"stop": [1]`` -> ``stop.0``), and that path."""
+    def path(err: dict) -> list[str]:
+        return [str(p) for p in err.get("loc", ()) if p != "body" and not (
+            isinstance(p, str) and (not p.isidentifier() or p in _TYPE_TAGS))]
+
+    best = max(errors, key=lambda e: len(path(e)))
+    return best, ".".join(path(best))
 
 
 def _api_unicode(text: str, param: str) -> str:
