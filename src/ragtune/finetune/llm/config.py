@@ -46,6 +46,10 @@ class LLMFinetuneConfig(FinetuneConfig):
     attn_implementation: Literal["auto", "eager", "sdpa"] = Field(
         "auto", description="auto = eager on CPU (its backward is ~1.4x faster than SDPA's there), sdpa on CUDA.")
     group_by_length: bool = Field(True, description="Batch samples of similar length (less padding).")
+    pack_shared_prefix: bool = Field(True, description="Train records that share a prompt prefix (a passage with "
+                                     "several questions) as one sequence: the prefix once, each record's rest as a branch.")
+    pack_min_prefix: int = Field(32, ge=1, description="Shared prompt tokens needed to pack records together.")
+    pack_max_len: Optional[int] = Field(None, ge=8, description="Longest packed sequence (default: 2 x cutoff_len).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N optimizer steps.")
     eval_steps: Optional[int] = Field(None, ge=1, description="Eval loss every N steps (default: end of each epoch).")

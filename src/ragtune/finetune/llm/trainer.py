@@ -249,17 +249,94 @@ class Loop:
         from .batching import epoch_batches
 
         self.cfg, self.dist, self.model, self.engine = cfg, dist, model, engine
-        self.train_set, self.val_set, self.out = train_set, val_set, out
+        self.val_set, self.out = val_set, out
         self.dtype, self.autocast = dtype, autocast
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self.records = len(train_set)
+        self.packing: dict[str, Any] = {}
+        self.train_set = self._maybe_pack(train_set)
         self.global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * dist.world
-        self.lengths = [len(s) for s in train_set]
+        self.lengths = [len(s) for s in self.train_set]
         steps_per_epoch = len(self._batches(0))
         if steps_per_epoch == 0:
             raise ConfigError(f"{len(train_set)} samples make no full global batch of {self.global_batch}")
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = cfg.max_steps or math.ceil(cfg.num_train_epochs * steps_per_epoch)
         self.history: list[dict] = []
+
+    def _maybe_pack(self, samples):
+        """Packs of records sharing a prompt prefix (packing.py), when on and the model takes the masks."""
+        from . import packing
+
+        cfg = self.cfg
+        if not getattr(cfg, "pack_shared_prefix", False):
+            return samples
+        packs = packing.build_packs(samples, min_prefix=cfg.pack_min_prefix,
+                                    max_len=cfg.pack_max_len or 2 * cfg.cutoff_len)
+        info = packing.stats(packs, samples)
+        if info["sequences"] == len(samples):
+            log.info("pack_shared_prefix: no records share a prompt prefix of %d+ tokens; training unpacked",
+                     cfg.pack_min_prefix)
+            return samples
+        problem = self._packing_problem(packs, samples)
+        if problem:
+            log.info("pack_shared_prefix: %s; training unpacked", problem)
+            return samples
+        self.packing = info
+        log.info("packed %d records into %d sequences (%.2f records each): %.2fx fewer tokens",
+                 info["records"], info["sequences"], info["records_per_sequence"], info["token_ratio"])
+        return packs
+
+    def _packing_problem(self, packs, samples) -> str | None:
+        """Why this model cannot train packed (None: it can). The first multi-record pack's per-token
+        losses, packed, must equal its records' losses alone (same tokens, same positions)."""
+        import torch
+
+        from . import packing
+        from .batching import collate
+
+        pack = next(p for p in packs if len(p.members) > 1)
+        self.model.eval()    # no dropout in the comparison
+        try:
+            with torch.no_grad(), self._ctx():
+                ids, masks, labels, pos = packing.collate_packs([pack], self.pad_id, self.dtype,
+                                                                packing.sliding_window_of(self.model))
+                packed, n = self._loss(ids, masks, labels, pos)
+                alone = 0.0
+                for i in pack.members:
+                    a, b, c = collate([samples[i]], self.pad_id)
+                    alone += float(self._loss(a, b, c, None)[0])
+        except Exception as exc:  # the decoder rejected the masks: say so and train unpacked
+            return f"{type(self.model).__name__} does not take packed attention masks ({type(exc).__name__}: {exc})"
+        finally:
+            self.model.train()
+        tol = 1e-4 if self.dtype == torch.float32 else 2e-2
+        if abs(float(packed) - alone) > tol * max(abs(alone), 1.0):
+            return (f"{type(self.model).__name__} gives another loss packed ({float(packed):.5f}) than unpacked "
+                    f"({alone:.5f})")
+        return None
+
+    def _loss(self, ids, masks, labels, pos):
+        from .loss import answer_only_loss_sum
+
+        dev = self.dist.device
+        masks = {k: v.to(dev) for k, v in masks.items()} if isinstance(masks, dict) else masks.to(dev)
+        return answer_only_loss_sum(self.model, ids.to(dev), masks, labels.to(dev),
+                                    pos.to(dev) if pos is not None else None)
+
+    def _collate(self, items):
+        """(ids, mask, labels, position_ids or None, real tokens) of a micro-batch, on the device."""
+        from . import packing
+        from .batching import collate
+
+        dev = self.dist.device
+        if self.packing:
+            ids, masks, labels, pos = packing.collate_packs(items, self.pad_id, self.dtype,
+                                                            packing.sliding_window_of(self.model))
+            masks = {k: v.to(dev) for k, v in masks.items()} if isinstance(masks, dict) else masks.to(dev)
+            return ids.to(dev), masks, labels.to(dev), pos.to(dev), sum(len(p) for p in items)
+        ids, mask, labels = collate(items, self.pad_id)
+        return ids.to(dev), mask.to(dev), labels.to(dev), None, int(mask.sum())
 
     def _batches(self, epoch: int):
         from .batching import epoch_batches
@@ -293,7 +370,7 @@ class Loop:
         batch, so no communication is needed), times world size because DDP averages gradients."""
         import contextlib
 
-        from .batching import collate, labelled_tokens, micro_batches
+        from .batching import labelled_tokens, micro_batches
 
         cfg, dist = self.cfg, self.dist
         n_tokens = sum(labelled_tokens(self.train_set[i]) for i in batch)
@@ -301,14 +378,14 @@ class Loop:
                                dist.world, dist.rank)
         loss_sum, seen = 0.0, 0
         for k, micro in enumerate(micros):
-            ids, mask, labels = (t.to(dist.device) for t in collate([self.train_set[i] for i in micro], self.pad_id))
+            ids, mask, labels, pos, real = self._collate([self.train_set[i] for i in micro])
             sync = k == len(micros) - 1 or dist.world == 1
             no_sync = self.engine.no_sync if (not sync and hasattr(self.engine, "no_sync")) else contextlib.nullcontext
             with no_sync(), self._ctx():
-                loss, _ = self.engine(ids, mask, labels)
+                loss, _ = self.engine(ids, mask, labels, pos)
                 (loss * dist.world / max(n_tokens, 1)).backward()
             loss_sum += float(loss.detach())
-            seen += int(mask.sum())
+            seen += real
         return loss_sum, n_tokens, seen
 
     @staticmethod
@@ -364,7 +441,7 @@ class Loop:
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not dist.main, desc="finetune",
                    unit="step", dynamic_ncols=True)
         self.model.train()
-        started, tokens_run, window = time.perf_counter(), 0, []
+        started, tokens_run, records_run, window = time.perf_counter(), 0, 0, []
         self.last_save = time.monotonic()
         try:
             with _sigterm_as_interrupt():
@@ -374,6 +451,7 @@ class Loop:
                         if state["step"] >= self.total_steps:
                             break
                         loss_sum, n_tok, seen = self.step(batches[b])
+                        records_run += sum(len(getattr(self.train_set[i], "members", (i,))) for i in batches[b])
                         loss = self._global_sum(loss_sum, dist) / max(n_tok, 1)
                         checkpoint.check_finite(loss, state["step"] + 1, self.out)
                         if cfg.max_grad_norm:
@@ -406,7 +484,9 @@ class Loop:
         train_losses = [h["loss"] for h in self.history if "loss" in h]
         eval_losses = [h["eval_loss"] for h in self.history if "eval_loss" in h]
         return {"method": cfg.method, "steps": state["step"], "epochs": state["step"] / self.steps_per_epoch,
-                "train_samples": len(self.train_set), "val_samples": len(self.val_set),
+                "train_samples": self.records, "train_sequences": len(self.train_set),
+                "val_samples": len(self.val_set), "packing": self.packing or None,
+                "records_per_second": round(records_run / elapsed, 3) if elapsed > 0 else None,
                 "first_loss": train_losses[0] if train_losses else None,
                 "final_loss": train_losses[-1] if train_losses else None,
                 "eval_loss": eval_losses[-1] if eval_losses else None,
