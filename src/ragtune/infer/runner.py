@@ -87,9 +87,9 @@ class InferConfig(InferSettings):
 
 # -- eval set -----------------------------------------------------------------------------------------
 def load_evalset(path: str | os.PathLike) -> list[dict[str, Any]]:
-    from ..core.io import read_json_records
+    from ..data.readers import read_items
 
-    return read_json_records(path, what="eval set")
+    return read_items(path, what="eval set")
 
 
 def item_input(item: dict[str, Any], template: str | None, *, file: str = "", record: int = 0):
