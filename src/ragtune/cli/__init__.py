@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from ..core.errors import RagtuneError
+from ..core.errors import RagtuneError, Terminated, sigterm_as_interrupt
 
 # group name -> (module, attribute, one-line help shown by `ragtune --help` without importing it)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -76,8 +76,12 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        rc = cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
-    except click.exceptions.Abort:
+        with sigterm_as_interrupt():   # `kill` cleans up like Ctrl-C: no temp file or half output left
+            rc = cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
+    except click.exceptions.Abort as exc:   # click turns Ctrl-C (and our SIGTERM) into Abort
+        if isinstance(exc.__cause__, Terminated):
+            click.echo("terminated", err=True)
+            return 143   # 128 + SIGTERM, what a shell reports for a process killed by it
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             click.echo("  hint: " + exc.hint, err=True)
         return 1
+    except Terminated:
+        click.echo("terminated", err=True)
+        return 143   # 128 + SIGTERM, what a shell reports for a process killed by it
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130

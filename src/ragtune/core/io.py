@@ -2,13 +2,21 @@
 
 Everything ragtune writes goes through here (temp file in the same directory + ``os.replace``), so a
 reader sees the old content or the new one, never a mix.
+
+Temp names carry the writer's host and pid (``.NAME.HOST-PID.XXXX.tmp``, ``.NAME.tmp-HOST-PID.XXXX``).
+An exception or Ctrl-C removes the temp at once (and the CLI turns SIGTERM into one); a writer
+killed outright (SIGKILL, OOM killer, power loss) cannot, so the next write of the same path
+removes the temps of writers on this host that are no longer running. Temps of live processes,
+and of other hosts sharing the directory (NFS), are left alone.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -20,8 +28,51 @@ def _umask() -> int:
     return mask
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+_TEMP_OWNER = re.compile(r"(?:tmp-|old-)?(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.")
+
+
+def _owner() -> str:
+    return f"{_HOST}-{os.getpid()}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's live process
+        return True
+    return True
+
+
+def sweep_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temp siblings of ``path`` left by killed writers on this host; returns them."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        m = _TEMP_OWNER.match(entry.name[len(prefix):])
+        if m is None or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _running(int(m["pid"])):
+            continue
+        stale = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
 def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    sweep_stale_temps(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(name, 0o666 & ~_umask())   # mkstemp makes 0600; outputs should look like any other file
     return Path(name)
@@ -75,12 +126,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    sweep_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{_owner()}.", dir=path.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a model dir should be readable like any other
     try:
         yield tmp
         if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{_owner()}.", dir=path.parent))
             os.replace(path, trash / "old")
             os.replace(tmp, path)
             shutil.rmtree(trash, ignore_errors=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...core.errors import ConfigError
+from ...core.errors import ConfigError, Terminated  # Terminated: SIGTERM, handled like Ctrl-C
+from ...core.errors import sigterm_as_interrupt as _sigterm_as_interrupt
 from ...core.log import get_logger, log_to_file
 from ..base import FinetuneResult
 from .config import LLMFinetuneConfig
@@ -182,29 +183,6 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, dist: D
     checkpoint.prune(out, limit)
     log.info("checkpoint saved: %s", path)
     return path
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what Slurm, Kubernetes and `kill` send) during training: handled like Ctrl-C."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 # -- the loop -------------------------------------------------------------------------------------------
