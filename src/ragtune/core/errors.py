@@ -25,6 +25,11 @@ class ConfigError(RagtuneError, ValueError):
     """An unknown, mistyped or invalid configuration key or value."""
 
 
+class OutputError(ConfigError):
+    """An output path that cannot be written: a directory where a file goes (or the reverse), a
+    parent that cannot be created, no permission, a full disk."""
+
+
 class DataError(RagtuneError, ValueError):
     """Bad input data. Names the file, the record and the field when known."""
 

@@ -70,6 +70,37 @@ def sweep_stale_temps(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def check_output(path: str | os.PathLike, *, directory: bool = False, what: str = "output") -> Path:
+    """Fail before any work when ``path`` clearly cannot be written: a directory where a file goes
+    (or a file where a directory goes), a file among its parents, an unwritable parent."""
+    from .errors import OutputError
+
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a file, not a directory" if directory else "a directory, not a file"
+        raise OutputError(f"{what} {path} is {kind}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {path} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path} cannot be created: {parent} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """OSErrors of ragtune's own file operations on ``path`` become OutputErrors naming it."""
+    from .errors import OutputError
+
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="check the output path, its permissions and free disk space") from None
+
+
 def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
     sweep_stale_temps(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=suffix, dir=path.parent)
@@ -81,16 +112,21 @@ def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temp sibling of ``path``; on clean exit fsync and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
+    path = check_output(path)
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(path)
     try:
         kwargs = {} if "b" in mode else {"encoding": encoding}
-        with open(tmp, mode, **kwargs) as fh:
+        with _writing(path):
+            fh = open(tmp, mode, **kwargs)
+        with fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            with _writing(path):
+                fh.flush()
+                os.fsync(fh.fileno())
+        with _writing(path):
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -124,20 +160,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing ``path`` is replaced. A killed process leaves only a ``.tmp-*`` sibling, which no
     loader mistakes for a finished directory.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temps(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{_owner()}.", dir=path.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a model dir should be readable like any other
+    path = check_output(path, directory=True)   # never replaces a file with a directory
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{_owner()}.", dir=path.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a model dir should be readable like any other
     try:
         yield tmp
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{_owner()}.", dir=path.parent))
-            os.replace(path, trash / "old")
-            os.replace(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with _writing(path):
+            if path.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{_owner()}.", dir=path.parent))
+                os.replace(path, trash / "old")
+                os.replace(tmp, path)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

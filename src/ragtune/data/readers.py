@@ -53,6 +53,16 @@ def file_kind(path: str | os.PathLike) -> str:
     return SUFFIX_KINDS[suffix]
 
 
+def require_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` as a Path if it is an existing file, else a DataError saying what it is instead."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"the {what} is a directory, not a file", file=str(path))
+    if not path.is_file():
+        raise DataError(f"the {what} does not exist", file=str(path))
+    return path
+
+
 def read_records(path: str | os.PathLike, *, keep_bad_lines: bool = False) -> list[Record | BadLine]:
     """All records of ``path``. A JSONL line that does not parse raises :class:`DataError` naming
     the line, unless ``keep_bad_lines`` (then it is returned as a :class:`BadLine`)."""

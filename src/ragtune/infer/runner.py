@@ -26,7 +26,7 @@ from ..core.config import Config
 from ..core.prompt import PromptConfig
 from ..engine.base import ENGINES, EngineSettings, route_engine_settings
 from ..core.errors import ConfigError, DataError
-from ..core.io import atomic_write_json
+from ..core.io import atomic_write_json, check_output
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
 from ..data.squad import fill_template
 from ..core.log import get_logger
@@ -78,6 +78,15 @@ class InferConfig(InferSettings):
     def _known_engine(cls, value: str) -> str:
         if value not in ENGINES:
             raise ValueError(ENGINES.unknown_message(value))
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlparse
+
+        if value is not None and (urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc):
+            raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
         return value
 
     def execute(self, engine: Any = None, *, show_progress: bool = True):
@@ -200,6 +209,7 @@ def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = Tru
     ``engine``: an already loaded :class:`BuiltinEngine` to use instead of loading ``cfg.model``."""
     if (cfg.model is None) == (cfg.url is None) and engine is None:
         raise ConfigError("give exactly one of --model (local) or --url (OpenAI-compatible server)")
+    check_output(cfg.output, what="output")      # before the model loads, not after the last item
     items = load_evalset(cfg.evalset)
     inputs = [item_input(it, cfg.template, file=cfg.evalset, record=i) for i, it in enumerate(items)]
     partial = PartialResults(partial_path(cfg.output), fingerprint(cfg, items), restart=cfg.restart)

@@ -64,6 +64,13 @@ class LLMFinetuneConfig(FinetuneConfig):
     tokenize_cache: bool = Field(True, description="Cache tokenized data on disk.")
     overwrite_output_dir: bool = Field(False, description="Allow writing into a non-empty output dir.")
 
+    @field_validator("val_size")
+    @classmethod
+    def _whole_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"{value} is neither a fraction (< 1) nor a whole number of samples")
+        return value
+
     def prompt_config(self) -> PromptConfig:
         return self.prompt
 

@@ -71,8 +71,9 @@ def prepare(cfg: LLMFinetuneConfig, method: Any):
 
     cfg.require_paths()
     out = Path(cfg.output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} is a file, not a directory")
+    from ...core.io import check_output
+
+    check_output(out, directory=True)
     if out.exists() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite_output_dir):
         raise ConfigError(f"output dir {out} is not empty",
                           hint="pass resume=True (--resume) to continue or overwrite_output_dir=True")
