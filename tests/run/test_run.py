@@ -214,3 +214,24 @@ def test_sweep_validates_every_point_runs_the_grid_and_ranks(tmp_path, squad_fil
     capsys.readouterr()
     assert main(["sweep", str(path)]) == 0                   # again: every stage of every run is skipped
     assert capsys.readouterr().err.count("running ->") == 0
+
+
+def test_eval_items_are_asked_with_the_training_template(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir):
+    """data.template_lang zh trains on the Chinese template: inference must use it too."""
+    from ragtune.data.squad import TEMPLATES
+    from ragtune.workflow.run import build_stages
+
+    cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "r")
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["template_lang"] = "zh"
+    stages = {s.name: s.job for s in build_stages(RunConfig.build(None, **data))}
+    assert stages["infer_tuned"].template == TEMPLATES["zh"] == stages["infer_base"].template
+    assert stages["prepare_data"].template_lang == "zh"
+
+
+def test_template_values_with_braces_are_inserted_verbatim():
+    from ragtune.infer.runner import item_input
+
+    kind, msgs = item_input({"context": "f(x) = {x: 1} {question}", "question": "q?"},
+                            "C: {context}\nQ: {question}")
+    assert msgs[0]["content"] == "C: f(x) = {x: 1} {question}\nQ: q?"
