@@ -46,6 +46,10 @@ def _files(w: Path) -> None:
     js("history-bad-pair.json", [{**ALPACA[0], "history": [["only one"]]}])
     js("roles.json", [{"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "q"}]}])
     js("dupes.json", [ALPACA[0], ALPACA[0]])
+    js("ends-user.json", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+                                        {"role": "user", "content": "q2"}]}])
+    js("system-int.json", [{**ALPACA[0], "system": 5}])
+    js("empty-user.json", [{"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "a"}]}])
     js("list-records.json", [["a", "b"]])
     js("eval-noref.json", [{"question": "q", "context": "c"}])
     js("eval-badref.json", [{"question": "q", "context": "c", "answers": 5}])
@@ -108,6 +112,16 @@ DATA = [
          ["colour"], ["out.json"]),
     case("evalset-missing-question", "data evalset {w}/squad-missing.json {w}/out.json", 1,
          ["squad-missing.json", "record 0", "question"], ["out.json"]),
+    case("embed-pairs-neg-num", "data embed-pairs {w}/squad.json {w}/ep --neg-num -1", 1,
+         ["neg_num", "greater than or equal to 0"], ["ep"]),
+    case("embed-pairs-columns", "data embed-pairs {w}/alpaca.json {w}/ep", 1,
+         ["alpaca.json", "record 0", "field 'question'", "--query-col"], ["ep"]),
+    case("mine-neg-num", "data mine-negatives {w}/pairs-bad.json {w}/m.jsonl --model {w}/no-model --neg-num -2", 1,
+         ["neg_num"], ["m.jsonl"]),
+    case("mine-bad-query", "data mine-negatives {w}/pairs-bad.json {w}/m.jsonl --model {w}/no-model", 1,
+         ["pairs-bad.json", "record 0", "field 'query'"], ["m.jsonl"]),
+    case("augment-fraction", "data augment-json {w}/alpaca.json {w}/aug.json --fraction 2", 1, ["fraction"],
+         ["aug.json"]),
     case("evalset-from-dir", "data evalset {w}/dir.json {w}/out.json", 2, ["dir.json", "is a directory"],
          ["out.json"]),
 ]
@@ -127,6 +141,12 @@ FINETUNE = [
          ["roles.json", "record 0", "messages[0].role"], ["o"]),
     case("ft-train-dupes", "finetune llm --base {model} --train {w}/dupes.json --output {w}/o", 1,
          ["dupes.json", "record 1", "duplicate"], ["o"]),
+    case("ft-train-ends-with-user", "finetune llm --base {model} --train {w}/ends-user.json --output {w}/o", 1,
+         ["ends-user.json", "record 0", "messages[2].role", "end with an assistant"], ["o"]),
+    case("ft-train-system-int", "finetune llm --base {model} --train {w}/system-int.json --output {w}/o", 1,
+         ["system-int.json", "record 0", "field 'system'", "must be a string"], ["o"]),
+    case("ft-train-empty-user", "finetune llm --base {model} --train {w}/empty-user.json --output {w}/o", 1,
+         ["empty-user.json", "record 0", "messages[0].content", "empty"], ["o"]),
     case("ft-base-missing", "finetune llm --base {w}/no-model --train {w}/alpaca.json --output {w}/o", 1,
          ["{w}/no-model"], ["o"]),
     case("ft-output-is-file", "finetune llm --base {model} --train {w}/alpaca.json --output {w}/a-file", 1,

@@ -72,7 +72,7 @@ def read_records(path: str | os.PathLike, *, keep_bad_lines: bool = False) -> li
                         hint="pass the .json/.jsonl/.csv/.parquet file inside it")
     kind = file_kind(path)
     if not path.is_file():
-        raise DataError("file does not exist", file=str(path))
+        raise DataError("does not exist", file=str(path))
     reader = {"json": _read_json, "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[kind]
     records = list(reader(path))
     if not keep_bad_lines:
