@@ -95,7 +95,7 @@ def test_chunks_longer_than_the_embedder_reads_are_counted_and_warned(tmp_path, 
     msgs = [r.getMessage() for r in warnings_log if "longer than the embedding model" in r.getMessage()]
     assert len(msgs) == 1
     n_tokens = emb.token_counts([long])[0]
-    assert f"1 of 3 node group 'lines'" in msgs[0] and "limit of 128 tokens" in msgs[0]
+    assert "1 of 3 node group 'lines'" in msgs[0] and "limit of 128 tokens" in msgs[0]
     assert f"longest {n_tokens}" in msgs[0] and "transform='token'" in msgs[0]
     ret(long)          # an over-long query: warned once per retriever
     ret(long)

@@ -10,7 +10,7 @@ import yaml
 from ragtune.cli import main
 from ragtune.data.manuals import generate_manuals, split_by_passage
 
-from ..run.test_run import squad_files, write_config  # noqa: F401  (the run tests' fixture and config)
+from ..run.test_run import write_config  # the run tests' config (their squad_files fixture: conftest.py)
 
 
 def _adapter_bytes(run_dir) -> bytes:
