@@ -75,7 +75,7 @@ class DevEvaluator:
         self.metrics = [get_metric(n) for n in metrics]
         self.seconds = 0.0
 
-    def run(self, model: Any, tokenizer: Any) -> dict[str, float]:
+    def run(self, model: Any, tokenizer: Any) -> dict[str, float | None]:
         import torch
 
         from ...engine.base import SamplingParams
@@ -97,7 +97,7 @@ class DevEvaluator:
                 model.train()
         scored = [EvalItem(question="", context=it.context, reference=it.reference, prediction=o.text.strip(),
                            all_answers=it.answers) for it, o in zip(self.items, outs)]
-        result = {}
+        result: dict[str, float | None] = {}
         for metric in self.metrics:
             mean = aggregate(metric.score_batch(scored)).mean
             result[metric.name] = round(mean, 6) if mean is not None else None
