@@ -65,7 +65,7 @@ def evaluate_one(embed: Any, items: list, cfg: RetrievalEvalConfig) -> tuple[dic
         except DataError:  # no retrieved sentence: undefined, skipped like ragtune.eval does
             pass
         rows.append({"question": it.query, "context_retrieved": top, "context_reference": it.corpus,
-                     "scores": [round(n.score, 6) for n in nodes[:cfg.topk]]})
+                     "scores": [round(n.score or 0.0, 6) for n in nodes[:cfg.topk]]})
     n = max(len(items), 1)
     metrics = {"context_recall": recall / n, "context_relevance": relevance / max(rel_n, 1),
                **_ranked_metrics([[x.text for x in nodes] for nodes in results], [it.corpus for it in items], cfg.ks),
