@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("ragtune.cli.eval", "eval_group", "Score predictions; compare runs side by side."),
     "run": ("ragtune.cli.run", "run", "Run the whole chain from one YAML config."),
     "demo": ("ragtune.cli.demo", "demo", "Offline end-to-end demo on the bundled models."),
+    "ui": ("ragtune.cli.ui", "ui", "Local web app: runs (start/stop/resume, live curves), data, compare, retrieval, chat."),
 }
 
 
