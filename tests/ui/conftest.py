@@ -79,6 +79,22 @@ def make_ui():
     yield make
     for ui in started:
         ui.stop()
+        _kill_runs(ui.root)
+
+
+def _kill_runs(root: Path) -> None:
+    """A test that fails half-way must not leave its `ragtune run` processes behind."""
+    import signal
+
+    from ragtune.ui.procs import process_info
+
+    for info_file in root.glob("*/process.json"):
+        info = process_info(info_file.parent)
+        if info and info["alive"]:
+            try:
+                os.killpg(info["pgid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def screenshots_dir(tmp_path: Path) -> Path:

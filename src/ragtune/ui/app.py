@@ -36,6 +36,7 @@ class NotFound(RagtuneError):
 def create_app(runs_dir: str | Path, *, api_key: str | None = None, host: str = "127.0.0.1") -> FastAPI:
     root = Path(runs_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
+    _load_registries()
     playground = Playground()
 
     @contextlib.asynccontextmanager
@@ -290,6 +291,19 @@ def create_app(runs_dir: str | Path, *, api_key: str | None = None, host: str = 
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+def _load_registries() -> None:
+    """Fill the registries (methods, engines, metrics, stores) now, in one thread: requests run in
+    worker threads, and ``Registry`` loads its built-in entries lazily without a lock, so two
+    first look-ups at once could see a half-filled registry ("unknown fine-tune method 'lora'")."""
+    from ..engine.base import ENGINES
+    from ..eval.base import METRICS
+    from ..finetune.base import METHODS
+    from ..rag.store import STORES
+
+    for registry in (METHODS, ENGINES, METRICS, STORES):
+        registry.names()
+
+
 def _set_cookie(resp: Response, api_key: str) -> None:
     resp.set_cookie(auth.COOKIE, auth.token(api_key), httponly=True, samesite="strict", path="/")
 

@@ -308,14 +308,12 @@ function newRunPage(main, _rest, params) {
       else if (type === "list") value = raw === "" ? undefined : raw.split(",").map(s => s.trim()).filter(Boolean);
       else if (type === "checkbox") value = raw ? true : (getPath(config, key) === undefined ? undefined : false);
       else value = raw === "" ? undefined : raw;
-      if (key.startsWith("launcher.") && key !== "launcher.type" && getPath(config, "launcher.type") === "local" && value === undefined) continue;
       setPath(config, key, value);
     }
     runCheck({ config });
   }
   let checks = 0;                 // answers to older checks arrive late sometimes: only the newest counts
-  const runCheck = debounce(async body => {
-    const mine = ++checks;
+  const debounced = debounce(async (body, mine) => {
     try {
       const r = await api("/api/runs/check", { method: "POST", body });
       if (mine !== checks) return;
@@ -325,6 +323,12 @@ function newRunPage(main, _rest, params) {
       showResult(r);
     } catch (e) { if (mine === checks) { result.replaceChildren(errorBox(e)); startBtn.disabled = true; } }
   }, 250);
+  // Start waits for the check of exactly what is shown: a stale "valid" must never start other settings
+  const runCheck = body => {
+    startBtn.disabled = true;
+    result.replaceChildren(h("div", { class: "status", id: "checking" }, "checking…"));
+    debounced(body, ++checks);
+  };
   function showResult(r) {
     for (const f of document.querySelectorAll(".field")) { f.classList.remove("invalid"); f.querySelector(".field-error")?.remove(); }
     yamlBox.classList.remove("invalid");
@@ -480,7 +484,7 @@ function retrievalPage(main) {
     if (!evalset.value.trim()) return;
     try {
       questions = (await api(`/api/retrieval/questions?evalset=${encodeURIComponent(evalset.value.trim())}`)).questions;
-      pick.replaceChildren(h("option", { value: "" }, `— ${questions.length} questions —`), questions.map((q, i) => h("option", { value: i }, q.query.slice(0, 120))));
+      pick.replaceChildren(h("option", { value: "" }, `— ${questions.length} questions —`), ...questions.map((q, i) => h("option", { value: i }, q.query.slice(0, 120))));
     } catch (e) { out.replaceChildren(errorBox(e)); }
   };
   pick.addEventListener("change", () => {

@@ -16,7 +16,7 @@ export function fmt(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2);
   if (Number.isInteger(v)) return String(v);
-  return a >= 100 ? v.toFixed(1) : a >= 1 ? v.toFixed(3) : v.toFixed(4);
+  return String(parseFloat(a >= 100 ? v.toFixed(1) : a >= 1 ? v.toFixed(3) : v.toFixed(4)));
 }
 
 function ticks(lo, hi, n = 5) {
@@ -51,16 +51,17 @@ function axes(svg, box, xs, ys, xfmt = fmt) {
 }
 
 // series: [{name, points: [[x, y], ...]}]; each path carries data-series and data-n (its point count).
-export function lineChart(container, { title, series, height = 220, xLabel = "step" }) {
+export function lineChart(container, { title, series, height = 220, xLabel = "step", integerX = true }) {
   const { svg, width } = frame(container, title, height);
   const pts = series.flatMap(s => s.points);
   if (!pts.length) { svg.appendChild(el("text", { x: 12, y: 50, class: "tick" }, "no points yet")); return svg; }
-  const box = { l: 56, r: width - 150, t: 26, b: height - 22 };
+  const box = { l: 56, r: width - 180, t: 26, b: height - 22 };
   const [x0, x1] = [Math.min(...pts.map(p => p[0])), Math.max(...pts.map(p => p[0]))];
   let [y0, y1] = [Math.min(...pts.map(p => p[1])), Math.max(...pts.map(p => p[1]))];
   const pad = (y1 - y0) * 0.08 || Math.abs(y0) * 0.1 || 1;
   y0 -= pad; y1 += pad;
-  const xt = ticks(x0, x1 === x0 ? x0 + 1 : x1, 6), yt = ticks(y0, y1, 5);
+  // steps are whole numbers: no tick at step 1.5
+  const xt = ticks(x0, x1 === x0 ? x0 + 1 : x1, 6).filter(t => !integerX || Number.isInteger(t)), yt = ticks(y0, y1, 5);
   const xs = { ticks: xt, map: x => box.l + (x - x0) / ((x1 - x0) || 1) * (box.r - box.l) };
   const ys = { ticks: yt.filter(t => t >= y0 && t <= y1), map: y => box.b - (y - y0) / (y1 - y0) * (box.b - box.t) };
   axes(svg, box, { ticks: xt.filter(t => t >= x0 && t <= (x1 === x0 ? x0 : x1)), map: xs.map }, ys);
