@@ -85,3 +85,29 @@ def test_browser_signs_in(page, make_ui, tmp_path, via):
     page.wait_for_function(f"document.querySelector('#runs-dir').textContent.includes({str(ui.root)!r})")
     assert "key=" not in page.url and "/login" not in page.url
     page.wait_for_selector("text=No runs yet")
+
+
+def test_cli_starts_the_ui_on_loopback_with_the_key(tmp_path):
+    """`ragtune ui --runs DIR --port 0 --api-key K`: the real command, bound to 127.0.0.1."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "ui", "--runs", str(tmp_path / "runs"), "--port", "0",
+                             "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for _ in range(30):
+            line = proc.stdout.readline()
+            seen.append(line)
+            found = re.search(r"(http://127\.0\.0\.1:\d+)/\?key=<your key>", line)
+            if found or not line:
+                break
+        assert found, "".join(seen)
+        url = found.group(1)
+        assert httpx.get(url + "/api/runs", timeout=30).status_code == 401
+        r = httpx.get(url + "/api/runs", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        assert r.json() == {"runs": []} and (tmp_path / "runs").is_dir()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0

@@ -48,8 +48,9 @@ def test_data_page_marks_bad_records_and_draws_lengths(page, make_ui, tmp_path, 
 
 
 def test_retrieval_page_base_vs_tuned_with_reference(page, make_ui, tmp_path, tiny_embedder_dir):
-    from ragtune.rag import Document, Retriever
     from tiny_models import make_tiny_embedder
+
+    from ragtune.rag import Document, Retriever
 
     tuned = make_tiny_embedder(tmp_path / "tuned-embedder", seed=1)
     lines = ["The pump P-100 runs at 2 bar.", "Replace the filter of valve V-7 every 6 months.",

@@ -29,6 +29,8 @@ def wait_for(predicate, timeout, what):
 
 
 def loss_points(page) -> int:
+    if page.locator('#run-head [data-state="failed"]').count():
+        raise AssertionError("the run failed: " + page.text_content("#run-message"))
     n = page.get_attribute('#chart-loss path[data-series="loss"]', "data-n", timeout=1000) \
         if page.locator('#chart-loss path[data-series="loss"]').count() else None
     return int(n) if n else 0
@@ -53,9 +55,9 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     assert "greater than 0" in page.text_content("#check-error")
     assert page.is_disabled("#start")
     _fill(page, "llm.finetune.learning_rate", "0.001")
-    # short samples (cutoff_len 200: truncation is logged) and few steps keep the run short
+    # few steps keep the run short; two micro-batches per step keep it slow enough to stop half-way
     for key, value in {"llm.finetune.max_steps": STEPS, "llm.finetune.per_device_train_batch_size": 1,
-                       "llm.finetune.save_steps": 2, "llm.finetune.cutoff_len": 200, "llm.finetune.num_train_epochs": 1}.items():
+                       "llm.finetune.save_steps": 2, "llm.finetune.cutoff_len": 1000, "llm.finetune.num_train_epochs": 1}.items():
         _fill(page, key, value)
     page.select_option('[data-key="launcher.type"]', "local")
     page.wait_for_selector("#check-ok")
@@ -68,6 +70,7 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     edited = yaml.safe_load(page.input_value("#yaml"))
     edited["llm"]["infer"]["max_tokens"] = 4
     edited["llm"]["finetune"]["logging_steps"] = 1
+    edited["llm"]["finetune"]["gradient_accumulation_steps"] = 2
     edited["llm"]["finetune"]["save_steps"] = 3
     page.fill("#yaml", yaml.safe_dump(edited))
     page.wait_for_function("document.querySelector('[data-key=\"llm.finetune.save_steps\"]').value === '3'")

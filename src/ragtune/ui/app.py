@@ -16,13 +16,26 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import ConfigError, DataError, RagtuneError
 from ..core.log import get_logger
 from . import auth, forms, procs, runs
-from .playground import ChatRequest, Playground, RetrievalRequest, chat_events, check_local_model
+from .playground import (
+    ChatRequest,
+    Playground,
+    RetrievalRequest,
+    chat_events,
+    check_local_model,
+)
 from .scan import classify, resolve_inside
 
 log = get_logger(__name__)
@@ -149,7 +162,7 @@ def create_app(runs_dir: str | Path, *, api_key: str | None = None, host: str = 
     @app.get("/api/runs/template")
     async def run_template(source: str | None = None, name: str | None = None):
         if source:
-            path, kind = _entry(root, source)
+            path, _ = _entry(root, source)
             for fname in (procs.RUN_YAML, "config.yaml"):
                 if (path / fname).is_file():
                     data = forms.parse_yaml((path / fname).read_text(encoding="utf-8"))

@@ -2,8 +2,9 @@
 (ragtune.eval.report), so the table here and the report file say the same."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core.errors import ConfigError
 

@@ -13,8 +13,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -39,7 +40,7 @@ class RetrievalRequest(Config):
     kb: str
     question: str = Field(min_length=1)
     embed_base: str = "all-MiniLM-L6-v2"
-    embed_tuned: Optional[str] = None
+    embed_tuned: str | None = None
     topk: int = Field(5, ge=1, le=50)
     splitter: Literal["line", "sentence", "none"] = "line"
     reference: list[str] = Field(default_factory=list, description="Reference passage(s) to highlight.")
@@ -47,14 +48,14 @@ class RetrievalRequest(Config):
 
 class ChatTarget(Config):
     kind: Literal["local", "remote"] = "local"
-    model: Optional[str] = Field(None, description="local: a model name, dir or fine-tune output; remote: the model name.")
-    url: Optional[str] = Field(None, description="remote: OpenAI-compatible base URL (…/v1).")
-    api_key: Optional[str] = Field(None, description="remote: API key (sent to that URL only, never stored).")
-    api_key_env: Optional[str] = Field(None, description="remote: environment variable holding the key.")
+    model: str | None = Field(None, description="local: a model name, dir or fine-tune output; remote: the model name.")
+    url: str | None = Field(None, description="remote: OpenAI-compatible base URL (…/v1).")
+    api_key: str | None = Field(None, description="remote: API key (sent to that URL only, never stored).")
+    api_key_env: str | None = Field(None, description="remote: environment variable holding the key.")
 
     @field_validator("url")
     @classmethod
-    def _http(cls, value: Optional[str]) -> Optional[str]:
+    def _http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
@@ -63,7 +64,7 @@ class ChatTarget(Config):
 class ChatRequest(Config):
     target: ChatTarget
     messages: list[dict[str, str]] = Field(min_length=1)
-    rag: Optional[RagOptions] = None
+    rag: RagOptions | None = None
     max_tokens: int = Field(128, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
 
@@ -202,7 +203,7 @@ async def chat_events(pg: Playground, req: ChatRequest) -> AsyncIterator[str]:
         else:
             async for event in _remote(req, messages):
                 yield event
-    except Exception as exc:   # the stream has started: the error goes to the page in-stream
+    except Exception as exc:  # noqa: BLE001 - the stream has started: any error goes to the page in-stream
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         log.warning("chat failed: %s", message)
         yield _sse({"error": message})

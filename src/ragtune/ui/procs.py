@@ -85,15 +85,12 @@ def start(run_dir: Path, yaml_path: Path, cwd: Path) -> dict[str, Any]:
         raise ConfigError(f"{run_dir.name} is already running (pid {current['pid']}); stop it first")
     argv = command(yaml_path)
     run_dir.mkdir(parents=True, exist_ok=True)
-    console = open(run_dir / CONSOLE_LOG, "ab")
-    console.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
-    console.flush()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    try:
+    with open(run_dir / CONSOLE_LOG, "ab") as console:    # the child keeps its own copy of the fd
+        console.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
+        console.flush()
         proc = subprocess.Popen(argv, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=cwd, env=env, start_new_session=True)
-    finally:
-        console.close()
     info = {"pid": proc.pid, "pgid": proc.pid, "start_ticks": _start_ticks(proc.pid), "argv": argv,
             "cwd": str(cwd), "yaml": str(yaml_path), "cli": cli_line(yaml_path, cwd),
             "started": time.time(), "exit_code": None, "ended": None, "stop_requested": None}

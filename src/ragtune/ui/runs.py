@@ -8,8 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from .procs import RUN_YAML, cli_line, process_info
-from .scan import (CONSOLE_LOG, FINETUNE_MANIFEST, PROGRESS, STAGE_MARKER, Entry, age, mtime, newest_mtime,
-                   read_json, read_progress, rel, scan, tail, top_level)
+from .scan import (
+    CONSOLE_LOG,
+    FINETUNE_MANIFEST,
+    PROGRESS,
+    STAGE_MARKER,
+    Entry,
+    age,
+    mtime,
+    newest_mtime,
+    read_json,
+    read_progress,
+    rel,
+    scan,
+    tail,
+    top_level,
+)
 
 # the exit codes of a run that was stopped, not broken: 130 = the CLI's "interrupted" (the trainer
 # turns SIGTERM into it after checkpointing), -15/-9 = killed by the signal itself
@@ -29,7 +43,7 @@ def expected_stages(run_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
                 return [{"name": s.name, "config": s.config} for s in build_stages(cfg)], None
             except RagtuneError as exc:
                 return [], exc.message
-            except Exception as exc:   # a config of another ragtune version: show the dirs only
+            except Exception as exc:  # noqa: BLE001 - a config of another ragtune version: show the dirs only
                 return [], f"{type(exc).__name__}: {exc}"
     return [], None
 
@@ -160,7 +174,7 @@ def list_kind(root: Path, kind: str) -> list[dict[str, Any]]:
         if kind == "eval":
             s = read_json(e.path / "summary.json") or {}
             item.update(name=s.get("name"), run_id=s.get("run_id"), n_items=s.get("n_items"),
-                        evalset=s.get("evalset"), metrics=sorted((s.get("metrics") or {})))
+                        evalset=s.get("evalset"), metrics=sorted(s.get("metrics") or {}))
         out.append(item)
     return out
 
@@ -193,6 +207,22 @@ def logs_of(path: Path) -> list[str]:
     if ll.is_file():
         found.append("finetune_llm/model.launch/launcher.log")
     return found
+
+
+_SHOWN = (".md", ".html", ".png", ".svg", ".json", ".jsonl", ".csv", ".txt", ".log", ".yaml")
+
+
+def output_files(path: Path, limit: int = 60) -> list[str]:
+    """Files a run wrote that the page links to (reports, charts, metrics JSON of any ragtune
+    command, including ones this UI has no page for yet), relative to the run directory."""
+    found: list[str] = []
+    for sub in (path, path / "report", path / "finetune_llm" / "model"):
+        if not sub.is_dir():
+            continue
+        for f in sorted(sub.iterdir()):
+            if f.is_file() and f.suffix in _SHOWN and not f.name.startswith("."):
+                found.append(str(f.relative_to(path)))
+    return found[:limit]
 
 
 def checkpoints(model_dir: Path | None) -> list[str]:
@@ -235,6 +265,10 @@ def detail(root: Path, path: Path, kind: str, progress_offset: int = 0, log_name
         out["state"] = "finished"
         out["summary"] = read_json(path / "summary.json")
         out["reports"] = [n for n in ("report.html", "report.md") if (path / n).is_file()]
+    elif kind == "retrieval":
+        out["state"] = "finished"
+        out["retrieval"] = read_json(path / "retrieval.json")
+    out["files"] = output_files(path)
     if model_dir is not None:
         out["model_dir"] = rel(root, model_dir)
         out["progress"] = read_progress(model_dir / PROGRESS, progress_offset)

@@ -9,16 +9,20 @@ Kinds of directories recognised (each written by ragtune itself):
 - ``finetune``: a fine-tune output (``ragtune finetune llm --output DIR``): ``progress.jsonl``,
   ``train.log``, ``checkpoints/``, ``metrics.json`` and ``ragtune_finetune.json`` at the end;
 - ``embedder``: a sentence-transformers folder (``ragtune finetune embed --output DIR``);
-- ``eval``: an eval run (``summary.json`` + ``items.json``), alone or under ``eval-<id>/``.
+- ``eval``: an eval run (``summary.json`` + ``items.json``), alone or under ``eval-<id>/``;
+- ``retrieval``: a retrieval eval (``ragtune eval retrieval --output DIR``: ``retrieval.json``).
+
+Any other output a run directory holds (reports, charts, JSON of sweeps) is listed as a file.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..core.errors import ConfigError, DataError
 
@@ -49,6 +53,8 @@ def classify(path: Path) -> str | None:
         return "finetune"
     if (path / "modules.json").is_file() and (path / "config_sentence_transformers.json").is_file():
         return "embedder"
+    if (path / "retrieval.json").is_file():
+        return "retrieval"               # ragtune eval retrieval --output DIR
     return None
 
 
@@ -67,7 +73,7 @@ def scan(root: Path) -> list[Entry]:
         kind = classify(path)
         if kind is not None:
             out.append(Entry(path, kind))
-            if kind in ("eval", "embedder"):
+            if kind in ("eval", "embedder", "retrieval"):
                 return
         if depth >= MAX_DEPTH:
             return

@@ -209,6 +209,12 @@ function runView(box, id) {
       if (d.evals && d.evals.length) parts.push(h("div", {}, h("a", { href: `#/compare?runs=${d.evals.map(encodeURIComponent).join(",")}`, id: "compare-evals" },
         `Compare this run's ${d.evals.length} evals`)));
       if (d.reports && d.reports.length) parts.push(h("div", {}, "report: ", ...d.reports.map(r => h("a", { href: fileUrl(id, r), target: "_blank" }, r + " "))));
+      if (d.retrieval && d.retrieval.models) parts.push(retrievalReport(d.retrieval));
+      const images = (d.files || []).filter(f => f.endsWith(".png"));
+      if (images.length) parts.push(h("div", { class: "images" }, images.map(f => h("a", { href: fileUrl(id, f), target: "_blank" },
+        h("img", { src: fileUrl(id, f) + `&t=${Math.round(Date.now() / 10000)}`, alt: f, title: f, style: "max-width:420px;margin:4px;border:1px solid #d0d7de" })))));
+      if (d.files && d.files.length) parts.push(h("details", { id: "files" }, h("summary", {}, `files (${d.files.length})`),
+        h("div", {}, d.files.map(f => h("div", {}, h("a", { href: fileUrl(id, f), target: "_blank" }, f))))));
       extra.replaceChildren(...parts);
       // log
       const names = d.logs || [];
@@ -223,6 +229,16 @@ function runView(box, id) {
     },
   };
   return view;
+}
+
+function retrievalReport(r) {
+  // ragtune eval retrieval: one row per embedder, every numeric metric it reported
+  const keys = [...new Set(r.models.flatMap(m => Object.keys(m.metrics).filter(k => typeof m.metrics[k] === "number" && !k.startsWith("n_"))))];
+  const chart = h("div", { class: "chart-box", id: "retrieval-chart" });
+  requestAnimationFrame(() => barChart(chart, { title: "retrieval metrics (%)", categories: keys, max: 110,
+    series: r.models.map(m => ({ name: m.embed.split("/").pop(), values: keys.map(k => m.metrics[k] * 100) })) }));
+  return h("div", {}, h("table", { id: "retrieval-table" }, h("tr", {}, h("th", {}, "embedder"), keys.map(k => h("th", {}, k))),
+    r.models.map(m => h("tr", {}, h("td", {}, m.embed), keys.map(k => h("td", { class: "num" }, fmt(m.metrics[k] * 100)))))), chart);
 }
 
 function kvTable(obj) {
