@@ -100,6 +100,10 @@ class Playground:
         self._docs: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.Lock()
         self._loading: dict[Any, threading.Lock] = collections.defaultdict(threading.Lock)
+        # one model load at a time in this process: transformers/accelerate build models on the
+        # meta device by patching torch globally, so two loads in two threads corrupt each other
+        # ("Cannot copy out of meta tensor")
+        self._load_one_at_a_time = threading.Lock()
 
     # -- retrieval ------------------------------------------------------------------------------------
     def document(self, kb: str, embed: str, splitter: str):
@@ -111,6 +115,8 @@ class Playground:
                 doc = Document(key[0], embed=embed)
                 if splitter != "none":
                     doc.create_node_group("chunks", transform=splitter)
+                with self._load_one_at_a_time:
+                    doc.embedder                      # noqa: B018 - loads the embedder now
                 self._docs[key] = doc
             return self._docs[key]
 
@@ -147,7 +153,8 @@ class Playground:
                     return self._engines[model]
             from ..engine.builtin import BuiltinEngine
 
-            engine = BuiltinEngine.load(model)
+            with self._load_one_at_a_time:
+                engine = BuiltinEngine.load(model)
             with self._lock:
                 self._engines[model] = engine
                 while len(self._engines) > self.max_engines:

@@ -15,6 +15,7 @@ from .scan import (
     STAGE_MARKER,
     Entry,
     age,
+    flatten_numbers,
     mtime,
     newest_mtime,
     read_json,
@@ -193,6 +194,26 @@ def models(root: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 # -- one run in detail ------------------------------------------------------------------------------
+def _sweep(root: Path, report: Any) -> dict[str, Any] | None:
+    """sweep.json with each run's id (its page link) and every numeric value flattened, so
+    metrics of later ragtune versions show up as columns."""
+    if not isinstance(report, dict) or not isinstance(report.get("runs"), list):
+        return None
+    rows = []
+    for r in report["runs"]:
+        if not isinstance(r, dict):
+            continue
+        values = dict(flatten_numbers({k: v for k, v in r.items() if k not in ("run_dir", "name")}))
+        run_dir = Path(str(r.get("run_dir", "")))
+        run_dir = run_dir if run_dir.is_absolute() else Path.cwd() / run_dir
+        try:
+            run_id = rel(root, run_dir.resolve())
+        except ValueError:
+            run_id = None
+        rows.append({"name": r.get("name"), "id": run_id, "values": values})
+    return {"rank_by": report.get("rank_by"), "grid": report.get("grid"), "runs": rows}
+
+
 def logs_of(path: Path) -> list[str]:
     """Log files of a run dir or fine-tune dir, relative to it, most useful first."""
     names = [CONSOLE_LOG, "train.log"]
@@ -268,6 +289,9 @@ def detail(root: Path, path: Path, kind: str, progress_offset: int = 0, log_name
     elif kind == "retrieval":
         out["state"] = "finished"
         out["retrieval"] = read_json(path / "retrieval.json")
+    elif kind == "sweep":
+        out["state"] = "finished"
+        out["sweep"] = _sweep(root, read_json(path / "sweep.json"))
     out["files"] = output_files(path)
     if model_dir is not None:
         out["model_dir"] = rel(root, model_dir)

@@ -10,7 +10,8 @@ Kinds of directories recognised (each written by ragtune itself):
   ``train.log``, ``checkpoints/``, ``metrics.json`` and ``ragtune_finetune.json`` at the end;
 - ``embedder``: a sentence-transformers folder (``ragtune finetune embed --output DIR``);
 - ``eval``: an eval run (``summary.json`` + ``items.json``), alone or under ``eval-<id>/``;
-- ``retrieval``: a retrieval eval (``ragtune eval retrieval --output DIR``: ``retrieval.json``).
+- ``retrieval``: a retrieval eval (``ragtune eval retrieval --output DIR``: ``retrieval.json``);
+- ``sweep``: ``ragtune sweep`` output (``sweep.json`` ranking the runs in its subdirectories).
 
 Any other output a run directory holds (reports, charts, JSON of sweeps) is listed as a file.
 """
@@ -55,6 +56,8 @@ def classify(path: Path) -> str | None:
         return "embedder"
     if (path / "retrieval.json").is_file():
         return "retrieval"               # ragtune eval retrieval --output DIR
+    if (path / "sweep.json").is_file():
+        return "sweep"                   # ragtune sweep: its runs are in subdirectories
     return None
 
 

@@ -210,6 +210,7 @@ function runView(box, id) {
         `Compare this run's ${d.evals.length} evals`)));
       if (d.reports && d.reports.length) parts.push(h("div", {}, "report: ", ...d.reports.map(r => h("a", { href: fileUrl(id, r), target: "_blank" }, r + " "))));
       if (d.retrieval && d.retrieval.models) parts.push(retrievalReport(d.retrieval));
+      if (d.sweep) parts.push(sweepReport(d.sweep));
       const images = (d.files || []).filter(f => f.endsWith(".png"));
       if (images.length) parts.push(h("div", { class: "images" }, images.map(f => h("a", { href: fileUrl(id, f), target: "_blank" },
         h("img", { src: fileUrl(id, f) + `&t=${Math.round(Date.now() / 10000)}`, alt: f, title: f, style: "max-width:420px;margin:4px;border:1px solid #d0d7de" })))));
@@ -239,6 +240,18 @@ function retrievalReport(r) {
     series: r.models.map(m => ({ name: m.embed.split("/").pop(), values: keys.map(k => m.metrics[k] * 100) })) }));
   return h("div", {}, h("table", { id: "retrieval-table" }, h("tr", {}, h("th", {}, "embedder"), keys.map(k => h("th", {}, k))),
     r.models.map(m => h("tr", {}, h("td", {}, m.embed), keys.map(k => h("td", { class: "num" }, fmt(m.metrics[k] * 100)))))), chart);
+}
+
+function sweepReport(sw) {
+  // ragtune sweep: runs ranked by rank_by; every numeric value of a row is a column
+  const keys = [...new Set(sw.runs.flatMap(r => Object.keys(r.values)))];
+  const rank = "rank_value";
+  keys.sort((a, b) => (a === rank ? -1 : b === rank ? 1 : a.localeCompare(b)));
+  return h("div", {}, h("h3", {}, `Sweep ranked by ${sw.rank_by}`),
+    h("table", { id: "sweep-table" }, h("tr", {}, h("th", {}, "#"), h("th", {}, "run"), keys.map(k => h("th", {}, k === rank ? sw.rank_by : k))),
+      sw.runs.map((r, i) => h("tr", { "data-run": r.name }, h("td", { class: "num" }, i + 1),
+        h("td", {}, r.id ? h("a", { href: `#/runs/${encodeURIComponent(r.id)}` }, r.name) : r.name),
+        keys.map(k => h("td", { class: "num" }, r.values[k] === undefined ? "—" : fmt(r.values[k])))))));
 }
 
 function kvTable(obj) {
