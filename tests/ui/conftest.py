@@ -30,7 +30,7 @@ def browser():
     pw = sync_playwright().start()
     try:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    except Exception as exc:  # noqa: BLE001 - any launch failure is the reason the test fails with
+    except Exception as exc:  # any launch failure is the reason the tests fail with
         pw.stop()
         pytest.fail(f"chromium at {CHROMIUM} did not start under Playwright: {exc}", pytrace=False)
     yield b

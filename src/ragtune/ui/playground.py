@@ -210,7 +210,7 @@ async def chat_events(pg: Playground, req: ChatRequest) -> AsyncIterator[str]:
         else:
             async for event in _remote(req, messages):
                 yield event
-    except Exception as exc:  # noqa: BLE001 - the stream has started: any error goes to the page in-stream
+    except Exception as exc:  # the stream has started: any error goes to the page in-stream
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         log.warning("chat failed: %s", message)
         yield _sse({"error": message})
