@@ -71,6 +71,8 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     edited["llm"]["infer"]["max_tokens"] = 4
     edited["llm"]["finetune"]["logging_steps"] = 1
     edited["llm"]["finetune"]["gradient_accumulation_steps"] = 2
+    # a dev metric decoded on 2 held-out records every 4 steps: its curve appears next to the loss
+    edited["llm"]["finetune"].update(val_size=2, eval_steps=4, dev_metrics=["exact"], dev_max_tokens=4)
     edited["llm"]["finetune"]["save_steps"] = 3
     page.fill("#yaml", yaml.safe_dump(edited))
     page.wait_for_function("document.querySelector('[data-key=\"llm.finetune.save_steps\"]').value === '3'")
@@ -118,6 +120,11 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     assert steps == list(range(1, STEPS + 1))       # every step once: continued, not redone
     assert page.locator('#stage-table [data-state="done"]').count() == 7
     assert int(page.get_attribute('#chart-loss path[data-series="loss"]', "data-n")) == STEPS
+    lines = [json.loads(line) for line in (model / "progress.jsonl").read_text().splitlines()]
+    dev_points = [e for e in lines if "dev" in e]
+    assert dev_points and int(page.get_attribute('#chart-dev path[data-series="dev.exact"]', "data-n")) == len(dev_points)
+    assert int(page.get_attribute('#chart-loss path[data-series="eval_loss"]', "data-n")) == \
+        sum("eval_loss" in e for e in lines)
 
     # compare this run's evals
     page.click("#compare-evals")
