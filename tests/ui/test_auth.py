@@ -52,7 +52,8 @@ def test_every_route_needs_the_key(make_ui, tmp_path):
         assert ok.status_code == 303 and ok.headers["location"] == "/#/runs"
         cookie = ok.cookies.get("ragtune_ui")
         assert cookie and KEY not in cookie
-        assert c.get("/api/info", cookies={"ragtune_ui": cookie}).status_code == 200
+        with httpx.Client(base_url=ui.url, timeout=30, cookies={"ragtune_ui": cookie}) as browser_like:
+            assert browser_like.get("/api/info").status_code == 200
         # sign-in never redirects to another site
         assert c.post("/login", data={"key": KEY, "next": "//evil.example/"}).headers["location"] == "/"
 

@@ -88,7 +88,7 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     first = wait_for(lambda: loss_points(page) >= 2 and loss_points(page), 240, "two loss points on the chart")
     more = wait_for(lambda: loss_points(page) > first and loss_points(page), 60, "the loss chart to update")
     assert more > first
-    screenshot(page, tmp_path, "runs")
+    screenshot(page, tmp_path, "runs-live")
 
     # reload mid-run: same run, same state, the curve is rebuilt from disk (not from page memory)
     page.reload()
@@ -102,7 +102,7 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     page.click("#stop")
     page.wait_for_selector('#run-head [data-state="stopped"]', timeout=120_000)
     proc = json.loads((runs / "tiny" / "process.json").read_text())
-    assert proc["stop_requested"] and proc["exit_code"] == 130, proc   # the CLI's "interrupted"
+    assert proc["stop_requested"] and proc["exit_code"] == 143, proc   # the CLI: terminated after a checkpoint
     model = runs / "tiny" / "finetune_llm" / "model"
     stopped_at = max(int(p.name.split("-")[1]) for p in (model / "checkpoints").glob("step-*"))
     assert 0 < stopped_at < STEPS
@@ -125,6 +125,7 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     assert dev_points and int(page.get_attribute('#chart-dev path[data-series="dev.exact"]', "data-n")) == len(dev_points)
     assert int(page.get_attribute('#chart-loss path[data-series="eval_loss"]', "data-n")) == \
         sum("eval_loss" in e for e in lines)
+    screenshot(page, tmp_path, "runs")
 
     # compare this run's evals
     page.click("#compare-evals")
@@ -137,7 +138,7 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     assert page.locator('#compare-chart rect[data-series="tuned"]').count() == len(summary["metrics"])
     screenshot(page, tmp_path, "compare")
 
-    _chat(page, ui, tmp_path, readable_llm, model)
+    _chat(page, ui, tmp_path, readable_llm, model, tiny_embedder_dir)
 
 
 def _format(agg):
@@ -146,7 +147,7 @@ def _format(agg):
     return format_score(agg)
 
 
-def _chat(page, ui, tmp_path, readable_llm, tuned_dir):
+def _chat(page, ui, tmp_path, readable_llm, tuned_dir, embedder):
     """Base, tuned and a remote OpenAI-compatible server (ragtune serve's app on a real port),
     answers streamed; the base answer equals the engine's own greedy answer."""
     from ragtune.engine.base import SamplingParams
@@ -182,6 +183,39 @@ def _chat(page, ui, tmp_path, readable_llm, tuned_dir):
         page.reload()
         page.wait_for_selector('[data-transcript="base"] .turn.assistant')
         assert page.text_content('[data-transcript="base"] .turn.assistant') == expected
+        _rag(page, tmp_path, engine, embedder)
     finally:
         remote.stop()
         engine.close()
+
+
+def _rag(page, tmp_path, engine, embedder):
+    """Through the RAG pipeline: the top-2 chunks of a knowledge base go into the chapter's prompt
+    (ChatPrompter with context_str); the answer equals the engine's on that same prompt."""
+    from ragtune.core.prompt import ChatPrompter
+    from ragtune.engine.base import SamplingParams
+    from ragtune.rag import Document, Retriever
+    from ragtune.ui.playground import DEFAULT_INSTRUCTION
+
+    kb = tmp_path / "kb.txt"
+    kb.write_text("The pump runs at 2 bar.\nReplace the filter every 6 months.\nStation north uses model X9.\n")
+    question = "how often is the filter replaced"
+    doc = Document(str(kb), embed=str(embedder))
+    doc.create_node_group("chunks", transform="line")
+    hits = [n.text for n in Retriever(doc, "chunks", topk=2).retrieve(question)]
+    messages = ChatPrompter(DEFAULT_INSTRUCTION, extra_keys=["context_str"]).messages(
+        {"context_str": hits, "query": question})
+    expected = engine.generate([messages], SamplingParams(max_tokens=24))[0].text
+    page.click("#chat-clear")
+    for key in ("tuned", "remote"):
+        page.uncheck(f'[data-enable="{key}"]')
+    page.select_option("#chat-mode", "rag")
+    page.fill("#chat-kb", str(kb))
+    page.fill("#chat-embed", str(embedder))
+    page.fill("#chat-topk", "2")
+    page.fill("#chat-question", question)
+    page.click("#chat-send")
+    page.wait_for_selector('[data-answer="base"][data-done="1"]', timeout=120_000)
+    shown = page.eval_on_selector_all('[data-transcript="base"] details .hit', "hs => hs.map(h => h.lastChild.textContent)")
+    assert shown == hits
+    assert page.text_content('[data-answer="base"]') == expected

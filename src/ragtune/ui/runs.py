@@ -100,10 +100,25 @@ def _console_error(run_dir: Path) -> str | None:
     return "\n".join(lines[-2:]) or None
 
 
+ACTIVE_SECONDS = 120
+
+
+def recently_active(run_dir: Path) -> bool:
+    """A run started outside the UI (no process.json) whose unfinished stage wrote its log or
+    progress within the last two minutes: shown as "active" (the UI cannot stop it: no pid)."""
+    files = [d / "log.txt" for d in run_dir.iterdir() if d.is_dir() and not (d / STAGE_MARKER).exists()] \
+        if run_dir.is_dir() else []
+    files += [run_dir / "finetune_llm" / "model" / PROGRESS, run_dir / "finetune_llm" / "model" / "train.log"]
+    ages = [age(mtime(f)) for f in files]
+    return any(a is not None and a < ACTIVE_SECONDS for a in ages)
+
+
 def run_status(run_dir: Path, stages: list[dict[str, Any]], proc: dict[str, Any] | None) -> tuple[str, str | None]:
-    """(state, message): running | finished | failed | stopped | incomplete | new."""
+    """(state, message): running | stopping | active | finished | failed | stopped | incomplete | new."""
     if proc and proc["alive"]:
         return ("stopping" if proc.get("stop_requested") else "running"), None
+    if proc is None and any(s["state"] == "running" for s in stages):
+        return "active", "started outside this UI: watched from its files (stop it where it runs)"
     failed = [s for s in stages if s["state"] == "failed"]
     code = proc.get("exit_code") if proc else None
     if stages and all(s["state"] == "done" for s in stages) and code in (None, 0):
@@ -130,7 +145,7 @@ def summarize(root: Path, entry: Entry) -> dict[str, Any]:
     row: dict[str, Any] = {"id": rel(root, path), "kind": entry.kind, "name": path.name}
     if entry.kind == "run":
         proc = process_info(path)
-        stages = stage_states(path, bool(proc and proc["alive"]))
+        stages = stage_states(path, bool(proc and proc["alive"]) or (proc is None and recently_active(path)))
         row["state"], row["message"] = run_status(path, stages, proc)
         row["stages_done"] = sum(s["state"] == "done" for s in stages)
         row["stages"] = len(stages)
@@ -263,7 +278,7 @@ def detail(root: Path, path: Path, kind: str, progress_offset: int = 0, log_name
     model_dir: Path | None = None
     if kind == "run":
         proc = process_info(path)
-        stages = stage_states(path, bool(proc and proc["alive"]))
+        stages = stage_states(path, bool(proc and proc["alive"]) or (proc is None and recently_active(path)))
         out["state"], out["message"] = run_status(path, stages, proc)
         out["stages"] = stages
         _, out["config_error"] = expected_stages(path)

@@ -110,14 +110,14 @@ function runsPage(main, selected) {
   };
   let listTick = 0;
   if (!selected) { poll(refreshList, 3000); return; }
-  const view = runView(detailBox, selected);
+  const view = runView(detailBox, selected, () => refreshList().catch(() => {}));
   poll(async () => {
     if (listTick++ % 3 === 0) refreshList().catch(() => {});
     return view.refresh();
   }, 1000);
 }
 
-function runView(box, id) {
+function runView(box, id, onStateChange) {
   let offset = 0, points = {}, lastState = null, logName = null, totalSteps = null;
   const head = h("div", { id: "run-head" });
   const msg = h("div", { id: "run-message" });
@@ -165,6 +165,7 @@ function runView(box, id) {
       head.replaceChildren(h("h2", {}, d.name, " ", badge(d.state)), h("div", { class: "muted" }, `${d.kind} · ${d.path}`));
       const alive = d.process && d.process.alive;
       if (d.state !== lastState) {
+        if (lastState !== null) onStateChange();     // the list on the left shows the new state at once
         lastState = d.state;
         const btns = [];
         if (d.kind === "run") {
@@ -176,7 +177,7 @@ function runView(box, id) {
         }
         actions.replaceChildren(...btns);
       }
-      msg.replaceChildren(...(d.message ? [h("div", { class: "error-box", id: "run-error" }, d.message)] : []),
+      msg.replaceChildren(...(d.message ? [h("div", { class: d.state === "active" ? "warn-box" : "error-box", id: "run-error" }, d.message)] : []),
         ...(d.config_error ? [h("div", { class: "warn-box" }, "config: " + d.config_error)] : []),
         ...(d.process && d.process.stop_requested && d.state === "stopped" ? [h("div", { class: "warn-box", id: "stopped-note" },
           "Stopped. Resume continues from the last checkpoint" + (d.checkpoints && d.checkpoints.length ? ` (${d.checkpoints[d.checkpoints.length - 1]})` : "") + ".")] : []));
@@ -635,7 +636,8 @@ function chatPage(main) {
           if (ev.error) status.replaceChildren(h("div", { class: "error-box", "data-error": c.key }, ev.error));
           if (ev.done) {
             answer.dataset.done = "1";
-            status.textContent = `done in ${ev.seconds} s · ${finished.completion_tokens ?? "?"} tokens · finish: ${finished.finish_reason ?? "?"}`;
+            status.textContent = [`done in ${ev.seconds} s`, finished.completion_tokens !== undefined ? `${finished.completion_tokens} tokens` : null,
+              finished.finish_reason ? `finish: ${finished.finish_reason}` : null].filter(Boolean).join(" · ");
             history[c.key] = [...msgs, { role: "assistant", content: text_ }];
             save();
           }
