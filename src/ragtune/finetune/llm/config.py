@@ -151,3 +151,5 @@ class FreezeConfig(LLMFinetuneConfig):
 class FullConfig(LLMFinetuneConfig):
     method: Literal["full"] = "full"
     fsdp: bool = Field(False, description="FSDP sharding under torchrun on CUDA.")
+    train_embeddings: bool = Field(True, description="Also train the token embeddings (and a head tied to them); "
+                                   "false: every other weight (for a 262k vocabulary, most of the model stays frozen).")
