@@ -34,6 +34,7 @@ class Registry(Generic[T]):
         self._builtins = builtins
         self._plugins_loaded = entry_point_group is None
         self._lock = threading.RLock()   # first look-ups from two threads must not see a half-filled registry
+        self._loading = False
 
     def register(self, name: str, entry: T | None = None) -> Callable[[T], T] | T:
         """``REG.register("x", obj)`` or ``@REG.register("x")`` on a class or function."""
@@ -81,11 +82,15 @@ class Registry(Generic[T]):
     def _load_builtins(self) -> None:
         if self._builtins is None:
             return
-        with self._lock:
-            if self._builtins is not None:
-                load = self._builtins
-                load()
-                self._builtins = None   # cleared after loading: a concurrent caller waits on the lock
+        with self._lock:   # another thread waits here until the built-ins are in
+            if self._builtins is None or self._loading:
+                return     # done, or a re-entrant call from the imports of this very loading
+            self._loading = True
+            try:
+                self._builtins()
+            finally:
+                self._loading = False
+                self._builtins = None
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
