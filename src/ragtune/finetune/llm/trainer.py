@@ -269,8 +269,8 @@ class Loop:
 
         self.cfg, self.dist, self.model, self.engine = cfg, dist, model, engine
         self.tokenizer = tokenizer
-        self.dev = (DevEvaluator(dev, cfg.dev_metrics, cfg.prompt, cfg.dev_max_tokens, cfg.dev_batch_size)
-                    if dev else None)
+        self.dev = (DevEvaluator(dev, cfg.dev_metrics, cfg.prompt, cfg.dev_max_tokens, cfg.dev_batch_size,
+                                 cfg.dev_extractive) if dev else None)
         self.best: tuple[float, int] | None = None          # (dev value, step) of the best eval
         self.best_dev: dict[str, Any] = {}
         self.evals_since_best = 0
