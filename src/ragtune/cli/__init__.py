@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("ragtune.cli.run", "run", "Run the whole chain from one YAML config."),
     "sweep": ("ragtune.cli.sweep", "sweep", "Run a grid of run configs through the stage cache; rank them."),
     "demo": ("ragtune.cli.demo", "demo", "Offline end-to-end demo on the bundled models."),
+    "ui": ("ragtune.cli.ui", "ui", "Local web app: runs (start/stop/resume, live curves), data, compare, retrieval, chat."),
 }
 
 

@@ -100,7 +100,7 @@ def build_metrics(cfg: MetricOptions, api_key: Optional[str] = None) -> list[Met
         cls = metric_class(name)
         if "progress" in cls.Params.model_fields and "progress" not in params:
             params = {**params, "progress": True}
-        extra = {"api_key": api_key} if issubclass(cls, _JudgedMetric) else {}
+        extra: dict[str, Any] = {"api_key": api_key} if issubclass(cls, _JudgedMetric) else {}
         metrics.append(cls(**params, **extra))
     return metrics
 

@@ -63,6 +63,8 @@ class LLMFinetuneConfig(FinetuneConfig):
     dev_samples: int = Field(200, ge=1, description="Seeded slice of the dev items decoded at each eval.")
     dev_max_tokens: int = Field(64, ge=1, description="New tokens per dev item (greedy).")
     dev_batch_size: int = Field(16, ge=1, description="Dev items per batched generate.")
+    dev_extractive: Literal["off", "vocab", "span"] = Field(
+        "off", description="Decode the dev items extractively (see `ragtune infer --extractive`).")
     keep_best: bool = Field(True, description="With dev metrics: the saved model is the best eval's, not the last.")
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after this many evals without a "
                                                    "better dev metric.")
