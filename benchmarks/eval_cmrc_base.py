@@ -36,10 +36,10 @@ def main() -> None:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragtune.models.device import resolve_dtype
     from ragtune.core.io import atomic_write_json
-    from ragtune.models import resolve_model
     from ragtune.core.prompt import build_prompt
+    from ragtune.models import resolve_model
+    from ragtune.models.device import resolve_dtype
 
     torch.set_num_threads(2)
     rows = json.loads(Path(args.data).read_text(encoding="utf-8"))[: args.n]

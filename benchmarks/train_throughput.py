@@ -43,8 +43,8 @@ def build_data(n: int, path: Path) -> Path:
 def samples(model_dir: str, data: Path):
     from transformers import AutoTokenizer
 
-    from ragtune.finetune.llm.data import tokenized_dataset
     from ragtune.core.prompt import PromptConfig
+    from ragtune.finetune.llm.data import tokenized_dataset
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     return tokenized_dataset(data, tok, model_dir, PromptConfig(), CUTOFF, use_cache=False)[0], tok
@@ -156,7 +156,7 @@ def run_child(variant: str, model_dir: str, data: Path, threads: int) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", variant, "--model", model_dir, "--data", str(data),
                            "--threads", str(threads)], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"variant {variant} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT "):])

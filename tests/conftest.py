@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tiny_models import make_tiny_embedder, make_tiny_llm  # noqa: E402
+from tiny_models import make_tiny_embedder, make_tiny_llm
 
 # A ChatML-like template, for tests of the "model has its own chat template" path.
 CHATML_TEMPLATE = (

@@ -3,11 +3,12 @@ import random
 
 import pytest
 
-from .helpers import read_jsonl, write_json, write_jsonl
 from ragtune.cli import main
+from ragtune.core.errors import ConfigError
 from ragtune.data import augment_json, corrupt_json
 from ragtune.data.augment import CORRUPTIONS, find_json_span
-from ragtune.core.errors import ConfigError
+
+from .helpers import read_jsonl, write_json, write_jsonl
 
 
 def _is_json(text):

@@ -2,11 +2,12 @@ import json
 
 import pytest
 
-from .helpers import read_jsonl, write_json
 from ragtune.cli import main
+from ragtune.core.errors import ConfigError, DataError
 from ragtune.data import DEFAULT_INSTRUCTION, embed_pairs, split_indices
 from ragtune.data.embed_pairs import sample_negatives
-from ragtune.core.errors import ConfigError, DataError
+
+from .helpers import read_jsonl, write_json
 
 
 def qa_rows(n=60):

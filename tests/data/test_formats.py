@@ -2,10 +2,18 @@ import json
 
 import pytest
 
-from .helpers import alpaca, write_json, write_jsonl
-from ragtune.data import (alpaca_to_messages, convert, detect_format, messages_to_alpaca,
-                          normalize_alpaca, read_records, to_messages)
 from ragtune.core.errors import DataError
+from ragtune.data import (
+    alpaca_to_messages,
+    convert,
+    detect_format,
+    messages_to_alpaca,
+    normalize_alpaca,
+    read_records,
+    to_messages,
+)
+
+from .helpers import alpaca, write_json, write_jsonl
 
 ALPACA_CASES = [
     {"instruction": "Translate", "input": "Hello, how are you?", "output": "Bonjour"},

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
-from .helpers import read_jsonl, write_jsonl
 from ragtune.cli import main
+from ragtune.core.errors import ConfigError, DataError
 from ragtune.data import mine_negatives
 from ragtune.data.mining import faiss_available, parse_range, top_k
-from ragtune.core.errors import ConfigError, DataError
+
+from .helpers import read_jsonl, write_jsonl
 
 WORDS = ["pump", "valve", "filter", "pressure", "station", "north", "serial", "hours", "months", "replace"]
 
@@ -89,7 +90,9 @@ def test_deterministic_and_numpy_equals_faiss(tmp_path, embedder):
     assert [r["query"] for r in via_faiss] == [r["query"] for r in via_numpy]
     for f_row, n_row in zip(via_faiss, via_numpy):
         q = embedder.encode([n_row["prompt"] + n_row["query"]], normalize_embeddings=True)[0]
-        score = lambda texts: sorted(embedder.encode(texts, normalize_embeddings=True) @ q)
+        def score(texts, q=q):
+            return sorted(embedder.encode(texts, normalize_embeddings=True) @ q)
+
         assert len(f_row["neg"]) == len(n_row["neg"])
         assert np.allclose(score(f_row["neg"]), score(n_row["neg"]), atol=1e-3)
 

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from .helpers import read_jsonl, write_json
 from ragtune.data import embed_pairs, mine_negatives
+
+from .helpers import read_jsonl, write_json
 
 TOPICS = {
     "pump": ["The pump {i} moves water at {i} litres per minute.", "How fast does pump {i} move water?"],

@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from .helpers import read_jsonl, write_json, write_jsonl
 from ragtune.cli import main
-from ragtune.data import DEFAULT_TEMPLATE, TEMPLATES, convert, evalset, validate
 from ragtune.core.errors import ConfigError, DataError
+from ragtune.data import DEFAULT_TEMPLATE, TEMPLATES, convert, evalset, validate
+
+from .helpers import read_jsonl, write_json, write_jsonl
 
 
 def squad_rows():

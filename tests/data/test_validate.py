@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from .helpers import alpaca, write_json, write_jsonl
 from ragtune.cli import main
-from ragtune.data import ERROR_KINDS, validate, validate_path_or_raise
 from ragtune.core.errors import ConfigError, DataError
+from ragtune.data import ERROR_KINDS, validate, validate_path_or_raise
+
+from .helpers import alpaca, write_json, write_jsonl
 
 GOOD_MSG = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}
 

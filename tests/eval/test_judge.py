@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from .judge_server import running_judge
 from ragtune.core.errors import BackendError, ConfigError
 from ragtune.eval import EvalItem, Judge, clamped_cosine, get_metric, parse_json_answer
+
+from .judge_server import running_judge
 
 ITEM = EvalItem(question="What pressure does the pump run at?", context="The pump runs at 5 bar. It is red.",
                 reference="5 bar", prediction="The pump runs at 5 bar and it is blue.")

@@ -6,9 +6,23 @@ import math
 import pytest
 
 from ragtune.core.errors import ConfigError, DataError
-from ragtune.eval import (EvalItem, MetricResult, aggregate, clamped_cosine, context_recall, context_relevance,
-                          get_metric, levenshtein_similarity, list_metrics, mrr_at_k, ndcg_at_k, normalize_answer,
-                          recall_at_k, split_sentences, split_words)
+from ragtune.eval import (
+    EvalItem,
+    MetricResult,
+    aggregate,
+    clamped_cosine,
+    context_recall,
+    context_relevance,
+    get_metric,
+    levenshtein_similarity,
+    list_metrics,
+    mrr_at_k,
+    ndcg_at_k,
+    normalize_answer,
+    recall_at_k,
+    split_sentences,
+    split_words,
+)
 
 ZH_CONTEXT = "北京是中华人民共和国的首都，位于华北平原。"
 

@@ -11,7 +11,9 @@ def test_epoch_batches_deterministic_complete_and_grouped():
     assert a != epoch_batches(lengths, 4, seed=7, epoch=1, group_by_length=True)
     assert sorted(i for b in a for i in b) == list(range(1000))
     assert max(lengths[i] for i in a[0]) == max(lengths)           # longest batch first (OOM shows early)
-    spread = lambda bs: sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in bs) / len(bs)
+    def spread(bs):
+        return sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in bs) / len(bs)
+
     plain = epoch_batches(lengths, 4, seed=7, epoch=0, group_by_length=False)
     assert spread(a) < 0.2 * spread(plain)                          # far less padding
 

@@ -114,8 +114,8 @@ def test_training_text_is_the_serving_prompt_plus_answer(tiny_llm_dir, tiny_chat
     with and without a chat template, with system / drop_builtin_system honoured."""
     from transformers import AutoTokenizer
 
-    from ragtune.finetune.llm.data import IGNORE, tokenize_conversation
     from ragtune.core.prompt import PromptConfig, build_prompt, encode_prompt
+    from ragtune.finetune.llm.data import IGNORE, tokenize_conversation
 
     for model_dir in (tiny_llm_dir, tiny_chat_llm_dir):
         tok = AutoTokenizer.from_pretrained(model_dir)
@@ -132,8 +132,8 @@ def test_training_text_is_the_serving_prompt_plus_answer(tiny_llm_dir, tiny_chat
 def test_multi_turn_trains_on_assistant_turns_only(tiny_chat_llm_dir):
     from transformers import AutoTokenizer
 
-    from ragtune.finetune.llm.data import IGNORE, tokenize_conversation
     from ragtune.core.prompt import PromptConfig
+    from ragtune.finetune.llm.data import IGNORE, tokenize_conversation
 
     tok = AutoTokenizer.from_pretrained(tiny_chat_llm_dir)
     msgs = [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "first"},
@@ -144,7 +144,8 @@ def test_multi_turn_trains_on_assistant_turns_only(tiny_chat_llm_dir):
         if lab != IGNORE:
             cur.append(t)
         elif cur:
-            spans.append(tok.decode(cur)); cur = []
+            spans.append(tok.decode(cur))
+            cur = []
     if cur:
         spans.append(tok.decode(cur))
     assert [sp.replace(tok.eos_token, "").strip() for sp in spans] == ["first", "second"]
@@ -153,8 +154,8 @@ def test_multi_turn_trains_on_assistant_turns_only(tiny_chat_llm_dir):
 def test_prompt_longer_than_cutoff_is_an_error(tiny_llm_dir):
     from transformers import AutoTokenizer
 
-    from ragtune.finetune.llm.data import tokenize_conversation
     from ragtune.core.prompt import PromptConfig
+    from ragtune.finetune.llm.data import tokenize_conversation
 
     tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
     msgs = [{"role": "user", "content": "pump valve " * 40}, {"role": "assistant", "content": "x"}]
@@ -167,8 +168,8 @@ def test_prompt_longer_than_cutoff_is_an_error(tiny_llm_dir):
 def test_tokenization_cache_hits_and_invalidates(tiny_llm_dir, tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
-    from ragtune.finetune.llm import data
     from ragtune.core.prompt import PromptConfig
+    from ragtune.finetune.llm import data
 
     tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
     f = tmp_path / "t.json"

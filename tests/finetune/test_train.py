@@ -142,8 +142,9 @@ def test_output_dir_guard(tiny_llm_dir, span_train, tmp_path):
 
 
 def test_full_without_embeddings_keeps_them_bit_identical(tiny_llm_dir, span_train, tmp_path):
-    import ragtune as rt
     from transformers import AutoModelForCausalLM
+
+    import ragtune as rt
 
     out = tmp_path / "run"
     rt.finetune.full.run(str(tiny_llm_dir), str(span_train), str(out), max_steps=3, dtype="fp32",

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-from .synth import make_task  # noqa: E402
-
-from ragtune.core.errors import BackendError, ConfigError, DataError
-from ragtune.finetune.embed import EmbedFinetuneConfig, embedding, finetune_embedding, flagembedding
+from ragtune.core.errors import ConfigError, DataError
 from ragtune.data.embed_sets import load_train
+from ragtune.finetune.embed import EmbedFinetuneConfig, embedding, finetune_embedding
 from ragtune.finetune.embed.data import training_rows
+
+from .synth import make_task
 
 
 @pytest.fixture(scope="module")

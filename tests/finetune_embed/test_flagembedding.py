@@ -7,11 +7,10 @@ import sys
 
 import pytest
 
+import ragtune.finetune.embed.flag_backend as fe
 from ragtune.core.errors import BackendError
-from ragtune.finetune.embed import EmbedFinetuneConfig, flagembedding
-from ragtune.finetune.embed import flagembedding as fe_method  # noqa: F401  (the method object)
 from ragtune.data.embed_sets import TrainRecord
-import ragtune.finetune.embed.flagembedding as fe
+from ragtune.finetune.embed import EmbedFinetuneConfig, flagembedding
 
 
 def test_command_is_exact(monkeypatch):

@@ -54,7 +54,7 @@ def test_saved_yaml_round_trips(tmp_path):
 
 def test_assignment_is_validated():
     cfg = TrainCfg()
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):      # pydantic's ValidationError is a ValueError
         cfg.learning_rate = "nope"
 
 

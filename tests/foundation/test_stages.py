@@ -37,7 +37,9 @@ def test_stage_skips_when_inputs_unchanged_and_reruns_on_change(tmp_path):
     inp = tmp_path / "train.json"
     inp.write_text("[1]")
     run = tmp_path / "run"
-    make = lambda: _stage("convert", run, inputs=[inp])
+    def make():
+        return _stage("convert", run, inputs=[inp])
+
     assert StageRunner(run).run(make()).status == "ran"
     assert StageRunner(run).run(make()).status == "skipped"
     inp.write_text("[2]")                                   # content change -> rerun

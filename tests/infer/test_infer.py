@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,9 +12,9 @@ import time
 import pytest
 
 from ragtune.core.errors import BackendError, ConfigError, DataError
+from ragtune.engine.builtin import SamplingParams
 from ragtune.engine.client import LocalLLM, OnlineChatModule
 from ragtune.infer.runner import CHAPTER_TEMPLATE, InferConfig, item_input, partial_path, run_infer
-from ragtune.engine.builtin import SamplingParams
 
 WORDS = ["pump", "valve", "filter", "station", "pressure", "serial", "model", "north"]
 

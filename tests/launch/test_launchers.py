@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from ragtune.core.errors import BackendError
-from ragtune.launch import (LauncherConfig, job_state, run_logged, sbatch_script, submit, torchrun_command,
-                            wait_for_job)
+from ragtune.launch import LauncherConfig, job_state, run_logged, sbatch_script, submit, torchrun_command, wait_for_job
 
 ARGS = ["finetune", "llm", "--config", "/runs/x/finetune.yaml"]
 
@@ -61,7 +60,7 @@ def _fake_bin(tmp_path: Path, name: str, body: str) -> None:
 def fake_slurm(tmp_path, monkeypatch):
     """Real executables named sbatch/sacct on PATH: they exercise our process handling for real."""
     state = tmp_path / "state"
-    _fake_bin(tmp_path, "sbatch", 'echo "$@" > "%s/submitted"; echo "4242;cluster"\n' % tmp_path)
+    _fake_bin(tmp_path, "sbatch", f'echo "$@" > "{tmp_path}/submitted"; echo "4242;cluster"\n')
     _fake_bin(tmp_path, "sacct", f'n=$(cat {state}.n 2>/dev/null || echo 0); echo $((n+1)) > {state}.n\n'
                                  f'sed -n "$((n+1))p" {state} | grep . || tail -n 1 {state}\n')
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")

@@ -5,8 +5,8 @@ import pytest
 
 import ragtune as rt
 from ragtune.core.errors import ConfigError
-from ragtune.workflow.module import UsageError
 from ragtune.data.manuals import generate_manuals, split_by_passage
+from ragtune.workflow.module import UsageError
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .helpers import VOCAB, BowEmbedder
 from ragtune.core.errors import ConfigError
 from ragtune.rag import Document, Retriever
+
+from .helpers import VOCAB, BowEmbedder
 
 KB = ["pump pump valve", "pump filter", "oil oil oil", "station north pressure bar", "valve"]
 

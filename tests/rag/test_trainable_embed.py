@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import ragtune as rt
 
-from ..finetune_embed.synth import make_task  # noqa: E402
+from ..finetune_embed.synth import make_task
 
 
 def test_retriever_update_finetunes_trainable_embed_then_reembeds(tmp_path, tiny_embedder_dir):

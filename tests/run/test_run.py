@@ -1,7 +1,7 @@
 """`ragtune run` on tiny models: the chain completes, a re-run skips every stage, bad YAML is clear."""
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,8 +12,8 @@ import yaml
 
 from ragtune.cli import main
 from ragtune.core.errors import ConfigError
-from ragtune.workflow.run import RunConfig
 from ragtune.data.manuals import generate_manuals, split_by_passage
+from ragtune.workflow.run import RunConfig
 
 
 @pytest.fixture(scope="module")

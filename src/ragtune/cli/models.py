@@ -54,8 +54,8 @@ def pull_cmd(name: str, force: bool) -> None:
 @click.argument("name")
 def verify_cmd(name: str) -> None:
     """Check a converted bundled model file by file (sizes and sha256)."""
-    from ..models.registry import bundled_cache_dir, verify_materialised
     from ..models import find_bundled
+    from ..models.registry import bundled_cache_dir, verify_materialised
 
     model = find_bundled(name)
     if model is None or not model.needs_conversion:

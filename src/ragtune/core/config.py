@@ -12,8 +12,9 @@ from __future__ import annotations
 import difflib
 import os
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LOGGER_NAME = "ragtune"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -19,7 +19,8 @@ Plain template (``PLAIN_TEMPLATE``)::
 from __future__ import annotations
 
 import string
-from typing import Any, Literal, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -40,7 +41,7 @@ class PromptConfig(Config):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    system: Optional[str] = Field(None, description="System prompt used when a conversation has none.")
+    system: str | None = Field(None, description="System prompt used when a conversation has none.")
     drop_builtin_system: bool = Field(
         False, description="Send an empty system prompt instead of the chat template's built-in default.")
     template: Literal["auto", "chat", "plain"] = Field(

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import difflib
 import threading
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import ConfigError
 

@@ -7,8 +7,15 @@ pyarrow, transformers and sentence-transformers load inside the functions that n
 from .augment import AugmentJsonConfig, augment_json, corrupt_json
 from .convert import convert, reformat
 from .embed_pairs import DEFAULT_INSTRUCTION, EmbedPairsConfig, embed_pairs, split_indices
-from .formats import (alpaca_to_messages, convert_record, detect_format, detect_record_format,
-                      messages_to_alpaca, normalize_alpaca, to_messages)
+from .formats import (
+                      alpaca_to_messages,
+                      convert_record,
+                      detect_format,
+                      detect_record_format,
+                      messages_to_alpaca,
+                      normalize_alpaca,
+                      to_messages,
+)
 from .mining import MineNegativesConfig, mine_negatives
 from .readers import Record, read_records, read_rows
 from .squad import DEFAULT_TEMPLATE, TEMPLATES, evalset, fill_template, resolve_template, squad_to_alpaca

@@ -22,7 +22,8 @@ filled with their defaults) and ``alpaca_to_messages(messages_to_alpaca(m)) == m
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from ..core.errors import DataError
 

@@ -161,7 +161,7 @@ def mine_negatives(path: str | os.PathLike, out: str | os.PathLike, config: Mine
         pos_score = min(float(query_emb[qi] @ corpus_emb[pos_ids[p]]) for p in row["pos"])
         threshold = pos_score - cfg.margin
 
-        def safe(ci: int, score: float) -> bool:
+        def safe(ci: int, score: float, own=own, threshold=threshold) -> bool:
             return corpus[ci].strip() not in own and score < threshold
 
         candidates = []

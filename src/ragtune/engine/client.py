@@ -14,7 +14,8 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..core.errors import BackendError, ConfigError
 from ..core.log import get_logger

@@ -16,8 +16,9 @@ tokenization merges it with its neighbours.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 MODES = ("off", "vocab", "span")
 

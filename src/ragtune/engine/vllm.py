@@ -13,7 +13,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 from pydantic import Field
 
@@ -188,11 +187,11 @@ class _Crashed(Exception):
 class VllmSettings(EngineSettings):
     """Settings of the vLLM engine (a ``vllm serve`` subprocess on a CUDA GPU)."""
     dtype: str = Field("auto", description="auto, bf16, fp16, fp32 (passed as vLLM's --dtype).")
-    max_model_len: Optional[int] = Field(None, ge=16, description="vLLM --max-model-len.")
+    max_model_len: int | None = Field(None, ge=16, description="vLLM --max-model-len.")
     vllm_args: list[str] = Field(default_factory=list, description="Extra arguments passed to `vllm serve`.")
     startup_timeout: float = Field(900.0, gt=0, description="Seconds to wait for /health.")
     max_restarts: int = Field(2, ge=0, description="Restarts after a crash before giving up.")
-    log_dir: Optional[str] = Field(None, description="Where vllm-<port>.log goes (default: $RAGTUNE_HOME/logs).")
+    log_dir: str | None = Field(None, description="Where vllm-<port>.log goes (default: $RAGTUNE_HOME/logs).")
 
 
 @ENGINES.register("vllm")

@@ -1,7 +1,8 @@
 """Task metrics for generated answers (the chapter's three): exact, cosine, origin."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -17,7 +18,7 @@ class ExactParams(Config):
 class CosineParams(Config):
     embed: str = Field("all-MiniLM-L6-v2", description="Embedding model (name, dir or hub id).")
     batch_size: int = Field(32, ge=1, description="Embedding batch size.")
-    device: Optional[str] = Field(None, description="Embedding device (default: cuda if available).")
+    device: str | None = Field(None, description="Embedding device (default: cuda if available).")
     progress: bool = Field(False, description="Show a progress bar while embedding.")
 
 
@@ -80,7 +81,7 @@ class CosineSimilarity(Metric):
     Params = CosineParams
     embed: str
     batch_size: int
-    device: Optional[str]
+    device: str | None
     progress: bool
 
     def __init__(self, params: Any = None, *, embedder: Any = None, **values: Any):

@@ -11,8 +11,9 @@ import abc
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from pydantic import Field
 
@@ -160,8 +161,8 @@ def _verdicts(n: int):
 
 
 class JudgeParams(Config):
-    base_url: Optional[str] = Field(None, description="OpenAI-compatible judge URL (or $RAGTUNE_JUDGE_BASE_URL).")
-    model: Optional[str] = Field(None, description="Judge model name (or $RAGTUNE_JUDGE_MODEL).")
+    base_url: str | None = Field(None, description="OpenAI-compatible judge URL (or $RAGTUNE_JUDGE_BASE_URL).")
+    model: str | None = Field(None, description="Judge model name (or $RAGTUNE_JUDGE_MODEL).")
     max_retries: int = Field(2, ge=0, description="Extra attempts after a malformed judge answer.")
 
 

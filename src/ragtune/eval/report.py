@@ -9,16 +9,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from pydantic import Field
 
 from ..core.config import Config
 from ..core.errors import DataError
 from .runs import EvalRun, find_runs, load_run  # noqa: F401  (load_run: public here too)
-
 
 
 def format_score(agg: dict[str, Any]) -> str:
@@ -124,8 +123,9 @@ def _pred_with_scores(item: dict[str, Any], metrics: Sequence[str]) -> str:
 # -- HTML ---------------------------------------------------------------------------------------
 def bar_chart_png(runs: Sequence[EvalRun]) -> bytes:
     """Grouped bar chart: one group per metric, one bar per run, mean score in %."""
-    from ..core.plotting import figure
     import numpy as np
+
+    from ..core.plotting import figure
 
     metrics = _metric_names(runs)
     labels = _labels(runs)
@@ -258,7 +258,7 @@ class CompareConfig(Config):
     runs: list[str] = Field(description="eval run directories, or parents holding eval-* runs")
     output: str = Field(".", description="directory for the report")
     spread: float = Field(0.3, ge=0, le=1, description="a continuous score differing by more than this counts as a disagreement")
-    stem: Optional[str] = Field(None, description="file name stem (default: compare-<run id>)")
+    stem: str | None = Field(None, description="file name stem (default: compare-<run id>)")
 
     def execute(self) -> dict[str, Path]:
         return compare_runs(self.runs, self.output, self.spread, self.stem)

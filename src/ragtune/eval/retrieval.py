@@ -7,7 +7,8 @@ and turn undefined cases into ``skipped`` results with a reason.
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Literal, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 

@@ -7,9 +7,8 @@ query retrieves its top nodes, and we score
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -30,7 +29,7 @@ class RetrievalEvalConfig(Config):
     splitter: Literal["line", "sentence", "none"] = Field("line", description="How the KB is split into nodes.")
     similarity: Literal["cosine", "bm25"] = Field("cosine", description="Retrieval scoring.")
     recall_threshold: float = Field(0.5, ge=0, le=1, description="Levenshtein similarity for a reference to count as recalled.")
-    output: Optional[str] = Field(None, description="Directory for retrieval.json/.md/.png and per-model retrieved contexts.")
+    output: str | None = Field(None, description="Directory for retrieval.json/.md/.png and per-model retrieved contexts.")
 
 
 def _ranked_metrics(ranked_texts: list[list[str]], references: list[list[str]], ks: list[int]) -> dict[str, float]:
@@ -42,9 +41,9 @@ def _ranked_metrics(ranked_texts: list[list[str]], references: list[list[str]], 
 
 
 def evaluate_one(embed: Any, items: list, cfg: RetrievalEvalConfig) -> tuple[dict[str, Any], list[dict]]:
-    from .retrieval import context_recall, context_relevance
     from ..rag.document import Document
     from ..rag.retriever import Retriever
+    from .retrieval import context_recall, context_relevance
 
     doc = Document(cfg.kb, embed=embed if cfg.similarity == "cosine" else None)
     group = "__root__"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -10,14 +10,14 @@ from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.log import get_logger
 from .base import EvalItem, Metric, MetricResult, list_metrics, metric_class
-from .judge import _JudgedMetric
 from .data import load_evalset, load_predictions
+from .judge import _JudgedMetric
 from .runs import EvalRun
 
 log = get_logger(__name__)
 
 
-MetricSpec = Union[str, dict[str, Any]]
+MetricSpec = str | dict[str, Any]
 
 
 class MetricOptions(Config):
@@ -31,8 +31,8 @@ class MetricOptions(Config):
     exact_mode: Literal["strict", "lenient", "both"] = Field(
         "strict", description="exact match: strict, lenient (all_answers, punctuation-insensitive) or both")
     batch_size: int = Field(32, ge=1, description="embedding batch size")
-    judge_base_url: Optional[str] = Field(None, description="OpenAI-compatible judge URL (faithfulness, answer_relevance)")
-    judge_model: Optional[str] = Field(None, description="judge model name")
+    judge_base_url: str | None = Field(None, description="OpenAI-compatible judge URL (faithfulness, answer_relevance)")
+    judge_model: str | None = Field(None, description="judge model name")
     judge_retries: int = Field(2, ge=0, description="retries after malformed judge output")
     relevance_questions: int = Field(3, ge=1, description="questions generated per answer for answer_relevance")
 
@@ -46,10 +46,10 @@ class LlmEvalConfig(MetricOptions):
     """`ragtune eval llm`: one config for Python, CLI flags and YAML."""
     evalset: str = Field(description="eval set (JSON list or JSONL) with question, context, answers")
     predictions: str = Field(description="predictions (JSON/JSONL strings or objects with prediction/output)")
-    output: Optional[str] = Field(None, description="parent directory; the run is written to OUTPUT/eval-<run id>/")
-    run_dir: Optional[str] = Field(None, description="write the run to exactly this directory (replaced atomically) instead")
-    name: Optional[str] = Field(None, description="label of this run in reports (default: predictions file name)")
-    judge_api_key: Optional[str] = Field(None, description="judge API key (or $RAGTUNE_JUDGE_API_KEY)")
+    output: str | None = Field(None, description="parent directory; the run is written to OUTPUT/eval-<run id>/")
+    run_dir: str | None = Field(None, description="write the run to exactly this directory (replaced atomically) instead")
+    name: str | None = Field(None, description="label of this run in reports (default: predictions file name)")
+    judge_api_key: str | None = Field(None, description="judge API key (or $RAGTUNE_JUDGE_API_KEY)")
 
     def execute(self) -> "EvalRun":
         return evaluate_llm(self)
@@ -94,7 +94,7 @@ def metric_specs(cfg: MetricOptions) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def build_metrics(cfg: MetricOptions, api_key: Optional[str] = None) -> list[Metric]:
+def build_metrics(cfg: MetricOptions, api_key: str | None = None) -> list[Metric]:
     metrics: list[Metric] = []
     for name, params in metric_specs(cfg):
         cls = metric_class(name)

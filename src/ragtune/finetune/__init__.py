@@ -7,8 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (METHODS, PATH_FIELDS, BoundMethod, FinetuneConfig, FinetuneMethod, FinetuneResult,
-                   finetune_config, get_method)
+from .base import (
+    METHODS,
+    PATH_FIELDS,
+    BoundMethod,
+    FinetuneConfig,
+    FinetuneMethod,
+    FinetuneResult,
+    finetune_config,
+    get_method,
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -35,7 +35,7 @@ class LlamaFactoryConfig(LoraSettings):
     method: Literal["llamafactory"] = "llamafactory"
     finetuning_type: Literal["lora", "freeze", "full"] = Field("lora", description="LLaMA-Factory finetuning_type.")
     freeze_trainable_layers: int = Field(2, ge=1, description="freeze: train the top N decoder layers.")
-    freeze_trainable_modules: Union[str, list[str]] = Field(
+    freeze_trainable_modules: str | list[str] = Field(
         "all", description="freeze: inside those layers, 'all' or module names (mlp, self_attn).")
     lf_template: str = Field("default", description="LLaMA-Factory chat template name (qwen, llama3, default...).")
     llamafactory_cli: str = Field("llamafactory-cli", description="The llamafactory-cli executable.")

@@ -18,19 +18,20 @@ import json
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from ..core.config import Config
-from ..core.prompt import PromptConfig
-from ..engine.base import ENGINES, EngineSettings, route_engine_settings
 from ..core.errors import ConfigError, DataError
 from ..core.io import atomic_write_json, check_output
+from ..core.log import get_logger
+from ..core.prompt import PromptConfig
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
 from ..data.squad import fill_template
-from ..core.log import get_logger
+from ..engine.base import ENGINES, EngineSettings, route_engine_settings
 
 log = get_logger(__name__)
 
@@ -40,12 +41,12 @@ log = get_logger(__name__)
 
 class InferSettings(Config):
     """How to generate (the ``llm.infer`` section of a run; part of every ``ragtune infer`` job)."""
-    template: Optional[str] = Field(None, description="Prompt template with {field} placeholders (default: the chapter's CMRC template for context/question items).")
+    template: str | None = Field(None, description="Prompt template with {field} placeholders (default: the chapter's CMRC template for context/question items).")
     max_tokens: int = Field(64, ge=1, description="New tokens per item.")
     temperature: float = Field(0.0, ge=0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     stop: list[str] = Field(default_factory=list, description="Stop strings.")
-    seed: Optional[int] = Field(None, ge=0, le=2**32 - 1, description="Sampling seed.")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Sampling seed.")
     concurrency: int = Field(8, ge=1, description="Requests in flight against --url.")
     batch_size: int = Field(16, ge=1, description="Local model: prompts per batched generate.")
     retries: int = Field(4, ge=0, description="Retries per request against --url (with backoff).")
@@ -61,12 +62,12 @@ class InferConfig(InferSettings):
 
     evalset: str = Field(description="Eval set: JSON list or JSONL of items.")
     output: str = Field(description="Predictions file (JSON list, eval-set order).")
-    model: Optional[str] = Field(None, description="Local model (name, dir, DIR/merged, fine-tune output DIR).")
-    adapter: Optional[str] = Field(None, description="PEFT adapter dir for --model.")
+    model: str | None = Field(None, description="Local model (name, dir, DIR/merged, fine-tune output DIR).")
+    adapter: str | None = Field(None, description="PEFT adapter dir for --model.")
     engine: str = Field("builtin", description="Engine for --model (builtin, llamacpp, vllm ...).")
-    url: Optional[str] = Field(None, description="OpenAI-compatible base URL instead of a local model.")
-    remote_model: Optional[str] = Field(None, description="Model name at --url (default: the server's first model).")
-    api_key: Optional[str] = Field(None, description="Bearer key for --url (or $RAGTUNE_API_KEY).")
+    url: str | None = Field(None, description="OpenAI-compatible base URL instead of a local model.")
+    remote_model: str | None = Field(None, description="Model name at --url (default: the server's first model).")
+    api_key: str | None = Field(None, description="Bearer key for --url (or $RAGTUNE_API_KEY).")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt settings (system, drop_builtin_system, template) over the model's saved ones.")
     restart: bool = Field(False, description="Ignore earlier partial results and start over.")
     settings: SerializeAsAny[EngineSettings] = Field(default_factory=EngineSettings,

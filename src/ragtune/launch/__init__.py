@@ -11,8 +11,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -27,8 +28,8 @@ class LauncherConfig(Config):
     type: Literal["local", "torchrun", "slurm"] = Field("local", description="Where the job runs.")
     nnodes: int = Field(1, ge=1, description="Nodes.")
     nproc_per_node: int = Field(1, ge=1, description="Processes (GPUs) per node.")
-    partition: Optional[str] = Field(None, description="Slurm partition (or a comma-separated list).")
-    time: Optional[str] = Field(None, description="Slurm time limit, e.g. 04:00:00 or 1-12:00:00.")
+    partition: str | None = Field(None, description="Slurm partition (or a comma-separated list).")
+    time: str | None = Field(None, description="Slurm time limit, e.g. 04:00:00 or 1-12:00:00.")
     extra_args: list[str] = Field(default_factory=list, description="Extra #SBATCH options / torchrun flags, "
                                   "one option per item (e.g. --exclusive, --mem=64G); quoted for you.")
     master_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port.")

@@ -5,7 +5,7 @@ import functools
 from pathlib import Path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX-BF16 on x86 (Linux /proc/cpuinfo); without them bf16 matmuls are
     emulated and slower than fp32, so we stay in fp32."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..core.errors import ConfigError
 

@@ -11,8 +11,8 @@
 """
 from __future__ import annotations
 
-from .document import ROOT, Document, Node
 from ..models.embedder import CallableEmbedder, Embedder, SentenceTransformerEmbedder, as_embedder
+from .document import ROOT, Document, Node
 from .pipeline import Bound, ChatPrompter, Pipeline, PromptedLLM, bind, pipeline, with_prompt
 from .retriever import BM25, Retriever
 from .splitters import SPLITTERS, LineSplitter, SentenceSplitter, TokenSplitter

@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.prompt import ChatPrompter

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 # Sentence ends: Chinese 。！？； (and full-width ！？), English .!? followed by space, and newlines.
 _SENT_END = re.compile(r"(?<=[。！？；!?])|(?<=[.])(?=\s)|\n+")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core.errors import BackendError, ConfigError
 from ..core.registry import Registry

@@ -16,7 +16,8 @@ engine (vLLM) is its own process and ``Deployment.engine`` is None.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.prompt import PromptConfig
@@ -83,7 +84,6 @@ class DeployMethod:
     name = "base"
 
     def __init__(self, **settings: Any):
-        from .server import ServeConfig
 
         fixed = sorted(_FIXED & set(settings))
         if fixed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
@@ -26,18 +26,18 @@ class ServeConfig(Config):
     the engine does not have is an error naming the engine and its settings."""
 
     model: str = Field(description="Model: bundled name, local dir, hub id, DIR/merged or a fine-tune output DIR.")
-    adapter: Optional[str] = Field(None, description="PEFT (LoRA) adapter dir applied on top of --model.")
+    adapter: str | None = Field(None, description="PEFT (LoRA) adapter dir applied on top of --model.")
     engine: str = Field("builtin", description="Engine: " + ", ".join(ENGINES.names()) + " (see docs/serve.md).")
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 exposes the server to the network.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
-    api_key: Optional[str] = Field(None, description=f"Require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV}).")
-    name: Optional[str] = Field(None, description="Model name clients send in the 'model' field.")
+    api_key: str | None = Field(None, description=f"Require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV}).")
+    name: str | None = Field(None, description="Model name clients send in the 'model' field.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
     max_request_bytes: int = Field(4 * 2 ** 20, ge=1024, description="Largest request body accepted (bytes); "
                                    "larger is a 413 before any of it is parsed.")
     max_embedding_inputs: int = Field(2048, ge=1, description="Most texts in one /v1/embeddings request "
                                       "(OpenAI's limit); more is a 400.")
-    allowed_hosts: Optional[list[str]] = Field(None, description="Host header names served, '*' for any "
+    allowed_hosts: list[str] | None = Field(None, description="Host header names served, '*' for any "
                                                "(default: loopback names when bound to loopback, else any). "
                                                "Guards a keyless local server against DNS rebinding.")
     prompt: PromptConfig = Field(default_factory=PromptConfig,

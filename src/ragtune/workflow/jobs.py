@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator
 
@@ -32,10 +32,10 @@ class PrepareDataJob(Config):
     an eval set of ``{context, question, answers}`` items (optionally a seeded sample)."""
 
     train: str = Field(description="Training data: SQuAD/CMRC rows, alpaca or OpenAI messages.")
-    eval: Optional[str] = Field(None, description="Eval data: SQuAD/CMRC rows or eval items.")
-    template: Optional[str] = Field(None, description="Instruction template for SQuAD rows ({context}, {question}).")
-    template_lang: Optional[Literal["en", "zh"]] = Field(None, description="Built-in template language.")
-    eval_samples: Optional[int] = Field(None, ge=1, description="Score a seeded sample of this many eval items.")
+    eval: str | None = Field(None, description="Eval data: SQuAD/CMRC rows or eval items.")
+    template: str | None = Field(None, description="Instruction template for SQuAD rows ({context}, {question}).")
+    template_lang: Literal["en", "zh"] | None = Field(None, description="Built-in template language.")
+    eval_samples: int | None = Field(None, ge=1, description="Score a seeded sample of this many eval items.")
     seed: int = 0
     output: str = Field(description="Directory for train.json and eval.json.")
 

@@ -18,8 +18,9 @@ with a tuned embedder applied, exactly as the ``Retriever`` does), ``update()`` 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core.errors import ConfigError, RagtuneError
 from ..core.log import get_logger

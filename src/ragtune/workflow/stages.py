@@ -13,9 +13,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..core.errors import RagtuneError
 from ..core.io import atomic_write_json, sha256_file

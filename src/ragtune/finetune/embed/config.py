@@ -1,7 +1,7 @@
 """The one config of an embedding fine-tune: Python API, ``ragtune finetune embed`` flags and YAML."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -11,9 +11,9 @@ from ..base import FinetuneConfig
 class EmbedFinetuneConfig(FinetuneConfig):
     method: Literal["embedding", "flagembedding"] = Field(
         "embedding", description="embedding (sentence-transformers) or flagembedding (BAAI FlagEmbedding).")
-    base: Optional[str] = Field("all-MiniLM-L6-v2", description="Base embedder: bundled name, local dir or HF id.")
-    train: Optional[str] = Field(None, description="Training file (.jsonl/.json): {query, pos:[..], neg:[..], prompt?}.")
-    output: Optional[str] = Field(None, description="Output dir: the tuned sentence-transformers model + metrics.json.")
+    base: str | None = Field("all-MiniLM-L6-v2", description="Base embedder: bundled name, local dir or HF id.")
+    train: str | None = Field(None, description="Training file (.jsonl/.json): {query, pos:[..], neg:[..], prompt?}.")
+    output: str | None = Field(None, description="Output dir: the tuned sentence-transformers model + metrics.json.")
     num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the training pairs.")
     per_device_train_batch_size: int = Field(32, ge=2, description="Queries per batch (in-batch negatives).")
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
@@ -22,12 +22,12 @@ class EmbedFinetuneConfig(FinetuneConfig):
     train_group_size: int = Field(2, ge=1, description="Passages per query: 1 positive + (N-1) negatives from 'neg'.")
     query_max_len: int = Field(64, ge=8, description="Max query tokens.")
     passage_max_len: int = Field(256, ge=8, description="Max passage tokens.")
-    query_instruction: Optional[str] = Field(
+    query_instruction: str | None = Field(
         None, description="Prefix for queries only (None: the records' 'prompt' field; '' : none). Saved with the model.")
-    eval_file: Optional[str] = Field(None, description="Held-out eval file {query, corpus:[..]}; default: split from train.")
+    eval_file: str | None = Field(None, description="Held-out eval file {query, corpus:[..]}; default: split from train.")
     eval_split: float = Field(0.1, ge=0, lt=1, description="Share of train records held out when no eval_file is given.")
     eval_ks: list[int] = Field([1, 3, 5, 10], description="k values for recall@k / MRR@k / NDCG@k.")
-    max_samples: Optional[int] = Field(None, ge=1, description="Use a seeded random N of the training records (logged, never silent).")
+    max_samples: int | None = Field(None, ge=1, description="Use a seeded random N of the training records (logged, never silent).")
     dtype: str = Field("auto", description="auto (bf16 where native) | bf16 | fp32.")
     seed: int = Field(42, description="Seed for the split, the negatives fill and the shuffling.")
     logging_steps: int = Field(10, ge=1, description="Log the loss every N steps.")

@@ -1,12 +1,13 @@
 """Held-out retrieval evaluation of an embedder (before and after fine-tuning) and its report."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ...core.io import atomic_open, atomic_write_text
-from ...eval.retrieval import rank_metrics, top_k_ids
 from ...data.embed_sets import RetrievalItem, eval_corpus
+from ...eval.retrieval import rank_metrics, top_k_ids
 
 
 def evaluate_embedder(embedder, items: list[RetrievalItem], ks: Sequence[int]) -> dict[str, Any]:

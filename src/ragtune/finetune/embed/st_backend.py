@@ -5,8 +5,8 @@ from pathlib import Path
 from typing import Any
 
 from ...core.log import get_logger
-from .config import EmbedFinetuneConfig
 from ...data.embed_sets import TrainRecord
+from .config import EmbedFinetuneConfig
 from .data import training_rows
 
 log = get_logger(__name__)

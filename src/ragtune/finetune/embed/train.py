@@ -9,9 +9,9 @@ from typing import Any
 
 from ...core.io import atomic_dir, atomic_write_json
 from ...core.log import get_logger
+from ...data.embed_sets import load_eval, load_train
 from ..base import FinetuneResult
 from .config import EmbedFinetuneConfig
-from ...data.embed_sets import load_eval, load_train
 from .data import query_instruction, split_train
 from .evaluate import evaluate_embedder, write_reports
 
@@ -35,8 +35,8 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
     sentence-transformers model whose saved ``prompts["query"]`` carries the query instruction."""
     import torch
 
-    from ...models.device import resolve_dtype
     from ...models import resolve_model
+    from ...models.device import resolve_dtype
     from ...models.embedder import SentenceTransformerEmbedder
     from ...models.loading import load_sentence_transformer
 
@@ -64,11 +64,11 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
     with atomic_dir(out) as tmp:
         start = time.perf_counter()
         if cfg.backend == "flagembedding":
-            from .flagembedding import as_sentence_transformer, train_flagembedding
+            from .flag_backend import as_sentence_transformer, train_flagembedding
 
             bf16 = resolve_dtype(cfg.dtype) == torch.bfloat16 and torch.cuda.is_available()
             hf_dir = train_flagembedding(cfg, base_path, train_records, instruction, tmp, bf16)
-            from .flagembedding import detect_pooling
+            from .flag_backend import detect_pooling
 
             pooling = cfg.pooling if cfg.pooling != "auto" else detect_pooling(base_path)
             model = as_sentence_transformer(hf_dir, pooling, max(cfg.query_max_len, cfg.passage_max_len))

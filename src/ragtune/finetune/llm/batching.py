@@ -6,7 +6,7 @@ gradient accumulation.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 MEGA_BATCHES = 50  # length grouping sorts within windows of 50 global batches (HF Trainer's choice)
 

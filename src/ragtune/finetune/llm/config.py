@@ -8,7 +8,7 @@ class is the Python API (``rt.finetune.lora(learning_rate=...)``), the CLI flags
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -24,13 +24,13 @@ class LLMFinetuneConfig(FinetuneConfig):
     # lr 2e-4 beat 1e-3 at batch 4; rank 8 and 16 were within a point.
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     cutoff_len: int = Field(1024, ge=8, description="Max tokens per sample (prompt + answer).")
-    max_samples: Optional[int] = Field(None, ge=1, description="Use at most this many samples (default: all).")
+    max_samples: int | None = Field(None, ge=1, description="Use at most this many samples (default: all).")
     val_size: float = Field(0.0, ge=0, description="Held-out fraction (<1) or count (>=1) for eval loss.")
     per_device_train_batch_size: int = Field(4, ge=1, description="Micro-batch size per process.")
     per_device_eval_batch_size: int = Field(4, ge=1, description="Eval batch size per process.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     num_train_epochs: float = Field(1.0, gt=0, description="Epochs (fractions allowed).")
-    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "cosine", description="Learning-rate schedule.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps for linear warmup.")
@@ -49,30 +49,30 @@ class LLMFinetuneConfig(FinetuneConfig):
     pack_shared_prefix: bool = Field(True, description="Train records that share a prompt prefix (a passage with "
                                      "several questions) as one sequence: the prefix once, each record's rest as a branch.")
     pack_min_prefix: int = Field(32, ge=1, description="Shared prompt tokens needed to pack records together.")
-    pack_max_len: Optional[int] = Field(None, ge=8, description="Longest packed sequence (default: 2 x cutoff_len).")
+    pack_max_len: int | None = Field(None, ge=8, description="Longest packed sequence (default: 2 x cutoff_len).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N optimizer steps.")
-    eval_steps: Optional[int] = Field(None, ge=1, description="Eval loss every N steps (default: end of each epoch).")
-    eval_minutes: Optional[float] = Field(None, gt=0, description="Also evaluate when this many minutes of training "
+    eval_steps: int | None = Field(None, ge=1, description="Eval loss every N steps (default: end of each epoch).")
+    eval_minutes: float | None = Field(None, gt=0, description="Also evaluate when this many minutes of training "
                                           "passed since the last eval (with a time budget, steps are not known ahead).")
-    save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every N steps (always at the end).")
-    save_minutes: Optional[float] = Field(10.0, gt=0, description="Also checkpoint when this many minutes passed since "
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (always at the end).")
+    save_minutes: float | None = Field(10.0, gt=0, description="Also checkpoint when this many minutes passed since "
                                           "the last one, so a killed long run loses minutes (None: steps only).")
-    save_total_limit: Optional[int] = Field(2, ge=1, description="Keep only the newest N checkpoints.")
+    save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints.")
     dev_metrics: list[str] = Field(default_factory=list, description="Task metrics decoded on a held-out slice at "
                                    "every eval (e.g. exact, cmrc_f1): logged, plotted, and the first one keeps the best checkpoint.")
-    dev_file: Optional[str] = Field(None, description="Eval items for the dev metrics (default: the val_size split).")
+    dev_file: str | None = Field(None, description="Eval items for the dev metrics (default: the val_size split).")
     dev_samples: int = Field(200, ge=1, description="Seeded slice of the dev items decoded at each eval.")
     dev_max_tokens: int = Field(64, ge=1, description="New tokens per dev item (greedy).")
     dev_batch_size: int = Field(16, ge=1, description="Dev items per batched generate.")
     dev_extractive: Literal["off", "vocab", "span"] = Field(
         "off", description="Decode the dev items extractively (see `ragtune infer --extractive`).")
     keep_best: bool = Field(True, description="With dev metrics: the saved model is the best eval's, not the last.")
-    early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after this many evals without a "
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evals without a "
                                                    "better dev metric.")
-    time_budget: Optional[str] = Field(None, description="Wall-clock training budget (e.g. 60m, 1.5h, 900s): steps "
+    time_budget: str | None = Field(None, description="Wall-clock training budget (e.g. 60m, 1.5h, 900s): steps "
                                        "are planned from the measured speed to finish, evaluate and save in time.")
-    resume: Union[bool, Literal["auto"]] = Field(
+    resume: bool | Literal["auto"] = Field(
         False, description="Continue from the newest valid checkpoint in output/checkpoints: true (refuse other "
                            "data or settings), auto (start over when they changed), false.")
     merge: bool = Field(True, description="Also write merged full weights to output/merged.")
@@ -99,13 +99,13 @@ class LLMFinetuneConfig(FinetuneConfig):
 
     @field_validator("time_budget")
     @classmethod
-    def _budget(cls, value: Optional[str]) -> Optional[str]:
+    def _budget(cls, value: str | None) -> str | None:
         if value is not None:
             parse_duration(value)
         return value
 
     @property
-    def time_budget_seconds(self) -> Optional[float]:
+    def time_budget_seconds(self) -> float | None:
         return parse_duration(self.time_budget) if self.time_budget else None
 
 
@@ -132,7 +132,7 @@ class LoraSettings(LLMFinetuneConfig):
     lora_rank: int = Field(8, ge=1, description="LoRA rank r.")
     lora_alpha: float = Field(16, gt=0, description="LoRA scaling alpha.")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
-    lora_target: Union[str, list[str]] = Field(
+    lora_target: str | list[str] = Field(
         "all", description="'all' = every linear layer except lm_head, or module names (q_proj,v_proj).")
 
     @field_validator("lora_target", mode="before")
@@ -150,7 +150,7 @@ class LoraConfig(LoraSettings):
 class FreezeConfig(LLMFinetuneConfig):
     method: Literal["freeze"] = "freeze"
     freeze_trainable_layers: int = Field(2, ge=1, description="Train the top N decoder layers.")
-    freeze_trainable_modules: Union[str, list[str]] = Field(
+    freeze_trainable_modules: str | list[str] = Field(
         "all", description="Inside those layers: 'all' or module names (mlp, self_attn).")
 
     @field_validator("freeze_trainable_modules", mode="before")

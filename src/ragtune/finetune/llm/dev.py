@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ...core.errors import ConfigError
 from ...core.log import get_logger
@@ -39,7 +40,8 @@ def from_conversations(convs: Sequence[list[dict]]) -> list[DevItem]:
 
 def from_eval_file(path: str, template: str | None = None) -> list[DevItem]:
     from ...eval.data import load_evalset
-    from ...infer.runner import item_input, load_evalset as load_raw
+    from ...infer.runner import item_input
+    from ...infer.runner import load_evalset as load_raw
 
     raw = load_raw(path)
     scored = load_evalset(path)

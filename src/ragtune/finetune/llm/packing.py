@@ -15,8 +15,9 @@ are detected by a numeric check on the first pack and train unpacked (logged).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ...core.log import get_logger
 from .data import IGNORE, Sample

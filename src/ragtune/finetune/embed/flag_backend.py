@@ -15,8 +15,8 @@ from pathlib import Path
 from ...core.errors import BackendError
 from ...core.io import atomic_write_jsonl
 from ...core.log import get_logger
-from .config import EmbedFinetuneConfig
 from ...data.embed_sets import TrainRecord
+from .config import EmbedFinetuneConfig
 from .data import training_rows
 
 log = get_logger(__name__)
@@ -140,7 +140,8 @@ def train_flagembedding(cfg: EmbedFinetuneConfig, model_path: str, records: list
 
 def as_sentence_transformer(hf_dir: Path, pooling: str, max_len: int):
     """Wrap the plain HF encoder FlagEmbedding saves with the pooling it was trained with."""
-    from sentence_transformers import SentenceTransformer, models as st_models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import models as st_models
 
     transformer = st_models.Transformer(str(hf_dir), max_seq_length=max_len)
     dim = (getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension)()
