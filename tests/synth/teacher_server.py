@@ -37,6 +37,7 @@ class ScriptedTeacher:
         self.requests: list[dict] = []
         self.delay = 0.0
         self.tokenizer = None
+        self.heal = False          # True: BROKEN passages are answered (the outage is over)
         self.lock = threading.Lock()
 
     def answer_synth(self, passage: str, body: dict) -> str:
@@ -80,7 +81,7 @@ class ScriptedTeacher:
                 time.sleep(self.delay)
             prompt = body["messages"][-1]["content"]
             passage = prompt.split("Passage:\n")[-1].split("段落：\n")[-1]
-            if "BROKEN" in passage:
+            if "BROKEN" in passage and not self.heal:
                 return JSONResponse({"error": {"message": "teacher overloaded"}}, status_code=500)
             is_label = "Question:" in prompt or "问题：" in prompt
             content = self.answer_label(prompt) if is_label else self.answer_synth(passage, body)

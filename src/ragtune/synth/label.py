@@ -89,7 +89,7 @@ def label(cfg: LabelConfig | None = None, **kwargs: Any) -> Summary:
     teacher = Teacher(cfg)
     name = teacher.check()
     summary.notes["teacher"] = name
-    meta = {"teacher": name, "prompt_sha256": hashlib.sha256(json.dumps(templates).encode()).hexdigest()[:16],
+    meta = {"teacher": teacher.identity, "prompt_sha256": hashlib.sha256(json.dumps(templates).encode()).hexdigest()[:16],
             "logprobs": cfg.logprobs, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature}
     langs = {i: cfg.lang if cfg.lang != "auto" else ("zh" if F.is_cjk_text(c) else "en") for i, _, c in rows}
     journal = Journal(str(cfg.output) + ".journal.jsonl", meta, cfg.restart)

@@ -314,7 +314,7 @@ def write_outputs(cfg: SynthConfig, items: list[QA], chunks: list[Chunk], model:
     test = [it for it in items if it.doc in held]
     paths: dict[str, Path] = {}
     sft = [{"instruction": fill_template(TEMPLATES[it.lang], by_id[it.chunk_id].text, it.question), "input": "",
-            "output": it.answer, "id": it.id} for it in train]
+            "output": it.answer, "id": it.id, "doc": it.doc} for it in train]
     paths["sft"] = atomic_write_json(out / "sft.json", sft, indent=1)
     pairs = [{"query": it.question, "pos": [by_id[it.chunk_id].text], "neg": [], "prompt": cfg.instruction}
              for it in train]
@@ -386,7 +386,7 @@ def synthesize(cfg: SynthConfig | None = None, **kwargs: Any) -> Summary:
     log.info("teacher: %s; %d chunks of %d documents", name, len(chunks), summary.notes["documents"])
     summary.notes["teacher"] = name
     try:
-        with Journal(out / ".synth" / "journal.jsonl", _meta(cfg, name, templates), cfg.restart) as journal:
+        with Journal(out / ".synth" / "journal.jsonl", _meta(cfg, teacher.identity, templates), cfg.restart) as journal:
             ask_teacher(cfg, teacher, chunks, journal, templates)
             summary.records_in = len(chunks)
             items = collect(cfg, chunks, journal, summary)

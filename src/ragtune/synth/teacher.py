@@ -80,6 +80,11 @@ class Teacher:
 
     # -- identity (journals record it: a resumed run must use the same teacher) ----------------------------
     @property
+    def identity(self) -> str:
+        """The model, not where it is served: a teacher restarted on another port is the same teacher."""
+        return self.model_name() if self.opts.is_url else self.opts.teacher
+
+    @property
     def name(self) -> str:
         if self.opts.is_url:
             return f"{_normalise_url(self.opts.teacher)} ({self.model_name()})"
