@@ -379,6 +379,7 @@ def synthesize(cfg: SynthConfig | None = None, **kwargs: Any) -> Summary:
     out = Path(cfg.output)
     summary = Summary("synth", cfg.docs, str(out))
     chunks = load_chunks(cfg, summary)
+    split_documents(sorted({c.doc for c in chunks}), cfg.eval_fraction, cfg.seed)   # feasible? before any teacher call
     templates = prompt_templates(cfg)
     model = _load_embedder(cfg) if (cfg.roundtrip_k or (cfg.neg_num and not cfg.review)) else None
     teacher = Teacher(cfg)
