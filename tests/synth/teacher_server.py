@@ -15,6 +15,7 @@ partly badly, to exercise every filter:
 """
 
 
+import asyncio
 import json
 import re
 import socket
@@ -78,7 +79,7 @@ class ScriptedTeacher:
             with self.lock:
                 self.requests.append(body)
             if self.delay:
-                time.sleep(self.delay)
+                await asyncio.sleep(self.delay)
             prompt = body["messages"][-1]["content"]
             passage = prompt.split("Passage:\n")[-1].split("段落：\n")[-1]
             if "BROKEN" in passage and not self.heal:

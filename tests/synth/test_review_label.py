@@ -1,6 +1,5 @@
 """Review, the round-trip filter, early errors, `ragtune data label` and the CLI, against a real HTTP teacher."""
 import json
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +19,8 @@ def teacher():
 
 
 def _opts(kb, out, teacher, embed, **kw):
-    return {**dict(docs=str(kb), output=str(out), teacher=teacher.base_url, embed=str(embed), min_chunk_chars=10,
-                   neg_num=1, neg_margin=-1.0, eval_fraction=0.3), **kw}
+    return {"docs": str(kb), "output": str(out), "teacher": teacher.base_url, "embed": str(embed),
+            "min_chunk_chars": 10, "neg_num": 1, "neg_margin": -1.0, "eval_fraction": 0.3, **kw}
 
 
 def test_review_file_decides_and_edits_are_filtered_again(tmp_path, teacher, tiny_embedder_dir):
@@ -54,8 +53,8 @@ def test_review_file_decides_and_edits_are_filtered_again(tmp_path, teacher, tin
 def test_round_trip_keeps_only_questions_whose_chunk_is_retrieved(tmp_path, teacher, tiny_embedder_dir):
     import numpy as np
 
-    from ragtune.data.mining import encode, load_embedder
     from ragtune.data.embed_pairs import DEFAULT_INSTRUCTION
+    from ragtune.data.mining import encode, load_embedder
 
     kb = write_kb(tmp_path / "kb", GOOD)
     base = synthesize(**_opts(kb, tmp_path / "a", teacher, tiny_embedder_dir))

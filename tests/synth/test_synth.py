@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.core.errors import BackendError, ConfigError, DataError
 from ragtune.synth import filters as F
 from ragtune.synth import synthesize
 
@@ -26,8 +25,9 @@ def teacher():
 
 
 def _run(kb, out, teacher, embed, **kw):
-    opts = dict(docs=str(kb), output=str(out), teacher=teacher.base_url, embed=str(embed), retries=1,
-                min_chunk_chars=10, neg_num=2, eval_fraction=0.3, neg_margin=-1.0)   # a random tiny embedder: no margin guard
+    # neg_margin -1: a random tiny embedder scores everything alike, so no margin guard here
+    opts = {"docs": str(kb), "output": str(out), "teacher": teacher.base_url, "embed": str(embed), "retries": 1,
+            "min_chunk_chars": 10, "neg_num": 2, "eval_fraction": 0.3, "neg_margin": -1.0}
     return synthesize(**{**opts, **kw})
 
 
@@ -94,8 +94,8 @@ def test_a_killed_run_resumes_without_duplicates(tmp_path, tiny_embedder_dir):
     kb = write_kb(tmp_path / "kb", GOOD)
     port_file = tmp_path / "port"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), str(HERE.parent)])}
-    server = subprocess.Popen([sys.executable, "-c", f"from synth.teacher_server import serve_forever; "
-                               f"serve_forever({str(port_file)!r}, 0.4)"], env=env)
+    script = f"from synth.teacher_server import serve_forever; serve_forever({str(port_file)!r}, 0.4)"
+    server = subprocess.Popen([sys.executable, "-c", script], env=env)
     try:
         deadline = time.time() + 30
         while not port_file.exists() or not port_file.read_text():

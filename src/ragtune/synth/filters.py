@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 # reasons, as the summary names them
 UNPARSEABLE = "unparseable teacher output"
@@ -18,7 +19,7 @@ DUPLICATE = "near-duplicate question"
 ROUND_TRIP = "round trip: chunk not in the embedder's top-k for its question"
 REVIEW = "rejected in review"
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _QUOTES = "\"'“”‘’「」『』《》"
 
 
@@ -69,7 +70,8 @@ def parse_qa(text: str) -> list[dict[str, str]]:
     for entry in data:
         if not isinstance(entry, dict) or not isinstance(entry.get("question"), str) \
                 or not isinstance(entry.get("answer"), (str, int, float)):
-            raise ValueError(f"entry is not {{question: str, answer: str}}: {str(entry)[:60]!r}")
+            # ValueError, not TypeError: every parse failure is one kind for the caller (re-ask the teacher)
+            raise ValueError(f"entry is not {{question: str, answer: str}}: {str(entry)[:60]!r}")  # noqa: TRY004
         out.append({"question": entry["question"], "answer": str(entry["answer"])})
     return out
 

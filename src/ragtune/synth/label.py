@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -40,8 +40,8 @@ class LabelConfig(TeacherOptions):
     question_field: str = Field("question", description="Field holding the question.")
     context_field: str = Field("context", description="Field holding the context (a string or a list of passages).")
     lang: Literal["auto", "en", "zh"] = Field("auto", description="Prompt and template language (auto: zh when CJK).")
-    prompt_file: Optional[str] = Field(None, description="Own prompt template with {context} and {question}.")
-    logprobs: Optional[int] = Field(None, ge=0, le=20, description="Also store the teacher's top-K logprobs per answer token (for the kd method).")
+    prompt_file: str | None = Field(None, description="Own prompt template with {context} and {question}.")
+    logprobs: int | None = Field(None, ge=0, le=20, description="Also store the teacher's top-K logprobs per answer token (for the kd method).")
     max_answer_chars: int = Field(120, ge=0, description="Longer answers are rejected (0 = no limit).")
     max_tokens: int = Field(64, ge=1, description="New tokens per teacher answer.")
     restart: bool = Field(False, description="Forget earlier answers in the journal and ask again.")

@@ -32,7 +32,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -57,18 +57,18 @@ class SynthConfig(TeacherOptions):
     output: str = Field(description="Output directory.")
     questions_per_chunk: int = Field(3, ge=1, le=20, description="Questions the teacher writes per chunk.")
     lang: Literal["auto", "en", "zh"] = Field("auto", description="Prompt and template language (auto: per chunk, zh when CJK).")
-    prompt_file: Optional[str] = Field(None, description="Own prompt template with {n} and {chunk} (default: the built-in zh/en file).")
+    prompt_file: str | None = Field(None, description="Own prompt template with {n} and {chunk} (default: the built-in zh/en file).")
     splitter: Literal["sentence", "token", "line", "none"] = Field("sentence", description="How documents become chunks.")
     chunk_chars: int = Field(800, ge=50, description="sentence splitter: pack sentences up to this many characters.")
     chunk_tokens: int = Field(256, ge=16, description="token splitter: tokens per chunk.")
     chunk_overlap: int = Field(32, ge=0, description="token splitter: overlapping tokens.")
     min_chunk_chars: int = Field(40, ge=0, description="Shorter chunks get no questions (counted).")
-    max_chunks: Optional[int] = Field(None, ge=1, description="Ask about a seeded sample of at most this many chunks (logged).")
+    max_chunks: int | None = Field(None, ge=1, description="Ask about a seeded sample of at most this many chunks (logged).")
     parse_retries: int = Field(2, ge=0, description="Re-asks (sampled, temperature >= 0.7) after unparseable output.")
     max_answer_chars: int = Field(120, ge=0, description="Longer answers are rejected (0 = no limit).")
     dup_threshold: float = Field(90.0, ge=0, le=100, description="rapidfuzz ratio at which two questions are near-duplicates.")
     roundtrip_k: int = Field(0, ge=0, description="Round-trip filter: keep a question only if its chunk is in the embedder's top-k (0 = off).")
-    embed: Optional[str] = Field("all-MiniLM-L6-v2", description="Embedder for mined negatives and the round trip (None: random negatives).")
+    embed: str | None = Field("all-MiniLM-L6-v2", description="Embedder for mined negatives and the round trip (None: random negatives).")
     neg_num: int = Field(7, ge=0, description="Negatives per embedding pair.")
     neg_range: str = Field("0-30", description="Rank range START-END the negatives are mined from (own chunk excluded).")
     neg_margin: float = Field(0.05, description="Skip candidates scoring >= positive score - margin (likely positives).")

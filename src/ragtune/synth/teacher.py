@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from pydantic import Field
 
@@ -23,7 +24,7 @@ from ..core.log import get_logger
 
 log = get_logger(__name__)
 API_KEY_ENV = "RAGTUNE_TEACHER_API_KEY"
-_THINK = re.compile(r"<think>.*?</think>", re.S)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _TOKEN_ID = re.compile(r"token_id:(-?\d+)$")
 
 
@@ -31,8 +32,8 @@ class TeacherOptions(Config):
     """How to reach and sample the teacher (shared by ``ragtune data synth`` and ``data label``)."""
     teacher: str = Field(description="Teacher: an OpenAI-compatible base URL (http://...) or a local model "
                                      "(bundled name, dir, fine-tune output dir) run on the builtin engine.")
-    teacher_model: Optional[str] = Field(None, description="Model name at the teacher URL (default: the server's first).")
-    teacher_api_key: Optional[str] = Field(None, description=f"Bearer key for the teacher URL (or ${API_KEY_ENV}).")
+    teacher_model: str | None = Field(None, description="Model name at the teacher URL (default: the server's first).")
+    teacher_api_key: str | None = Field(None, description=f"Bearer key for the teacher URL (or ${API_KEY_ENV}).")
     max_tokens: int = Field(512, ge=1, description="New tokens per teacher answer (reasoning teachers need more).")
     temperature: float = Field(0.0, ge=0, description="Teacher sampling temperature (0 = greedy).")
     timeout: float = Field(600.0, gt=0, description="Seconds per teacher request.")
@@ -129,18 +130,18 @@ class Teacher:
 
     # -- calls --------------------------------------------------------------------------------------------------
     def chat_many(self, prompts: Sequence[list[dict[str, str]]], *, temperature: float | None = None,
-                  seed: int | None = None, top_logprobs: int | None = None) -> list["Reply | BackendError"]:
+                  seed: int | None = None, top_logprobs: int | None = None) -> list[Reply | BackendError]:
         temperature = self.opts.temperature if temperature is None else temperature
         if self.opts.is_url:
             return self._remote(prompts, temperature, seed, top_logprobs)
         return self._local(prompts, temperature, seed, top_logprobs)
 
-    def _remote(self, prompts, temperature, seed, top_logprobs) -> list["Reply | BackendError"]:
+    def _remote(self, prompts, temperature, seed, top_logprobs) -> list[Reply | BackendError]:
         from concurrent.futures import ThreadPoolExecutor
 
         model = self.model_name()
 
-        def one(messages) -> "Reply | BackendError":
+        def one(messages) -> Reply | BackendError:
             body: dict[str, Any] = {"model": model, "messages": list(messages), "max_tokens": self.opts.max_tokens,
                                     "temperature": temperature}
             if seed is not None:
@@ -164,7 +165,7 @@ class Teacher:
         with ThreadPoolExecutor(max_workers=self.opts.concurrency) as pool:
             return list(pool.map(one, prompts))
 
-    def _local(self, prompts, temperature, seed, top_logprobs) -> list["Reply | BackendError"]:
+    def _local(self, prompts, temperature, seed, top_logprobs) -> list[Reply | BackendError]:
         from ..engine.base import SamplingParams
 
         params = SamplingParams(max_tokens=self.opts.max_tokens, temperature=temperature, seed=seed,
