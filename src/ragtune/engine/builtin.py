@@ -129,6 +129,9 @@ class BuiltinEngine(Engine):
         self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_ms / 1000.0
         self.max_model_len = max_model_len or _context_limit(model)
         self.device = next(model.parameters()).device
+        from ..models.loading import contiguous_head_input
+
+        contiguous_head_input(model)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # batch size -> count
@@ -243,7 +246,8 @@ class BuiltinEngine(Engine):
         tracker = _RowTracker(self.tokenizer, reqs, width, self.eos_ids)
         gen = GenerationConfig(max_new_tokens=max(r.params.max_tokens for r in reqs),
                                do_sample=not params.greedy, pad_token_id=self.pad_id,
-                               eos_token_id=sorted(self.eos_ids), bos_token_id=self.tokenizer.bos_token_id)
+                               eos_token_id=sorted(self.eos_ids), bos_token_id=self.tokenizer.bos_token_id,
+                               use_cache=True)   # a model mid-training has use_cache off in its config
         if not params.greedy:
             gen.temperature, gen.top_p, gen.top_k = params.temperature, params.top_p, 0
         with self._model_lock, torch.inference_mode():
