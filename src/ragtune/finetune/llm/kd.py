@@ -112,6 +112,8 @@ class KdMethod(LoraMethod):
 
         from .data import IGNORE
 
+        if not self.k:          # no row carries teacher logprobs: the plain loss
+            return None
         ids_rows, lp_rows, valid_rows = [], [], []
         for s in items:
             teacher = getattr(s, "teacher", None)
