@@ -51,7 +51,7 @@ class RagEvalConfig(MetricOptions):
     splitter: Literal["line", "sentence", "none"] = Field("line", description="How the KB becomes chunks.")
     template_lang: Literal["auto", "en", "zh"] = Field("auto", description="CMRC template language: per item 'lang' (auto) or fixed.")
     max_tokens: int = Field(64, ge=1, description="New tokens per answer.")
-    batch_size: int = Field(16, ge=1, description="Local LLM: prompts per batched generate.")
+    llm_batch_size: int = Field(16, ge=1, description="Local LLM: prompts per batched generate.")
     concurrency: int = Field(8, ge=1, description="Requests in flight against an LLM URL.")
     spread: float = Field(0.3, ge=0, le=1, description="A continuous score differing by more than this is a disagreement.")
     judge_api_key: str | None = Field(None, description="Judge API key (or $RAGTUNE_JUDGE_API_KEY).")
@@ -133,7 +133,7 @@ def _infer_config(cfg: RagEvalConfig, llm: str, evalset: Path, output: Path):
     from ..infer.runner import InferConfig
 
     common = {"evalset": str(evalset), "output": str(output), "max_tokens": cfg.max_tokens,
-              "batch_size": cfg.batch_size, "concurrency": cfg.concurrency}
+              "batch_size": cfg.llm_batch_size, "concurrency": cfg.concurrency}
     if llm.startswith(("http://", "https://")):
         return InferConfig(url=llm, **common)
     return InferConfig(model=llm, **common)

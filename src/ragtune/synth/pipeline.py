@@ -406,6 +406,13 @@ def synthesize(cfg: SynthConfig | None = None, **kwargs: Any) -> Summary:
         items = round_trip(cfg, items, chunks, model, summary)
     if not items:
         atomic_write_json(out / "summary.json", summary.to_dict())
+        errors = summary.notes.get("chunks without an answer (teacher errors; re-run to ask again)", 0)
+        if errors == len(chunks):
+            from ..core.errors import BackendError
+
+            first = summary.examples.get("chunks without an answer (teacher errors; re-run to ask again)", ["?"])[0]
+            raise BackendError(f"the teacher answered none of the {len(chunks)} chunks; e.g. {first}",
+                               hint="fix the teacher and re-run: answered chunks are kept, the others asked again")
         raise DataError("no synthetic item survived the filters", file=cfg.docs,
                         hint=f"see {out / 'summary.json'} for the rejections by reason")
     write_outputs(cfg, items, chunks, model, summary)
