@@ -3,8 +3,7 @@ import json
 
 import httpx
 
-from ragtune.workflow.demo import (MANUALS_TEACHER, distinct_questions, make_demo_data, run_demo,
-                                   start_manuals_teacher)
+from ragtune.workflow.demo import MANUALS_TEACHER, distinct_questions, make_demo_data, run_demo, start_manuals_teacher
 
 
 def test_demo_documents_are_deterministic_one_per_manual(tmp_path):

@@ -16,7 +16,7 @@ anywhere fails when the file is read, and the teacher is reached before the firs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -156,4 +156,3 @@ def check_sections(cfg: Any) -> None:
         raise ConfigError("llm.evaluate_base: the 2x2 of a documents run always includes the base LLM")
 
 
-OptionalEmbed = Optional[EmbedSection]
