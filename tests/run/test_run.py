@@ -186,3 +186,52 @@ def test_run_stages_are_the_typed_jobs(tmp_path, squad_files, tiny_llm_dir, tiny
     assert by_name["infer_tuned"].prompt.system == "Answer briefly."
     assert by_name["finetune_llm"].config.lora_rank == 8 and by_name["finetune_llm"].config.method == "lora"
     assert by_name["infer_base"].max_tokens == 4
+
+
+def test_sweep_validates_every_point_runs_the_grid_and_ranks(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir,
+                                                             capsys):
+    cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "unused")
+    run = yaml.safe_load(cfg.read_text())
+    run["llm"]["finetune"].update(val_size=3, dev_metrics=["exact", "cmrc_f1"], dev_max_tokens=4, max_samples=None)
+    run["llm"]["evaluate_base"] = False
+    sweep = {"run": run, "grid": {"llm.finetune.learning_rate": [1e-3, 5e-3], "llm.finetune.lora_rank": [4]},
+             "rank_by": "dev.cmrc_f1", "output": str(tmp_path / "sweep")}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    assert main(["sweep", str(path), "--list"]) == 0
+    assert capsys.readouterr().out.count("->") == 2
+    bad = dict(sweep, grid={"llm.finetune.lora_rnak": [4]})
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["sweep", str(path)]) == 1
+    assert "sweep point lora_rnak=4" in capsys.readouterr().err and not (tmp_path / "sweep").exists()
+    path.write_text(yaml.safe_dump(sweep))
+    assert main(["sweep", str(path)]) == 0
+    report = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    values = [r["rank_value"] for r in report["runs"]]
+    assert len(values) == 2 and values == sorted(values, reverse=True)
+    assert all(r["train_minutes"] >= 0 and "exact" in r["eval"] for r in report["runs"])
+    assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["sweep", str(path)]) == 0                   # again: every stage of every run is skipped
+    assert capsys.readouterr().err.count("running ->") == 0
+
+
+def test_eval_items_are_asked_with_the_training_template(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir):
+    """data.template_lang zh trains on the Chinese template: inference must use it too."""
+    from ragtune.data.squad import TEMPLATES
+    from ragtune.workflow.run import build_stages
+
+    cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "r")
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["template_lang"] = "zh"
+    stages = {s.name: s.job for s in build_stages(RunConfig.build(None, **data))}
+    assert stages["infer_tuned"].template == TEMPLATES["zh"] == stages["infer_base"].template
+    assert stages["prepare_data"].template_lang == "zh"
+
+
+def test_template_values_with_braces_are_inserted_verbatim():
+    from ragtune.infer.runner import item_input
+
+    kind, msgs = item_input({"context": "f(x) = {x: 1} {question}", "question": "q?"},
+                            "C: {context}\nQ: {question}")
+    assert msgs[0]["content"] == "C: f(x) = {x: 1} {question}\nQ: q?"

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "infer": ("ragtune.cli.infer", "infer", "Batch inference over an eval set (local model or URL)."),
     "eval": ("ragtune.cli.eval", "eval_group", "Score predictions; compare runs side by side."),
     "run": ("ragtune.cli.run", "run", "Run the whole chain from one YAML config."),
+    "sweep": ("ragtune.cli.sweep", "sweep", "Run a grid of run configs through the stage cache; rank them."),
     "demo": ("ragtune.cli.demo", "demo", "Offline end-to-end demo on the bundled models."),
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -106,11 +107,7 @@ def item_input(item: dict[str, Any], template: str | None, *, file: str = "", re
         return item[field]
 
     if template is not None:
-        try:
-            return "chat", [{"role": "user", "content": template.format(**item)}]
-        except KeyError as exc:
-            raise DataError(f"the template needs field {exc.args[0]!r}", file=file, record=record,
-                            field=str(exc.args[0])) from None
+        return "chat", [{"role": "user", "content": fill_fields(template, item, file=file, record=record)}]
     if "messages" in item:
         msgs = need("messages", list)
         if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
@@ -130,6 +127,21 @@ def item_input(item: dict[str, Any], template: str | None, *, file: str = "", re
         return "chat", [{"role": "user", "content": fill_template(CHAPTER_TEMPLATE, item["context"], item["question"])}]
     raise DataError("an eval item needs {context, question}, {instruction[, input]}, {messages} or {prompt}",
                     file=file, record=record, hint="or pass --template with {field} placeholders")
+
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def fill_fields(template: str, item: dict[str, Any], *, file: str = "", record: int = 0) -> str:
+    """``{field}`` placeholders filled from the item in one pass: braces inside the values (code,
+    JSON, LaTeX in a passage) are inserted verbatim, never formatted again."""
+    def value(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in item:
+            raise DataError(f"the template needs field {name!r}", file=file, record=record, field=name)
+        return str(item[name])
+
+    return _FIELD.sub(value, template)
 
 
 # -- resumable side file ------------------------------------------------------------------------------

@@ -275,6 +275,7 @@ class Loop:
         self.dev = (DevEvaluator(dev, cfg.dev_metrics, cfg.prompt, cfg.dev_max_tokens, cfg.dev_batch_size)
                     if dev else None)
         self.best: tuple[float, int] | None = None          # (dev value, step) of the best eval
+        self.best_dev: dict[str, Any] = {}
         self.evals_since_best = 0
         self.stop_reason: str | None = None
         self.budget: dict[str, Any] = {}
@@ -470,6 +471,7 @@ class Loop:
             (self.out / PROGRESS_FILE).unlink(missing_ok=True)   # a fresh start: a fresh progress log
         self.history = state["history"]
         self.best = tuple(state["best"]) if state.get("best") else None  # type: ignore[assignment]
+        self.best_dev = dict(state.get("best_dev") or {})
         params = [p for p in self.model.parameters() if p.requires_grad]
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not dist.main, desc="finetune",
                    unit="step", dynamic_ncols=True)
@@ -531,7 +533,8 @@ class Loop:
                 "final_loss": train_losses[-1] if train_losses else None,
                 "eval_loss": eval_losses[-1] if eval_losses else None,
                 "dev": devs[-1]["dev"] if devs else None,
-                "best": {"step": self.best[1], self.select_metric: self.best[0]} if self.best else None,
+                "best": {"step": self.best[1], "selected_by": self.select_metric, **self.best_dev}
+                        if self.best else None,
                 "stopped": self.stop_reason, "time_budget": self.budget or None,
                 "train_tokens": state["tokens"], "train_runtime_s": round(elapsed, 3),
                 "tokens_per_second": round(tokens_run / elapsed, 2) if elapsed > 0 else None,
@@ -652,8 +655,9 @@ class Loop:
         value = devmod.select(dev, str(self.select_metric))
         if self.best is None or value > self.best[0]:
             self.best = (value, state["step"])
+            self.best_dev = dict(dev)
             self.evals_since_best = 0
-            state["best"] = list(self.best)
+            state["best"], state["best_dev"] = list(self.best), dict(dev)
             if self.cfg.keep_best:
                 self._save_best()
             return
