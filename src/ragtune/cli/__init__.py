@@ -78,7 +78,10 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         rc = cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:   # click wraps Ctrl-C (and the trainer's SIGTERM) in Abort
+        if type(exc.__cause__).__name__ == "Terminated":
+            click.echo("terminated", err=True)
+            return 143
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
@@ -91,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             click.echo("  hint: " + exc.hint, err=True)
         return 1
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as exc:   # the trainer turns SIGTERM into this, after checkpointing
+        terminated = type(exc).__name__ == "Terminated"
+        click.echo("terminated" if terminated else "interrupted", err=True)
+        return 143 if terminated else 130
     return rc if isinstance(rc, int) else 0   # ctx.exit(n) in standalone_mode=False returns n
 
 
