@@ -71,7 +71,7 @@ def parse_qa(text: str) -> list[dict[str, str]]:
         if not isinstance(entry, dict) or not isinstance(entry.get("question"), str) \
                 or not isinstance(entry.get("answer"), (str, int, float)):
             # ValueError, not TypeError: every parse failure is one kind for the caller (re-ask the teacher)
-            raise ValueError(f"entry is not {{question: str, answer: str}}: {str(entry)[:60]!r}")  # noqa: TRY004
+            raise ValueError(f"entry is not {{question: str, answer: str}}: {str(entry)[:60]!r}")
         out.append({"question": entry["question"], "answer": str(entry["answer"])})
     return out
 

@@ -35,7 +35,7 @@ class Journal:
                 fh.write(json.dumps({"meta": meta}, ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for appends; closed by close())
+        self._fh = open(self.path, "a", encoding="utf-8")
 
     def _load(self) -> None:
         raw = self.path.read_bytes()
@@ -75,7 +75,7 @@ class Journal:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> Journal:  # noqa: PYI034
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc) -> None:

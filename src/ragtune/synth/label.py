@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..core.errors import DataError
+from ..core.errors import BackendError, DataError
 from ..core.io import atomic_write_json
 from ..core.log import get_logger
 from ..data.squad import TEMPLATES, fill_template
@@ -101,8 +101,8 @@ def label(cfg: LabelConfig | None = None, **kwargs: Any) -> Summary:
                 part = todo[start:start + step]
                 msgs = [[{"role": "user", "content": templates[langs[i]].format(context=c, question=q)}]
                         for i, q, c in part]
-                for (i, q, c), reply in zip(part, teacher.chat_many(msgs, top_logprobs=cfg.logprobs)):
-                    if not hasattr(reply, "content"):
+                for (_, q, c), reply in zip(part, teacher.chat_many(msgs, top_logprobs=cfg.logprobs)):
+                    if isinstance(reply, BackendError):
                         journal.add(_key(q, c), status="teacher_error", error=str(reply))
                     else:
                         journal.add(_key(q, c), status="ok", text=reply.text, content=reply.content,

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..core.errors import ConfigError, DataError
+from ..core.errors import BackendError, ConfigError, DataError
 from ..core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from ..core.log import get_logger
 from ..data.embed_pairs import DEFAULT_INSTRUCTION, one_line
@@ -171,7 +171,7 @@ def ask_teacher(cfg: SynthConfig, teacher: Teacher, chunks: list[Chunk], journal
                 replies = teacher.chat_many(msgs, temperature=max(cfg.temperature, 0.7) if retry else None,
                                             seed=cfg.seed + attempt if retry else None)
                 for chunk, reply in zip(batch, replies):
-                    if not hasattr(reply, "content"):     # a BackendError after the client's retries
+                    if isinstance(reply, BackendError):   # after the HTTP client's own retries
                         journal.add(chunk.id, status="teacher_error", error=str(reply), raw=raws[chunk.id])
                         del pending[chunk.id]
                         continue
@@ -408,8 +408,6 @@ def synthesize(cfg: SynthConfig | None = None, **kwargs: Any) -> Summary:
         atomic_write_json(out / "summary.json", summary.to_dict())
         errors = summary.notes.get("chunks without an answer (teacher errors; re-run to ask again)", 0)
         if errors == len(chunks):
-            from ..core.errors import BackendError
-
             first = summary.examples.get("chunks without an answer (teacher errors; re-run to ask again)", ["?"])[0]
             raise BackendError(f"the teacher answered none of the {len(chunks)} chunks; e.g. {first}",
                                hint="fix the teacher and re-run: answered chunks are kept, the others asked again")
