@@ -12,6 +12,10 @@ server instead (a llama.cpp server on the same GGUF is ~3x faster on CPU).
 
     python benchmarks/synth_common.py fetch   --teacher qwen2.5-coder-1.5b
     python benchmarks/synth_common.py speed   --teacher qwen2.5-coder-1.5b --chunks 3
+
+``--teacher smoke`` is a plumbing check only: an OpenAI-compatible server that asks "what follows
+<a few words>?" about each passage (answers are verbatim spans by construction). It is not a model
+and its numbers mean nothing; it lets a benchmark run end to end in minutes.
 """
 from __future__ import annotations
 
@@ -75,6 +79,15 @@ def teacher_url(teacher: str, max_batch_size: int = 4):
     if teacher.startswith(("http://", "https://")):
         yield teacher
         return
+    if teacher == "smoke":
+        from ragtune.serve.server import ServerThread
+
+        srv = ServerThread(smoke_teacher_app(), port=0).start()
+        try:
+            yield srv.url + "/v1"
+        finally:
+            srv.stop()
+        return
     from ragtune.engine.builtin import BuiltinEngine
     from ragtune.serve.app import create_app
     from ragtune.serve.server import ServerThread
@@ -87,6 +100,46 @@ def teacher_url(teacher: str, max_batch_size: int = 4):
     finally:
         srv.stop()
         engine.close()
+
+
+def smoke_teacher_app():
+    """See the module docs: questions "what follows X?" with verbatim answers, for plumbing checks."""
+    import re
+
+    from fastapi import FastAPI, Request
+
+    app = FastAPI()
+
+    def qa(passage: str, n: int, zh: bool) -> list[dict[str, str]]:
+        sents = [s.strip() for s in re.split(r"(?<=[。！？.!?])\s*", passage) if len(s.strip()) > 12]
+        out = []
+        for s in sents[:n]:
+            if zh:
+                out.append({"question": f"文中“{s[:8]}”之后紧接着是什么？", "answer": s[8:14]})
+            else:
+                w = s.split()
+                if len(w) >= 6:
+                    out.append({"question": f'In the text, what comes right after "{" ".join(w[:4])}"?',
+                                "answer": " ".join(w[4:6])})
+        return out
+
+    async def chat(request):
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        zh = "段落：\n" in prompt
+        passage = prompt.rsplit("段落：\n" if zh else "Passage:\n", 1)[-1]
+        n = int(re.search(r"(\d+)", prompt).group(1))
+        content = json.dumps({"qa": qa(passage, n, zh)}, ensure_ascii=False)
+        return {"id": "smoke", "object": "chat.completion", "model": "smoke-teacher",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}]}
+
+    async def models():
+        return {"object": "list", "data": [{"id": "smoke-teacher", "object": "model"}]}
+
+    chat.__annotations__["request"] = Request
+    app.post("/v1/chat/completions")(chat)
+    app.get("/v1/models")(models)
+    return app
 
 
 def write_passages(rows: list[str], out: Path, prefix: str = "doc") -> Path:
