@@ -78,9 +78,9 @@ class RagEvalConfig(MetricOptions):
 
 
 def load_items(path: str) -> list[dict[str, Any]]:
-    from ..core.io import read_json_records
+    from ..data.readers import read_items
 
-    items = read_json_records(path, what="eval set")
+    items = read_items(path, what="eval set")
     for i, it in enumerate(items):
         for key in ("question", "context"):
             if not isinstance(it.get(key), str) or not it[key].strip():

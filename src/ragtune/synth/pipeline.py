@@ -240,14 +240,14 @@ def write_review(cfg: SynthConfig, items: list[QA], chunks: dict[str, Chunk]) ->
 def apply_review(cfg: SynthConfig, items: list[QA], chunks: dict[str, Chunk], summary: Summary) -> list[QA]:
     """Decisions of review.jsonl: ``accept: false`` or a deleted line rejects an item; an edited
     question or answer is checked by the same filters again."""
-    from ..core.io import read_json_records
+    from ..data.readers import read_items
 
     path = review_path(cfg)
     if not path.is_file():
         raise ConfigError(f"apply_review: {path} does not exist", hint="run with review=True (--review) first")
     by_id = {it.id: it for it in items}
     decided: dict[str, dict] = {}
-    for i, row in enumerate(read_json_records(path, what="review file")):
+    for i, row in enumerate(read_items(path, what="review file")):
         if row.get("id") not in by_id:
             raise DataError(f"unknown item id {row.get('id')!r} (not an item of this synth run)",
                             file=str(path), record=i, field="id")
