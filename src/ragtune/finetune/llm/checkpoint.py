@@ -30,9 +30,9 @@ FORMAT = 2
 # training file's path is not one either: the data is identified by its sha256, so a run dir or a
 # data set moved or copied elsewhere resumes.
 NOT_TRAINING = {"train", "resume", "overwrite_output_dir", "logging_steps", "save_steps", "save_minutes",
-                "save_total_limit", "merge", "tokenize_cache", "output", "eval_steps",
-                "per_device_eval_batch_size", "dev_metric", "dev_samples", "dev_max_tokens", "early_stopping",
-                "time_budget"}
+                "save_total_limit", "merge", "tokenize_cache", "output", "eval_steps", "eval_minutes",
+                "per_device_eval_batch_size", "dev_metrics", "dev_file", "dev_samples", "dev_max_tokens",
+                "dev_batch_size", "dev_extractive", "keep_best", "early_stopping_patience", "time_budget"}
 
 
 class CheckpointError(RagtuneError):

@@ -53,6 +53,8 @@ class LLMFinetuneConfig(FinetuneConfig):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N optimizer steps.")
     eval_steps: Optional[int] = Field(None, ge=1, description="Eval loss every N steps (default: end of each epoch).")
+    eval_minutes: Optional[float] = Field(None, gt=0, description="Also evaluate when this many minutes of training "
+                                          "passed since the last eval (with a time budget, steps are not known ahead).")
     save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every N steps (always at the end).")
     save_minutes: Optional[float] = Field(10.0, gt=0, description="Also checkpoint when this many minutes passed since "
                                           "the last one, so a killed long run loses minutes (None: steps only).")

@@ -521,6 +521,7 @@ class Loop:
                 "history": self.history}
 
     last_eval_step = -1
+    last_eval_time = 0.0
 
     def _sync_stop(self) -> None:
         """Under torchrun every rank stops at the same step (rank 0 decides dev-metric stops)."""
@@ -594,7 +595,10 @@ class Loop:
             log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, self.total_steps, sum(window) / len(window),
                      lr, rate)
             window.clear()
-        if cfg.eval_steps and step % cfg.eval_steps == 0 and (self.val_set or self.dev):
+        due = cfg.eval_minutes is not None and self.train_seconds() - self.last_eval_time >= 60 * cfg.eval_minutes
+        if self.dist.world > 1 and cfg.eval_minutes is not None:
+            due = self._global_sum(float(due), self.dist) > 0
+        if ((cfg.eval_steps and step % cfg.eval_steps == 0) or due) and (self.val_set or self.dev):
             self._log_eval(state)
         due_by_time = cfg.save_minutes is not None and time.monotonic() - self.last_save >= 60 * cfg.save_minutes
         if self.dist.world > 1:   # every rank must agree (FSDP gathers the weights collectively)
@@ -614,6 +618,7 @@ class Loop:
     def _log_eval(self, state):
         """Eval loss (val split) and the dev metrics; tracks the best step and early stopping."""
         self.last_eval_step = state["step"]
+        self.last_eval_time = self.train_seconds()
         entry: dict[str, Any] = {"step": state["step"]}
         eval_loss = self.evaluate()
         if eval_loss is not None:
