@@ -36,6 +36,8 @@ METHOD_CASES = {
                                            "freeze_trainable_layers": 1}, None),
     "full": ("tiny_llm_dir", _llm_data, {"max_steps": 2, "cutoff_len": 64, "dtype": "fp32"}, None),
     "dora": ("tiny_llm_dir", _llm_data, {"max_steps": 2, "cutoff_len": 64, "dtype": "fp32"}, None),
+    # rows without teacher logprobs train on CE alone (tests/synth/test_kd.py covers the KL term)
+    "kd": ("tiny_llm_dir", _llm_data, {"max_steps": 2, "cutoff_len": 64, "dtype": "fp32"}, None),
     "llamafactory": ("tiny_llm_dir", _llm_data, {"max_steps": 2}, "llamafactory-cli"),
     "embedding": ("tiny_embedder_dir", _embed_data, {"num_train_epochs": 1, "per_device_train_batch_size": 8,
                                                      "dtype": "fp32", "eval_split": 0.25}, None),

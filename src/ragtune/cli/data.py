@@ -1,4 +1,4 @@
-"""`ragtune data validate | convert | evalset | embed-pairs | mine-negatives | augment-json`.
+"""`ragtune data validate | convert | evalset | embed-pairs | mine-negatives | augment-json | synth | label`.
 
 Options that belong to a job's typed config (EmbedPairsConfig, MineNegativesConfig,
 AugmentJsonConfig) are generated from it, so flags, YAML (``--config``) and Python agree.
@@ -138,3 +138,59 @@ def augment_json_cmd(input_file, output_file, config_path, as_json, **options) -
 
     cfg = AugmentJsonConfig.from_sources(config_path, **options)
     _echo_summary(augment_json(input_file, output_file, cfg), as_json)
+
+
+def _synth_config_cls():
+    from ..synth.pipeline import SynthConfig
+
+    return SynthConfig
+
+
+def _label_config_cls():
+    from ..synth.label import LabelConfig
+
+    return LabelConfig
+
+
+@data.command("synth")
+@click.argument("docs", metavar="DOCS", type=click.Path(exists=True))
+@config_options(_synth_config_cls(), exclude=("docs",))
+@config_flag
+@json_flag
+def synth_cmd(docs, config_path, as_json, **options) -> None:
+    """Documents -> questions with verbatim answers from a --teacher (URL or local model) -> filtered
+    SFT set, embedding pairs, eval set and KB in --output, split by document. Resumable.
+
+    \b
+    ragtune data synth KB/ --teacher http://127.0.0.1:8000/v1 --output synth/
+    ragtune data synth KB/ --teacher gemma-3-270m --output synth/ --review      # then --apply-review
+    """
+    from ..synth.pipeline import SynthConfig, synthesize
+
+    cfg = SynthConfig.from_sources(config_path, docs=docs, **options)
+    summary = synthesize(cfg)
+    _echo_summary(summary, as_json)
+    _warn_teacher_errors(summary)
+
+
+@data.command("label")
+@click.argument("input_file", metavar="IN", type=click.Path(dir_okay=False, exists=True))
+@config_options(_label_config_cls(), exclude=("input",))
+@config_flag
+@json_flag
+def label_cmd(input_file, config_path, as_json, **options) -> None:
+    """Answer the unlabelled questions of IN ({question, context}) with the --teacher: verbatim spans,
+    validated like synth, written to --output as Alpaca SFT rows (--logprobs K adds the teacher's
+    top-K token distribution for `ragtune finetune --method kd`). Resumable."""
+    from ..synth.label import LabelConfig, label
+
+    cfg = LabelConfig.from_sources(config_path, input=input_file, **options)
+    summary = label(cfg)
+    _echo_summary(summary, as_json)
+    _warn_teacher_errors(summary)
+
+
+def _warn_teacher_errors(summary) -> None:
+    failed = {k: v for k, v in summary.notes.items() if "teacher errors" in k and v}
+    for key, n in failed.items():
+        click.echo(f"warning: {n} {key}", err=True)

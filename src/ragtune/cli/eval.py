@@ -1,4 +1,4 @@
-"""`ragtune eval`: score predictions (llm), compare runs side by side (compare).
+"""`ragtune eval`: score predictions (llm), compare runs side by side (compare), the RAG 2x2 (rag).
 
 Imports of the eval package (and, through it, sentence-transformers/torch) happen inside the
 commands, so `ragtune eval --help` stays light.
@@ -63,3 +63,37 @@ try:
 except ModuleNotFoundError as _exc:
     if _exc.name != f"{__package__}.eval_retrieval":
         raise
+
+
+def _rag_config_cls():
+    from ..eval.rag_eval import RagEvalConfig
+
+    return RagEvalConfig
+
+
+@eval_group.command("rag")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML file with the same keys as the flags (flags win).")
+@click.option("--embedder", "embedder", multiple=True,
+              help="LABEL=EMBEDDER that retrieves, repeatable (e.g. base=all-MiniLM-L6-v2); --embed is the cosine metric's.")
+@click.option("--llm", "llm", multiple=True, help="LABEL=LLM (model, dir or http:// URL), repeatable.")
+@config_options(_rag_config_cls(), exclude=("embeds", "llms"))
+def rag(config_path, embedder, llm, **values):
+    """The same questions through the whole RAG pipeline, every --embedder x every --llm (base/tuned x
+    base/tuned): retrieval metrics per embedder, answer metrics per cell, one markdown + HTML report.
+
+    \b
+    ragtune eval rag --evalset synth/eval.json --kb synth/kb --output rag-eval \\
+        --embedder base=all-MiniLM-L6-v2 --embedder tuned=out/embed \\
+        --llm base=gemma-3-270m --llm tuned=out/llm
+    """
+    from ..eval.rag_eval import RagEvalConfig, evaluate_rag, parse_labelled
+
+    if embedder:
+        values["embeds"] = parse_labelled(embedder, "embedder")
+    if llm:
+        values["llms"] = parse_labelled(llm, "llm")
+    cfg = RagEvalConfig.from_sources(config_path, **values)
+    evaluate_rag(cfg)
+    click.echo((__import__("pathlib").Path(cfg.output) / "report.md").read_text(encoding="utf-8"))
+    click.echo(f"report: {cfg.output}/report.md (HTML: {cfg.output}/report.html)")

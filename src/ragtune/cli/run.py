@@ -23,6 +23,8 @@ def run(config: str, force: tuple[str, ...], run_dir: str | None, list_stages: b
     for r in runner.results:
         click.echo(f"{r.name:<18} {r.status:<8} {r.seconds:8.1f}s  {r.dir}")
     report = runner.run_dir / "report" / "report.md"
+    if not report.exists():                       # a documents run: the 2x2 of eval_rag
+        report = runner.run_dir / "eval_rag" / "report" / "report.md"
     if report.exists():
-        click.echo("\n" + report.read_text(encoding="utf-8").split("\n## ")[0].strip())
+        click.echo("\n" + report.read_text(encoding="utf-8").split("\n## Items where")[0].strip())
         click.echo(f"\nreport: {report}  (HTML: {report.with_suffix('.html')})")

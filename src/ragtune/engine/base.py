@@ -46,6 +46,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: int | None = None   # None: none; k >= 0: the chosen token's logprob and the top k (OpenAI shape)
 
     def __post_init__(self):
         if self.max_tokens < 1:
@@ -54,6 +55,8 @@ class SamplingParams:
             raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise ConfigError(f"logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs}")
 
     @property
     def greedy(self) -> bool:
@@ -64,6 +67,26 @@ class SamplingParams:
         return (0.0, 1.0, None) if self.greedy else (self.temperature, self.top_p, self.seed)
 
 
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token_id: int
+    token: str          # the token's text on its own
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its log-probability under the model's raw distribution (before
+    temperature / top-p, as vLLM reports it) and the ``k`` most likely tokens at that step."""
+    token_id: int
+    token: str          # the text this token added to the completion (may be "" inside a UTF-8 character)
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
 @dataclass
 class Completion:
     text: str
@@ -71,6 +94,7 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) | "length" | "cancelled" (client left)
     token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids (EOS excluded)
+    logprobs: list[TokenLogprob] | None = field(default=None, repr=False)  # when params.logprobs was set
 
 
 class EngineSettings(Config):
@@ -84,6 +108,7 @@ class Engine(abc.ABC):
     Settings: ClassVar[type[EngineSettings]] = EngineSettings
     description: ClassVar[str] = ""
     in_process: ClassVar[bool] = True
+    supports_logprobs: ClassVar[bool] = False   # SamplingParams.logprobs honoured (serve rejects it otherwise)
 
     name: str
     prompt: PromptConfig          # the default; a request's own PromptConfig wins

@@ -127,6 +127,7 @@ class BuiltinEngine(Engine):
 
     Settings = BuiltinSettings
     description = "transformers in this process; dynamic batching (CPU or CUDA)"
+    supports_logprobs = True
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "model", prompt: PromptConfig | None = None,
                  max_batch_size: int = 16, batch_wait_ms: float = 10.0, max_model_len: int | None = None,
@@ -303,8 +304,37 @@ class BuiltinEngine(Engine):
             with restricted if restricted is not None else contextlib.nullcontext():
                 self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                     generation_config=gen, stopping_criteria=StoppingCriteriaList([tracker]), **extra)
-        return [r if r is not None else Completion("", len(q.ids), 0, "length")
-                for r, q in zip(tracker.results, reqs)]
+        results = [r if r is not None else Completion("", len(q.ids), 0, "length")
+                   for r, q in zip(tracker.results, reqs)]
+        for req, result in zip(reqs, results):
+            if req.params.logprobs is not None:
+                result.logprobs = self.token_logprobs(req.ids, completion_tokens(self.tokenizer, result),
+                                                      req.params.logprobs)
+        return results
+
+    def token_logprobs(self, prompt_ids: Sequence[int], token_ids: Sequence[int], k: int) -> list:
+        """Per generated token its log-probability and the top ``k``, from one teacher-forced forward
+        pass over prompt + completion (exact, unpadded; only the completion positions are projected
+        to the vocabulary). Raw model distribution: temperature and top-p do not change it."""
+        import torch
+
+        from .base import TokenLogprob, TopLogprob
+
+        if not token_ids:
+            return []
+        seq = torch.tensor([[*prompt_ids, *token_ids]], device=self.device)
+        with self._model_lock, torch.inference_mode():
+            logits = self.model(input_ids=seq, logits_to_keep=len(token_ids) + 1).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        chosen = logp.gather(1, torch.tensor(token_ids, device=logp.device)[:, None])[:, 0].tolist()
+        top_v, top_i = logp.topk(k, dim=-1) if k else (logp[:, :0], logp[:, :0].long())
+        pieces = token_pieces(self.tokenizer, token_ids)
+        out = []
+        for n, tid in enumerate(token_ids):
+            top = tuple(TopLogprob(int(i), self.tokenizer.decode([int(i)]), float(v))
+                        for i, v in zip(top_i[n].tolist(), top_v[n].tolist()))
+            out.append(TokenLogprob(int(tid), pieces[n], float(chosen[n]), top))
+        return out
 
     def _prefix_kv(self, prefix: Sequence[int]):
         """The keys/values of ``prefix`` (batch 1), computed once for every prompt that starts with it."""
@@ -398,6 +428,30 @@ class BuiltinEngine(Engine):
                 "max_batch_size_seen": max(sizes, default=0), "batch_size_histogram": sizes,
                 "max_batch_size": self.max_batch_size, "queue_depth": self._queue.qsize(),
                 "cancelled": self.cancelled, "cancelled_tokens": self.cancelled_tokens}
+
+
+def completion_tokens(tokenizer: Any, completion: Completion) -> list[int]:
+    """The generated tokens that make up ``completion.text``: a stop string can end the text inside
+    the last tokens, whose logprobs must then not be reported."""
+    ids = list(completion.token_ids)
+    if completion.text == tokenizer.decode(ids, skip_special_tokens=True):
+        return ids
+    for m in range(len(ids) + 1):
+        if len(tokenizer.decode(ids[:m], skip_special_tokens=True)) >= len(completion.text):
+            return ids[:m]
+    return ids
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """The text each token adds to the decoded completion (byte-level tokens that end inside a
+    UTF-8 character add "" and the token completing it adds the whole character)."""
+    pieces, done = [], ""
+    for n in range(len(ids)):
+        text = tokenizer.decode(list(ids[: n + 1]), skip_special_tokens=True)
+        stable = text.rstrip("\ufffd")
+        pieces.append(stable[len(done):] if stable.startswith(done) else text[len(done):])
+        done = stable if stable.startswith(done) else text
+    return pieces
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

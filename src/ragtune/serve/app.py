@@ -27,7 +27,7 @@ from .guards import LOOPBACK_HOSTS, RequestGuard, error_body
 
 # Fields OpenAI clients may send that this server cannot honour: rejected, never silently ignored,
 # unless they hold their neutral value (LangChain & co send presence_penalty=0 on every request).
-_UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call",
+_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call",
                 "response_format", "logit_bias", "best_of", "suffix", "echo", "presence_penalty",
                 "frequency_penalty", "parallel_tool_calls", "stream_options", "modalities", "audio",
                 "prediction", "reasoning_effort", "web_search_options", "service_tier")
@@ -94,12 +94,20 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
-class ChatRequest(_Sampling):
+class _Logprobs(BaseModel):
+    # vLLM's extension: report tokens as "token_id:N" (what a distilling student aligns on)
+    return_tokens_as_token_ids: bool = False
+
+
+class ChatRequest(_Sampling, _Logprobs):
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(_Sampling, _Logprobs):
     prompt: Union[Text, list[Text]]
+    logprobs: int | None = Field(None, ge=0, le=20)   # legacy completions: the number of top tokens
 
 
 class EmbeddingRequest(BaseModel):
@@ -268,6 +276,9 @@ def _check_llm(engine: Any, req: _Sampling) -> None:
     _check_extra_fields(req, _UNSUPPORTED)
     if req.n != 1:
         raise APIError(400, "only n=1 is supported", param="n")
+    if _requested_logprobs(req) is not None and not getattr(engine, "supports_logprobs", False):
+        raise APIError(400, f"this server's engine ({type(engine).__name__}) does not return logprobs",
+                       param="logprobs")
 
 
 def _params(req: _Sampling, default_max_tokens: int) -> SamplingParams:
@@ -276,7 +287,52 @@ def _params(req: _Sampling, default_max_tokens: int) -> SamplingParams:
         raise APIError(400, "stop must be up to 4 non-empty strings", param="stop")
     return SamplingParams(max_tokens=req.max_completion_tokens or req.max_tokens or default_max_tokens,
                           temperature=req.temperature or 0.0, top_p=req.top_p or 1.0,
-                          stop=tuple(stop), seed=req.seed)
+                          stop=tuple(stop), seed=req.seed, logprobs=_requested_logprobs(req))
+
+
+def _requested_logprobs(req: _Sampling) -> int | None:
+    """How many top tokens per position the request asks for (None: no logprobs), OpenAI's rules:
+    chat sends ``logprobs: true`` plus ``top_logprobs``; legacy completions send ``logprobs: k``."""
+    if isinstance(req, ChatRequest):
+        if req.top_logprobs is not None and not req.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+        k = (req.top_logprobs or 0) if req.logprobs else None
+    else:
+        k = getattr(req, "logprobs", None)
+    if k is not None and req.stream:
+        raise APIError(400, "logprobs with stream=true is not supported by the ragtune server; "
+                            "send stream=false", param="logprobs")
+    return k
+
+
+def _token_text(token_id: int, text: str, as_ids: bool) -> str:
+    return f"token_id:{token_id}" if as_ids else text
+
+
+def _chat_logprobs(result, as_ids: bool) -> dict | None:
+    """``choice.logprobs`` of a chat completion: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
+    if result.logprobs is None:
+        return None
+    return {"content": [
+        {"token": _token_text(t.token_id, t.token, as_ids), "logprob": t.logprob, "bytes": list(t.token.encode()),
+         "top_logprobs": [{"token": _token_text(a.token_id, a.token, as_ids), "logprob": a.logprob,
+                           "bytes": list(a.token.encode())} for a in t.top]}
+        for t in result.logprobs]}
+
+
+def _completion_logprobs(result, as_ids: bool) -> dict | None:
+    """Legacy ``choice.logprobs``: parallel lists tokens / token_logprobs / top_logprobs / text_offset."""
+    if result.logprobs is None:
+        return None
+    offsets, pos = [], 0
+    for t in result.logprobs:
+        offsets.append(pos)
+        pos += len(t.token)
+    return {"tokens": [_token_text(t.token_id, t.token, as_ids) for t in result.logprobs],
+            "token_logprobs": [t.logprob for t in result.logprobs],
+            "top_logprobs": [{_token_text(a.token_id, a.token, as_ids): a.logprob for a in t.top}
+                             for t in result.logprobs],
+            "text_offset": offsets}
 
 
 async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_tokens: int,
@@ -301,9 +357,11 @@ async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_t
             return JSONResponse(error_body("client disconnected", "invalid_request_error"), status_code=499)
         usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                  "total_tokens": result.prompt_tokens + result.completion_tokens}
+        as_ids = bool(getattr(req, "return_tokens_as_token_ids", False))
         choice = ({"index": 0, "message": {"role": "assistant", "content": result.text},
-                   "finish_reason": result.finish_reason} if chat else
-                  {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None})
+                   "finish_reason": result.finish_reason, "logprobs": _chat_logprobs(result, as_ids)} if chat else
+                  {"index": 0, "text": result.text, "finish_reason": result.finish_reason,
+                   "logprobs": _completion_logprobs(result, as_ids)})
         return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
                 "model": engine.name, "choices": [choice], "usage": usage}
     return StreamingResponse(_sse(engine, future, deltas, rid, created, chat, request),

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from ..core.config import Config
 from ..core.errors import ConfigError
@@ -25,6 +25,8 @@ from ..eval.runner import LlmEvalConfig, MetricOptions, metric_specs
 from ..finetune import PATH_FIELDS, finetune_config
 from ..infer.runner import InferConfig, InferSettings
 from ..launch import LauncherConfig
+from . import docs_run
+from .docs_run import DocsSection, EmbedSection
 from .jobs import FinetuneJob, PrepareDataJob
 from .stages import Stage, StageRunner
 
@@ -90,16 +92,31 @@ class Baseline(Config):
 class RunConfig(Config):
     run_dir: str = Field(description="Where every stage writes its config, log and outputs.")
     seed: int = 0
-    data: DataSection
+    data: Annotated[Union[Annotated[DataSection, Tag("files")], Annotated[DocsSection, Tag("docs")]],
+                    Discriminator(docs_run.source_tag)]
     llm: LLMSection
+    embed: Optional[EmbedSection] = Field(None, description="Embedder of a documents run (base, method, finetune, topk).")
     eval: EvalSection = Field(default_factory=EvalSection)
     baselines: list[Baseline] = Field(default_factory=list)
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_source(cls, value: Any) -> Any:
+        return docs_run.data_source(value)
+
+    @model_validator(mode="after")
+    def _source_sections(self) -> "RunConfig":
+        docs_run.check_sections(self)
+        return self
 
     def preflight(self) -> None:
         """Checks that need the machine, run before the first stage: input files exist, the
         embedder of the metrics resolves, baseline keys are set."""
         from ..models import resolve_model
+
+        if isinstance(self.data, DocsSection):
+            return docs_run.preflight(self)
 
         for key in ("train", "eval"):
             path = getattr(self.data, key)
@@ -119,6 +136,8 @@ class RunConfig(Config):
 
 # -- the chain --------------------------------------------------------------------------------------------
 def build_stages(cfg: RunConfig) -> list[Stage]:
+    if isinstance(cfg.data, DocsSection):
+        return docs_run.build_docs_stages(cfg)
     run = Path(cfg.run_dir)
     llm = cfg.llm
     prepared = run / "prepare_data"

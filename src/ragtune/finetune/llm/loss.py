@@ -27,6 +27,13 @@ def answer_only_loss_sum(model, input_ids, attention_mask, labels, position_ids=
     """Summed next-token CE over labelled positions, and how many there were. ``attention_mask``:
     a 2D padding mask, or the 4D masks (a dict per layer type) of packed sequences with their
     ``position_ids`` (see packing.py)."""
+    logits, targets = answer_logits(model, input_ids, attention_mask, labels, position_ids)
+    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+
+
+def answer_logits(model, input_ids, attention_mask, labels, position_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) of the labelled positions only, in row-major order: what every loss of the
+    builtin trainer is computed from (the kd method adds a term on the same logits)."""
     decoder, head, softcap = causal_lm_parts(model)
     kwargs = {"position_ids": position_ids} if position_ids is not None else {}
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
@@ -36,7 +43,7 @@ def answer_only_loss_sum(model, input_ids, attention_mask, labels, position_ids=
     logits = head(picked).float()
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits, targets[keep], reduction="sum"), int(keep.sum())
+    return logits, targets[keep]
 
 
 def full_logits_loss_sum(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, int]:
@@ -52,9 +59,12 @@ class LossModule(torch.nn.Module):
     """Wraps the model so DDP sees one forward that returns the loss (its gradient hooks need the
     forward to go through the DDP wrapper)."""
 
-    def __init__(self, model):
+    def __init__(self, model, loss_fn=None):
         super().__init__()
         self.model = model
+        self.loss_fn = loss_fn    # a method's own loss (kd); None: answer-only CE
 
-    def forward(self, input_ids, attention_mask, labels, position_ids=None):
+    def forward(self, input_ids, attention_mask, labels, position_ids=None, extra=None):
+        if self.loss_fn is not None and extra is not None:
+            return self.loss_fn(self.model, input_ids, attention_mask, labels, position_ids, extra)
         return answer_only_loss_sum(self.model, input_ids, attention_mask, labels, position_ids)

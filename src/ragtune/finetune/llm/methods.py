@@ -137,6 +137,17 @@ class BuiltinLLMMethod(FinetuneMethod):
     def after_prepare(self, cfg: Any, model: Any) -> None:
         """Hook after :meth:`prepare` (LoRA installs its fast path here)."""
 
+    # -- loss hooks (kd uses them; a plain SFT method keeps the defaults) --------------------------------
+    loss_fn: ClassVar[Any] = None   # fn(model, ids, mask, labels, position_ids, extra) -> (loss sum, n)
+
+    def attach_targets(self, cfg: Any, tokenizer: Any, samples: list) -> list:
+        """Per-sample training targets beyond the labels (read from the training file), before the split."""
+        return samples
+
+    def batch_extras(self, items: list, device: Any) -> Any:
+        """What :attr:`loss_fn` needs for one micro-batch of samples (None: the plain loss)."""
+        return None
+
 
 class LoraMethod(BuiltinLLMMethod):
     name = "lora"

@@ -86,6 +86,7 @@ def prepare(cfg: LLMFinetuneConfig, method: Any):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     samples, total = tokenized_dataset(cfg.train, tokenizer, model_dir, cfg.prompt_config(), cfg.cutoff_len,
                                 cfg.max_samples, cfg.tokenize_cache)
+    samples = method.attach_targets(cfg, tokenizer, samples)
     train, val = split_validation(samples, cfg.val_size, cfg.seed)
     if not getattr(cfg, "fsdp", False):   # FSDP-sharded full models are too big for a meta copy check
         method.check(cfg, meta_model(model_dir))
@@ -148,11 +149,11 @@ def load_model(cfg: LLMFinetuneConfig, method: Any, model_dir: str, dist: Dist):
     return model, dtype, autocast
 
 
-def wrap_distributed(model, cfg, dist: Dist):
+def wrap_distributed(model, cfg, dist: Dist, method: Any = None):
     """LossModule, wrapped in DDP (or FSDP for full FT) under torchrun."""
     from .loss import LossModule
 
-    module = LossModule(model)
+    module = LossModule(model, getattr(method, "loss_fn", None))
     if dist.world == 1:
         return module
     if getattr(cfg, "fsdp", False):
@@ -225,8 +226,8 @@ def _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set, dev
              method.name, cfg.base, len(train_set), len(val_set), dist.world, dist.device)
     torch.manual_seed(cfg.seed)
     model, dtype, autocast = load_model(cfg, method, model_dir, dist)
-    engine = wrap_distributed(model, cfg, dist)
-    loop = Loop(cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out, dev)
+    engine = wrap_distributed(model, cfg, dist, method)
+    loop = Loop(cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out, dev, method)
     metrics = loop.run()
     loop.restore_best()
     # every rank takes part (FSDP gathers full tensors); only rank 0 writes
@@ -243,10 +244,12 @@ def _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set, dev
 
 
 class Loop:
-    def __init__(self, cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out, dev=None):
+    def __init__(self, cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out, dev=None,
+                 method=None):
         from .dev import DevEvaluator
 
         self.cfg, self.dist, self.model, self.engine = cfg, dist, model, engine
+        self.method = method
         self.tokenizer = tokenizer
         self.dev = (DevEvaluator(dev, cfg.dev_metrics, cfg.prompt, cfg.dev_max_tokens, cfg.dev_batch_size,
                                  cfg.dev_extractive) if dev else None)
@@ -384,11 +387,13 @@ class Loop:
                                dist.world, dist.rank)
         loss_sum, seen = 0.0, 0
         for k, micro in enumerate(micros):
-            ids, mask, labels, pos, real = self._collate([self.train_set[i] for i in micro])
+            items = [self.train_set[i] for i in micro]
+            ids, mask, labels, pos, real = self._collate(items)
+            extra = self.method.batch_extras(items, dist.device) if self.method is not None else None
             sync = k == len(micros) - 1 or dist.world == 1
             no_sync = self.engine.no_sync if (not sync and hasattr(self.engine, "no_sync")) else contextlib.nullcontext
             with no_sync(), self._ctx():
-                loss, _ = self.engine(ids, mask, labels, pos)
+                loss, _ = self.engine(ids, mask, labels, pos, extra)
                 (loss * dist.world / max(n_tokens, 1)).backward()
             loss_sum += float(loss.detach())
             seen += real
