@@ -120,6 +120,7 @@ class BuiltinEngine(Engine):
 
     Settings = BuiltinSettings
     description = "transformers in this process; dynamic batching (CPU or CUDA)"
+    structured_output = True
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "model", prompt: PromptConfig | None = None,
                  max_batch_size: int = 16, batch_wait_ms: float = 10.0, max_model_len: int | None = None):
@@ -230,7 +231,9 @@ class BuiltinEngine(Engine):
     # -- one batched generate -----------------------------------------------------------------------
     def run_batch(self, reqs: Sequence[_Request]) -> list[Completion]:
         import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        from .constrained import batch_processor
 
         params = reqs[0].params
         width = max(len(r.ids) for r in reqs)
@@ -240,6 +243,8 @@ class BuiltinEngine(Engine):
             input_ids[i, width - len(r.ids):] = torch.tensor(r.ids)
             mask[i, width - len(r.ids):] = 1
         tracker = _RowTracker(self.tokenizer, reqs, width, self.eos_ids)
+        constrain = batch_processor([r.params.response_format for r in reqs], self.grammar_context, width,
+                                    lambda i: tracker.results[i] is not None)
         gen = GenerationConfig(max_new_tokens=max(r.params.max_tokens for r in reqs),
                                do_sample=not params.greedy, pad_token_id=self.pad_id,
                                eos_token_id=sorted(self.eos_ids), bos_token_id=self.tokenizer.bos_token_id)
@@ -250,9 +255,16 @@ class BuiltinEngine(Engine):
                 torch.manual_seed(params.seed)
             self.batch_sizes[len(reqs)] += 1
             self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                generation_config=gen, stopping_criteria=StoppingCriteriaList([tracker]))
+                                generation_config=gen, stopping_criteria=StoppingCriteriaList([tracker]),
+                                logits_processor=LogitsProcessorList([constrain] if constrain else []))
         return [r if r is not None else Completion("", len(q.ids), 0, "length")
                 for r, q in zip(tracker.results, reqs)]
+
+    def grammar_context(self):
+        """The constrained-decoding index of this engine's vocabulary (built on first use)."""
+        from .constrained import grammar_context
+
+        return grammar_context(self.tokenizer, self.model.get_output_embeddings().weight.shape[0], self.eos_ids)
 
     # -- synchronous helpers (infer, LocalLLM) ---------------------------------------------------------
     def generate_ids(self, prompts: Sequence[list[int]], params: SamplingParams,

@@ -8,6 +8,7 @@ dynamic batcher, request counters). Errors use OpenAI's shape
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import time
@@ -22,9 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import RagtuneError
 from ..engine.builtin import PromptTooLongError, SamplingParams
+from ..engine.constrained import request_format
 
 # Fields OpenAI clients may send that this server cannot honour: rejected, never silently ignored.
-_UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions", "response_format",
+_UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions",
                 "logit_bias", "best_of", "suffix", "echo")
 
 
@@ -211,6 +213,13 @@ def _params(req: _Sampling, default_max_tokens: int) -> SamplingParams:
 
 async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_tokens: int):
     params = _params(req, default_max_tokens)
+    try:  # structured output: parsed and compiled before any decoding (engine/constrained.py)
+        fmt = request_format(engine, (req.model_extra or {}).get("response_format"))
+    except RagtuneError as exc:
+        raise APIError(400, str(exc), param="response_format") from None
+    if fmt is not None:
+        await asyncio.to_thread(engine.grammar_context)  # the one-off vocabulary index, off the event loop
+        params = dataclasses.replace(params, response_format=fmt)
     ids = await asyncio.to_thread(encode)
     loop = asyncio.get_running_loop()
     deltas: asyncio.Queue[str] | None = asyncio.Queue() if req.stream else None
