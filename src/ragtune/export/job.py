@@ -99,9 +99,13 @@ def _files(directory: Path) -> dict[str, Any]:
 
 def _source(cfg: ExportConfig):
     from ..models import resolve_model
-    from ..models.source import resolve_source
+    from ..models.source import FINETUNE_MANIFEST, resolve_source
 
-    source = resolve_source(cfg.model, cfg.adapter, cfg.name)
+    adapter = cfg.adapter
+    run = Path(cfg.model)
+    if cfg.lora and adapter is None and (run / FINETUNE_MANIFEST).exists() and (run / "adapter").is_dir():
+        adapter = str(run / "adapter")  # --lora on a fine-tune output: its base + adapter/, not merged/
+    source = resolve_source(cfg.model, adapter, cfg.name)
     resolved = resolve_model(source.model, kind="llm")
     if resolved.gguf_file:
         raise ConfigError(f"{cfg.model} is already a GGUF ({resolved.gguf_file}); nothing to export",
