@@ -15,9 +15,8 @@ import pytest
 
 def make_exportable_llm(path: Path, *, chat_template: str | None = None, seed: int = 0) -> Path:
     import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
     from tiny_models import make_tokenizer
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     tok = make_tokenizer(chat_template=chat_template)
     torch.manual_seed(seed)

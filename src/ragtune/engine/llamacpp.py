@@ -57,14 +57,26 @@ class LlamaCppSettings(EngineSettings):
     batch_tokens: int = Field(512, ge=16, description="Most tokens per llama.cpp decode call (prompt chunks + one per generating slot).")
 
 
+_LOG_CALLBACK: Any = None
+
+
 def _llama_cpp():
+    global _LOG_CALLBACK
     try:
         import llama_cpp
     except ImportError:
         raise BackendError("engine 'llamacpp' needs llama-cpp-python, which is not installed",
                            hint=INSTALL_HINT) from None
-    logging.getLogger("llama-cpp-python").setLevel(
-        logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
+    if _LOG_CALLBACK is None:
+        # llama.cpp's own log goes to ragtune's logger (errors as warnings, the rest at DEBUG, so
+        # `ragtune -v` shows it); llama-cpp-python's callback maps ggml's levels off by one
+        @llama_cpp.llama_log_callback
+        def _route(level: int, text: bytes, _user: Any) -> None:
+            log.log(logging.WARNING if level == 4 else logging.DEBUG, "llama.cpp: %s",
+                    text.decode("utf-8", errors="replace").rstrip())
+
+        _LOG_CALLBACK = _route  # keep a reference: the C side holds only the pointer
+        llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
     return llama_cpp
 
 
@@ -87,7 +99,15 @@ def _export_source(folder: Path, name: str | None) -> GgufSource:
                       name or data.get("name") or folder.name, data.get("prompt") or {}, data.get("eos_token_ids"))
 
 
+def _check_gguf(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    if len(head) < 24 or head[:4] != b"GGUF":
+        raise ConfigError(f"{path} is not a GGUF file (it does not start with a GGUF header)")
+
+
 def _gguf_file_source(path: Path, name: str | None) -> GgufSource:
+    _check_gguf(path)
     if (path.parent / EXPORT_MANIFEST).exists():
         src = _export_source(path.parent, name)
         src.gguf = path
