@@ -30,7 +30,7 @@ def test_cli_errors(tiny_llm_dir, tmp_path, capsys):
     train = write_json(tmp_path / "t.json", span_items(4, seed=2))
     base = ["finetune", "llm", "--base", str(tiny_llm_dir), "--train", str(train), "--output", str(tmp_path / "o")]
     assert main(base + ["--method", "freeze", "--lora-rank", "4"]) == 1
-    assert "'lora_rank' does not apply to method 'freeze' (it is a setting of llamafactory, lora)" in capsys.readouterr().err
+    assert "'lora_rank' does not apply to method 'freeze' (it is a setting of llamafactory, lora, dora)" in capsys.readouterr().err
     assert main(base + ["--learning-rate", "fast"]) == 1
     assert "invalid value for 'learning_rate'" in capsys.readouterr().err
     assert main(["finetune", "llm", "--train", str(train)]) == 1

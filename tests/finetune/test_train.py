@@ -52,7 +52,8 @@ def test_lora_outputs_and_merge_equals_adapter_plus_base(tiny_llm_dir, span_trai
     out = tmp_path / "run"
     res = rt.finetune.lora.run(str(tiny_llm_dir), str(span_train), str(out), learning_rate=1e-2,
                                num_train_epochs=2, per_device_train_batch_size=4, val_size=0.125,
-                               eval_steps=5, save_steps=5, dtype="fp32", prompt={"system": "Answer briefly."})
+                               eval_steps=5, save_steps=5, dtype="fp32", prompt={"system": "Answer briefly."},
+                               pack_shared_prefix=False)
     m = res.metrics
     assert m["final_loss"] < m["first_loss"] and m["steps"] == 22
     assert json.loads((out / "metrics.json").read_text())["steps"] == 22

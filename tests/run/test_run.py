@@ -1,5 +1,6 @@
 """`ragtune run` on tiny models: the chain completes, a re-run skips every stage, bad YAML is clear."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -101,3 +102,136 @@ def test_killed_finetune_resumes_on_rerun(tmp_path, squad_files, tiny_llm_dir, t
     last = max(int(name.split("-")[1]) for name in done_before)
     assert f"(step {last})" in log or f"(step {last + 1})" in log, log[-1500:]   # continued, not restarted
     assert "step-10" in {p.name for p in ckpts.glob("step-*")}
+
+
+# Every typo, at any nesting level, fails when the file is read: before any stage runs, naming the
+# key path (or the section), the closest valid key and the valid keys. (path into the config, bad
+# value, what the message must say)
+TYPOS = [
+    (("llm", "prompt"), {"sytem": "x"}, r"prompt.sytem.*did you mean 'system'.*drop_builtin_system"),
+    (("llm", "infer"), {"max_tokenz": 3}, r"max_tokenz.*did you mean 'max_tokens'"),
+    (("llm", "deploy_params"), {"bogus": 1}, r"unknown key 'bogus' in llm.deploy_params.*max_batch_size"),
+    (("llm", "deploy_params"), {"max_batch_sise": 4}, r"max_batch_sise.*did you mean 'max_batch_size'"),
+    (("llm", "deploy_params"), {"vllm_args": ["x"]}, r"'vllm_args' is a setting of engine vllm, not of engine 'builtin'"),
+    (("llm", "deploy"), "vlm", r"unknown engine 'vlm'.*did you mean 'vllm'"),
+    (("llm", "method"), "qlora", r"unknown fine-tune method 'qlora'"),
+    (("llm", "finetune"), {"lora_rnak": 4}, r"lora_rnak.*did you mean 'lora_rank'"),
+    (("llm", "finetune"), {"freeze_trainable_layers": 2}, r"'freeze_trainable_layers'.*does not apply to method 'lora'"),
+    (("llm", "finetune"), {"prompt": {"system": "x"}}, r"llm.finetune.prompt: set it as llm.prompt"),
+    (("llm", "finetune"), {"learning_rate": "fast"}, r"invalid value for 'learning_rate'"),
+    (("eval",), {"metrics": ["exakt"]}, r"unknown metric 'exakt'.*did you mean 'exact'"),
+    (("eval",), {"metrics": [{"name": "exact", "lenent": True}]}, r"lenent.*did you mean 'lenient'"),
+    (("eval",), {"metricz": ["exact"]}, r"unknown key 'eval.metricz'.*did you mean 'metrics'"),
+    (("eval",), {"origin_tokenizer": "spaces"}, r"origin_tokenizer"),
+    (("data",), {"trian": "x.json"}, r"unknown key 'data.trian'.*did you mean 'train'"),
+    (("launcher",), {"tyype": "torchrun"}, r"unknown key 'launcher.tyype'.*did you mean 'type'"),
+    (("baselines",), [{"name": "x", "url": "http://h", "modle": "m"}], r"baselines\[0\].modle.*did you mean 'model'"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", TYPOS, ids=["-".join(t[0]) + f"-{i}" for i, t in enumerate(TYPOS)])
+def test_every_typo_fails_before_any_stage_runs(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir, capsys,
+                                                 path, value, message):
+    cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "r")
+    data = yaml.safe_load(cfg.read_text())
+    node = data
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+        node[path[-1]].update(value)
+    else:
+        node[path[-1]] = value
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["run", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp_path / "r").exists()          # nothing ran, nothing was written
+
+
+def test_unresolvable_eval_embed_and_missing_data_fail_before_any_stage(tmp_path, squad_files, tiny_llm_dir,
+                                                                         tiny_embedder_dir, capsys):
+    cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "r")
+    data = yaml.safe_load(cfg.read_text())
+    data["eval"]["embed"] = str(tmp_path / "no-such-embedder")
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["run", str(cfg)]) == 1
+    assert "eval.embed (cosine)" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "prepare_data").exists()
+    data["eval"]["embed"] = str(tiny_embedder_dir)
+    data["data"]["train"] = str(tmp_path / "missing.json")
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["run", str(cfg)]) == 1
+    assert "data.train" in capsys.readouterr().err and not (tmp_path / "r" / "prepare_data").exists()
+
+
+def test_run_stages_are_the_typed_jobs(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir):
+    """One wiring: each stage is a job (what TrainableModule and the CLI build); its config.json is the
+    job spec, and the prompt of the run reaches fine-tune and inference alike."""
+    from ragtune.eval.report import CompareConfig
+    from ragtune.eval.runner import LlmEvalConfig
+    from ragtune.infer.runner import InferConfig
+    from ragtune.workflow.jobs import FinetuneJob, PrepareDataJob
+    from ragtune.workflow.run import build_stages
+
+    cfg_file = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "r")
+    data = yaml.safe_load(cfg_file.read_text())
+    data["llm"]["prompt"] = {"system": "Answer briefly."}
+    stages = build_stages(RunConfig.build(None, **data))
+    kinds = {s.name: type(s.job) for s in stages}
+    assert kinds == {"prepare_data": PrepareDataJob, "finetune_llm": FinetuneJob, "infer_base": InferConfig,
+                     "eval_base": LlmEvalConfig, "infer_tuned": InferConfig, "eval_tuned": LlmEvalConfig,
+                     "report": CompareConfig}
+    by_name = {s.name: s.job for s in stages}
+    assert by_name["finetune_llm"].config.prompt.system == "Answer briefly."
+    assert by_name["infer_tuned"].prompt.system == "Answer briefly."
+    assert by_name["finetune_llm"].config.lora_rank == 8 and by_name["finetune_llm"].config.method == "lora"
+    assert by_name["infer_base"].max_tokens == 4
+
+
+def test_sweep_validates_every_point_runs_the_grid_and_ranks(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir,
+                                                             capsys):
+    cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "unused")
+    run = yaml.safe_load(cfg.read_text())
+    run["llm"]["finetune"].update(val_size=3, dev_metrics=["exact", "cmrc_f1"], dev_max_tokens=4, max_samples=None)
+    run["llm"]["evaluate_base"] = False
+    sweep = {"run": run, "grid": {"llm.finetune.learning_rate": [1e-3, 5e-3], "llm.finetune.lora_rank": [4]},
+             "rank_by": "dev.cmrc_f1", "output": str(tmp_path / "sweep")}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    assert main(["sweep", str(path), "--list"]) == 0
+    assert capsys.readouterr().out.count("->") == 2
+    bad = dict(sweep, grid={"llm.finetune.lora_rnak": [4]})
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["sweep", str(path)]) == 1
+    assert "sweep point lora_rnak=4" in capsys.readouterr().err and not (tmp_path / "sweep").exists()
+    path.write_text(yaml.safe_dump(sweep))
+    assert main(["sweep", str(path)]) == 0
+    report = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    values = [r["rank_value"] for r in report["runs"]]
+    assert len(values) == 2 and values == sorted(values, reverse=True)
+    assert all(r["train_minutes"] >= 0 and "exact" in r["eval"] for r in report["runs"])
+    assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["sweep", str(path)]) == 0                   # again: every stage of every run is skipped
+    assert capsys.readouterr().err.count("running ->") == 0
+
+
+def test_eval_items_are_asked_with_the_training_template(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir):
+    """data.template_lang zh trains on the Chinese template: inference must use it too."""
+    from ragtune.data.squad import TEMPLATES
+    from ragtune.workflow.run import build_stages
+
+    cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "r")
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["template_lang"] = "zh"
+    stages = {s.name: s.job for s in build_stages(RunConfig.build(None, **data))}
+    assert stages["infer_tuned"].template == TEMPLATES["zh"] == stages["infer_base"].template
+    assert stages["prepare_data"].template_lang == "zh"
+
+
+def test_template_values_with_braces_are_inserted_verbatim():
+    from ragtune.infer.runner import item_input
+
+    kind, msgs = item_input({"context": "f(x) = {x: 1} {question}", "question": "q?"},
+                            "C: {context}\nQ: {question}")
+    assert msgs[0]["content"] == "C: f(x) = {x: 1} {question}\nQ: q?"

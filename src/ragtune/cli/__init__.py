@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("ragtune.cli.export", "export", "Export a fine-tune to GGUF (llama.cpp, Ollama Modelfile)."),
     "eval": ("ragtune.cli.eval", "eval_group", "Score predictions; compare runs side by side."),
     "run": ("ragtune.cli.run", "run", "Run the whole chain from one YAML config."),
+    "sweep": ("ragtune.cli.sweep", "sweep", "Run a grid of run configs through the stage cache; rank them."),
     "demo": ("ragtune.cli.demo", "demo", "Offline end-to-end demo on the bundled models."),
 }
 
@@ -78,7 +79,10 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         rc = cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:   # click wraps Ctrl-C (and the trainer's SIGTERM) in Abort
+        if type(exc.__cause__).__name__ == "Terminated":
+            click.echo("terminated", err=True)
+            return 143
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
@@ -91,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             click.echo("  hint: " + exc.hint, err=True)
         return 1
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as exc:   # the trainer turns SIGTERM into this, after checkpointing
+        terminated = type(exc).__name__ == "Terminated"
+        click.echo("terminated" if terminated else "interrupted", err=True)
+        return 143 if terminated else 130
     return rc if isinstance(rc, int) else 0   # ctx.exit(n) in standalone_mode=False returns n
 
 

@@ -103,7 +103,8 @@ def validation_message(cls: type[Config], exc: ValidationError, source: str | No
             continue
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, ConfigError):  # a validator's own message is already complete
-            lines.append(cause.message + (f" ({source})" if source and source not in cause.message else ""))
+            prefix = "" if loc == "(config)" or loc in cause.message else f"{loc}: "
+            lines.append(prefix + cause.message + (f" ({source})" if source and source not in cause.message else ""))
             continue
         value = err.get("input")
         shown = repr(value) if not isinstance(value, Mapping) else "{...}"

@@ -183,6 +183,11 @@ def engine_settings(name: str, values: dict[str, Any] | EngineSettings | None, s
     if isinstance(values, EngineSettings):
         raise ConfigError(f"settings of type {type(values).__name__} given to engine '{name}' "
                           f"(it takes {cls.__name__})")
+    for key in dict(values or {}):
+        others = [n for n, e in ENGINES.items() if key not in cls.model_fields and key in e.Settings.model_fields]
+        if others:
+            raise ConfigError(f"'{key}' is a setting of engine {', '.join(others)}, not of engine '{name}'. "
+                              f"Settings of '{name}': {', '.join(cls.model_fields) or '(none)'}")
     return cls.build(source or f"settings of engine '{name}'", **dict(values or {}))  # type: ignore[return-value]
 
 
@@ -203,14 +208,9 @@ def route_engine_settings(cls: type, data: Any) -> Any:
         given = given.model_dump(exclude_unset=True)
     given = dict(given)
     own = set(getattr(cls, "model_fields", {}))
-    for key in [k for k in data if k not in own]:
-        if key in settings_cls.model_fields:
-            given[key] = data.pop(key)
-            continue
-        others = [n for n, e in ENGINES.items() if key in e.Settings.model_fields]
-        if others:
-            raise ConfigError(f"'{key}' is a setting of engine {', '.join(others)}, not of engine '{engine}'. "
-                              f"Settings of '{engine}': {', '.join(settings_cls.model_fields) or '(none)'}")
+    engine_keys = {k for _, e in ENGINES.items() for k in e.Settings.model_fields}
+    for key in [k for k in data if k not in own and k in engine_keys]:
+        given[key] = data.pop(key)   # an engine key of another engine is reported by engine_settings
     data["settings"] = engine_settings(engine, given, f"settings of engine '{engine}'")
     return data
 

@@ -41,6 +41,9 @@ class BuiltinSettings(EngineSettings):
     max_batch_size: int = Field(16, ge=1, description="Most requests decoded together in one batch.")
     batch_wait_ms: float = Field(10.0, ge=0, description="How long the batcher waits to fill a batch.")
     max_model_len: int | None = Field(None, ge=16, description="Context limit (prompt + max_tokens); default: the model's.")
+    prefix_cache: bool = Field(True, description="Eval sets: prompts that share a prefix (a passage with several "
+                               "questions) reuse its KV cache instead of recomputing it.")
+    prefix_min_tokens: int = Field(32, ge=1, description="Shared tokens needed to reuse a prefix's cache.")
 
 
 @dataclass
@@ -49,6 +52,7 @@ class _Request:
     params: SamplingParams
     future: Future = field(default_factory=Future)
     on_delta: Callable[[str], None] | None = None
+    constraint: Any = None          # extractive.Constraint: what this request may generate
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
@@ -123,12 +127,18 @@ class BuiltinEngine(Engine):
     structured_output = True
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "model", prompt: PromptConfig | None = None,
-                 max_batch_size: int = 16, batch_wait_ms: float = 10.0, max_model_len: int | None = None):
+                 max_batch_size: int = 16, batch_wait_ms: float = 10.0, max_model_len: int | None = None,
+                 prefix_cache: bool = True, prefix_min_tokens: int = 32):
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.prefix_cache, self.prefix_min_tokens = prefix_cache, prefix_min_tokens
+        self.prefix_stats = {"groups": 0, "items": 0, "prefix_tokens_saved": 0}
         self.prompt = prompt or PromptConfig()
         self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_ms / 1000.0
         self.max_model_len = max_model_len or _context_limit(model)
         self.device = next(model.parameters()).device
+        from ..models.loading import contiguous_head_input
+
+        contiguous_head_input(model)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # batch size -> count
@@ -157,6 +167,7 @@ class BuiltinEngine(Engine):
                                              device=settings.device, threads=settings.threads)
         return cls(hf_model, tokenizer, name=source.name, prompt=explicit.over(source.prompt_config()),
                    max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
+                   prefix_cache=settings.prefix_cache, prefix_min_tokens=settings.prefix_min_tokens,
                    max_model_len=settings.max_model_len)
 
     # -- prompts ----------------------------------------------------------------------------------
@@ -229,36 +240,74 @@ class BuiltinEngine(Engine):
             self._worker.join(timeout=30)
 
     # -- one batched generate -----------------------------------------------------------------------
-    def run_batch(self, reqs: Sequence[_Request]) -> list[Completion]:
+    def run_batch(self, reqs: Sequence[_Request], prefix: Sequence[int] | None = None,
+                  prefix_kv: Any = None) -> list[Completion]:
+        """One ``generate`` over ``reqs`` (left-padded). With ``prefix`` (shared by every request) and
+        its cached keys/values, the rows are [prefix][padding][rest] and only the rest is computed."""
+        import contextlib
+        import copy
+
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         from .constrained import batch_processor
 
         params = reqs[0].params
-        width = max(len(r.ids) for r in reqs)
-        input_ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(reqs), width), dtype=torch.long)
-        for i, r in enumerate(reqs):  # left padding: every row's next token is at column ``width``
-            input_ids[i, width - len(r.ids):] = torch.tensor(r.ids)
-            mask[i, width - len(r.ids):] = 1
-        tracker = _RowTracker(self.tokenizer, reqs, width, self.eos_ids)
-        constrain = batch_processor([r.params.response_format for r in reqs], self.grammar_context, width,
+        p = len(prefix) if prefix is not None else 0
+        width = max(len(r.ids) - p for r in reqs)
+        input_ids = torch.full((len(reqs), p + width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(reqs), p + width), dtype=torch.long)
+        for i, r in enumerate(reqs):  # left padding of the part after the prefix: next token at p + width
+            rest = r.ids[p:]
+            if p:
+                input_ids[i, :p] = torch.tensor(prefix)
+                mask[i, :p] = 1
+            input_ids[i, p + width - len(rest):] = torch.tensor(rest)
+            mask[i, p + width - len(rest):] = 1
+        tracker = _RowTracker(self.tokenizer, reqs, p + width, self.eos_ids)
+        constrain = batch_processor([r.params.response_format for r in reqs], self.grammar_context, p + width,
                                     lambda i: tracker.results[i] is not None)
         gen = GenerationConfig(max_new_tokens=max(r.params.max_tokens for r in reqs),
                                do_sample=not params.greedy, pad_token_id=self.pad_id,
-                               eos_token_id=sorted(self.eos_ids), bos_token_id=self.tokenizer.bos_token_id)
+                               eos_token_id=sorted(self.eos_ids), bos_token_id=self.tokenizer.bos_token_id,
+                               use_cache=True)   # a model mid-training has use_cache off in its config
         if not params.greedy:
             gen.temperature, gen.top_p, gen.top_k = params.temperature, params.top_p, 0
+        extra: dict[str, Any] = {}
+        constraints = [r.constraint for r in reqs]
+        restricted = None
+        if any(c is not None for c in constraints):
+            from .extractive import RestrictedHead, SpanProcessor
+
+            if all(c is not None for c in constraints):   # the output layer over the allowed rows only
+                restricted = RestrictedHead(self.model, constraints)
+            extra["logits_processor"] = LogitsProcessorList([SpanProcessor(constraints, p + width, self.tokenizer,
+                                                                           self.eos_ids)])
+        if constrain is not None:  # response_format rows (engine/constrained.py)
+            extra.setdefault("logits_processor", LogitsProcessorList()).append(constrain)
+        if prefix_kv is not None:
+            cache = copy.deepcopy(prefix_kv)
+            cache.batch_repeat_interleave(len(reqs))
+            extra["cache"] = cache
         with self._model_lock, torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             self.batch_sizes[len(reqs)] += 1
-            self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                generation_config=gen, stopping_criteria=StoppingCriteriaList([tracker]),
-                                logits_processor=LogitsProcessorList([constrain] if constrain else []))
+            with restricted if restricted is not None else contextlib.nullcontext():
+                self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                    generation_config=gen, stopping_criteria=StoppingCriteriaList([tracker]), **extra)
         return [r if r is not None else Completion("", len(q.ids), 0, "length")
                 for r, q in zip(tracker.results, reqs)]
+
+    def _prefix_kv(self, prefix: Sequence[int]):
+        """The keys/values of ``prefix`` (batch 1), computed once for every prompt that starts with it."""
+        import torch
+        from transformers import DynamicCache
+
+        with self._model_lock, torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=torch.tensor([list(prefix)], device=self.device), cache=cache, use_cache=True)
+        return cache
 
     def grammar_context(self):
         """The constrained-decoding index of this engine's vocabulary (built on first use)."""
@@ -268,25 +317,83 @@ class BuiltinEngine(Engine):
 
     # -- synchronous helpers (infer, LocalLLM) ---------------------------------------------------------
     def generate_ids(self, prompts: Sequence[list[int]], params: SamplingParams,
-                     progress: Callable[[list[int], list[Completion]], None] | None = None) -> list[Completion]:
+                     progress: Callable[[list[int], list[Completion]], None] | None = None,
+                     constraints: Sequence[Any] | None = None) -> list[Completion]:
         """Run many prompts directly (no queue), in length-sorted batches of ``max_batch_size`` so
-        rows of a batch need little padding. ``progress(indices, completions)`` after each batch."""
+        rows of a batch need little padding; prompts that share a prefix (several questions about one
+        passage) are batched together and reuse that prefix's KV cache (``prefix_cache``).
+        ``progress(indices, completions)`` after each batch. ``constraints``: per prompt, what it may
+        generate (extractive decoding, see extractive.py), or None."""
         for ids in prompts:
             self.check_fits(ids, params.max_tokens)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Completion | None] = [None] * len(prompts)
-        for start in range(0, len(order), self.max_batch_size):
-            chunk = order[start:start + self.max_batch_size]
-            done = self.run_batch([_Request(list(prompts[i]), params) for i in chunk])
+        cons = list(constraints) if constraints is not None else [None] * len(prompts)
+
+        def request(i: int) -> _Request:
+            return _Request(list(prompts[i]), params, constraint=cons[i])
+
+        def finish(chunk: list[int], done: list[Completion]) -> None:
             for i, c in zip(chunk, done):
                 out[i] = c
             if progress is not None:
                 progress(chunk, done)
+
+        groups, singles = self._shared_prefix_groups(prompts, params) if self.prefix_cache else ([], None)
+        for prefix_len, members in groups:
+            prefix = prompts[members[0]][:prefix_len]
+            kv = self._prefix_kv(prefix)
+            self.prefix_stats["groups"] += 1
+            self.prefix_stats["items"] += len(members)
+            self.prefix_stats["prefix_tokens_saved"] += prefix_len * (len(members) - 1)
+            members = sorted(members, key=lambda i: len(prompts[i]))
+            for start in range(0, len(members), self.max_batch_size):
+                chunk = members[start:start + self.max_batch_size]
+                finish(chunk, self.run_batch([request(i) for i in chunk], prefix, kv))
+        rest = singles if singles is not None else list(range(len(prompts)))
+        order = sorted(rest, key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start:start + self.max_batch_size]
+            finish(chunk, self.run_batch([request(i) for i in chunk]))
         return out  # type: ignore[return-value]
+
+    def _shared_prefix_groups(self, prompts: Sequence[list[int]], params: SamplingParams):
+        """([(prefix length, member indices)], indices of the rest). A group's prefix stops before its
+        members' last prompt token (generation needs one token to compute). Rows padded in the middle
+        would shift sliding-window distances, so a group is formed only where prompt + new tokens fit
+        in the window: outputs are then exactly those of the plain path."""
+        window = _sliding_window(self.model)
+        limit = (window - params.max_tokens) if window else None
+        order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+        groups: list[tuple[int, list[int]]] = []
+        singles: list[int] = []
+        current: list[int] = []
+        shared = 0
+
+        def close() -> None:
+            if len(current) > 1 and shared >= self.prefix_min_tokens:
+                groups.append((shared, list(current)))
+            else:
+                singles.extend(current)
+
+        for i in order:
+            fits = limit is None or len(prompts[i]) <= limit
+            if current and fits:
+                common = min(shared, _common_prefix(prompts[current[0]], prompts[i]), len(prompts[i]) - 1)
+                if common >= self.prefix_min_tokens:
+                    current.append(i)
+                    shared = common
+                    continue
+            close()
+            current, shared = ([i], len(prompts[i]) - 1) if fits else ([], 0)
+            if not fits:
+                singles.append(i)
+        close()
+        return groups, singles
 
     def stats(self) -> dict[str, Any]:
         sizes = dict(sorted(self.batch_sizes.items()))
         return {"batches": sum(sizes.values()), "requests": sum(k * v for k, v in sizes.items()),
+                "prefix_cache": dict(self.prefix_stats),
                 "max_batch_size_seen": max(sizes, default=0), "batch_size_histogram": sizes,
                 "max_batch_size": self.max_batch_size, "queue_depth": self._queue.qsize()}
 
@@ -304,6 +411,21 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
         if tid is not None:
             ids.add(tid)
     return ids
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _sliding_window(model: Any) -> int | None:
+    cfg = getattr(model.config, "get_text_config", lambda: model.config)()
+    types = getattr(cfg, "layer_types", None) or []
+    window = getattr(cfg, "sliding_window", None)
+    return int(window) if window and "sliding_attention" in types else None
 
 
 def _context_limit(model: Any) -> int:

@@ -132,7 +132,7 @@ class BoundMethod:
 def _builtin_methods() -> None:
     from . import llamafactory  # noqa: F401
     from .embed import methods as _embed  # noqa: F401
-    from .llm import methods as _llm  # noqa: F401
+    from .llm import dora, methods  # noqa: F401
 
 
 METHODS: Registry[FinetuneMethod] = Registry("fine-tune method", "ragtune.finetune_methods", _builtin_methods)

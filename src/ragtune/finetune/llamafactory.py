@@ -50,7 +50,8 @@ class LlamaFactoryConfig(LoraSettings):
     @model_validator(mode="after")
     def _type_keys(self):
         foreign = {"lora": _FREEZE_KEYS, "freeze": _LORA_KEYS, "full": _LORA_KEYS + _FREEZE_KEYS}[self.finetuning_type]
-        bad = [k for k in foreign if k in self.model_fields_set]
+        # a foreign key at its default is fine (a dumped config round-trips); a changed one is a mistake
+        bad = [k for k in foreign if k in self.model_fields_set and getattr(self, k) != type(self).model_fields[k].default]
         if bad:
             raise ValueError(f"{', '.join(bad)} do(es) not apply to finetuning_type '{self.finetuning_type}'")
         return self

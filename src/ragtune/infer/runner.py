@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
@@ -49,6 +50,9 @@ class InferSettings(Config):
     batch_size: int = Field(16, ge=1, description="Local model: prompts per batched generate.")
     retries: int = Field(4, ge=0, description="Retries per request against --url (with backoff).")
     timeout: float = Field(300.0, gt=0, description="Seconds per request against --url.")
+    extractive: Literal["off", "vocab", "span"] = Field(
+        "off", description="Span tasks, builtin engine: the output layer over the context's tokens only (vocab), "
+                           "and the answer kept a substring of the context (span).")
 
 
 class InferConfig(InferSettings):
@@ -103,11 +107,7 @@ def item_input(item: dict[str, Any], template: str | None, *, file: str = "", re
         return item[field]
 
     if template is not None:
-        try:
-            return "chat", [{"role": "user", "content": template.format(**item)}]
-        except KeyError as exc:
-            raise DataError(f"the template needs field {exc.args[0]!r}", file=file, record=record,
-                            field=str(exc.args[0])) from None
+        return "chat", [{"role": "user", "content": fill_fields(template, item, file=file, record=record)}]
     if "messages" in item:
         msgs = need("messages", list)
         if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
@@ -127,6 +127,21 @@ def item_input(item: dict[str, Any], template: str | None, *, file: str = "", re
         return "chat", [{"role": "user", "content": fill_template(CHAPTER_TEMPLATE, item["context"], item["question"])}]
     raise DataError("an eval item needs {context, question}, {instruction[, input]}, {messages} or {prompt}",
                     file=file, record=record, hint="or pass --template with {field} placeholders")
+
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def fill_fields(template: str, item: dict[str, Any], *, file: str = "", record: int = 0) -> str:
+    """``{field}`` placeholders filled from the item in one pass: braces inside the values (code,
+    JSON, LaTeX in a passage) are inserted verbatim, never formatted again."""
+    def value(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in item:
+            raise DataError(f"the template needs field {name!r}", file=file, record=record, field=name)
+        return str(item[name])
+
+    return _FIELD.sub(value, template)
 
 
 # -- resumable side file ------------------------------------------------------------------------------
@@ -250,16 +265,36 @@ def _run_local(cfg: InferConfig, inputs, todo: list[int], record, engine=None) -
     prompt = cfg.prompt.over(engine.prompt)   # this run's prompt, passed per request
     ids = [engine.encode_text(inputs[i][1]) if inputs[i][0] == "raw" else engine.encode_chat(inputs[i][1], prompt)
            for i in todo]
+    extra = {"constraints": _constraints(cfg, engine, todo)} if cfg.extractive != "off" else {}
 
     def on_batch(positions: list[int], completions) -> None:
         for pos, c in zip(positions, completions):
             record(todo[pos], c.text, c.finish_reason)
 
     try:
-        engine.generate_ids(ids, _sampling(cfg), progress=on_batch)
+        engine.generate_ids(ids, _sampling(cfg), progress=on_batch, **extra)
     finally:
         if owned:
             engine.close()
+
+
+def _constraints(cfg: InferConfig, engine: Any, todo: list[int]) -> list[Any]:
+    """Per item, what extractive decoding lets it generate (its ``context`` field's tokens)."""
+    from ..engine.builtin import BuiltinEngine
+    from ..engine.extractive import build_constraint
+
+    if not isinstance(engine, BuiltinEngine):
+        raise ConfigError(f"extractive decoding is a feature of the builtin engine, not of '{cfg.engine}'",
+                          hint="use --engine builtin, or --extractive off")
+    items = load_evalset(cfg.evalset)
+    out = []
+    for i in todo:
+        context = items[i].get("context")
+        if not isinstance(context, str) or not context.strip():
+            raise DataError("extractive decoding needs the item's context", file=cfg.evalset, record=i,
+                            field="context")
+        out.append(build_constraint(engine.tokenizer, context, cfg.extractive, engine.eos_ids, cfg.stop))
+    return out
 
 
 def _load_engine(cfg: InferConfig):

@@ -134,13 +134,19 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
     if not cfg.data.eval:
         return stages
     evalset = str(prepared / "eval.json")
-    local = {"engine": llm.deploy, "settings": llm.deploy_params, "prompt": llm.prompt, **llm.infer.to_dict()}
+    infer = llm.infer.to_dict()
+    if infer.get("template") is None and (cfg.data.template or cfg.data.template_lang):
+        # the eval items are asked with the template the training records were written with
+        from ..data.squad import resolve_template
+
+        infer["template"] = resolve_template(cfg.data.template, cfg.data.template_lang)
+    local = {"engine": llm.deploy, "settings": llm.deploy_params, "prompt": llm.prompt, **infer}
     targets: list[tuple[str, dict[str, Any], list[str | Path]]] = []
     if llm.evaluate_base:
         targets.append(("base", {**local, "model": llm.base}, [evalset]))
     targets.append(("tuned", {**local, "model": str(tuned)}, [evalset, tuned]))
     for b in cfg.baselines:
-        remote = {"url": b.url, "remote_model": b.model, "prompt": llm.prompt, **llm.infer.to_dict()}
+        remote = {"url": b.url, "remote_model": b.model, "prompt": llm.prompt, **infer}
         targets.append((b.name, remote, [evalset]))
     eval_dirs = []
     for name, target, inputs in targets:

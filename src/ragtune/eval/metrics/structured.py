@@ -197,6 +197,8 @@ class _FieldMetric(Metric):
     part: str = "f1"
 
     def score(self, item: EvalItem) -> MetricResult:
+        if not (item.prediction or "").strip():
+            return MetricResult.ok(0.0, "empty prediction")
         ref, ref_error = parse_json(item.reference)
         if ref_error:
             return MetricResult.error(f"reference is {ref_error}")

@@ -46,6 +46,10 @@ class LLMFinetuneConfig(FinetuneConfig):
     attn_implementation: Literal["auto", "eager", "sdpa"] = Field(
         "auto", description="auto = eager on CPU (its backward is ~1.4x faster than SDPA's there), sdpa on CUDA.")
     group_by_length: bool = Field(True, description="Batch samples of similar length (less padding).")
+    pack_shared_prefix: bool = Field(True, description="Train records that share a prompt prefix (a passage with "
+                                     "several questions) as one sequence: the prefix once, each record's rest as a branch.")
+    pack_min_prefix: int = Field(32, ge=1, description="Shared prompt tokens needed to pack records together.")
+    pack_max_len: Optional[int] = Field(None, ge=8, description="Longest packed sequence (default: 2 x cutoff_len).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N optimizer steps.")
     eval_steps: Optional[int] = Field(None, ge=1, description="Eval loss every N steps (default: end of each epoch).")
@@ -53,6 +57,17 @@ class LLMFinetuneConfig(FinetuneConfig):
     save_minutes: Optional[float] = Field(10.0, gt=0, description="Also checkpoint when this many minutes passed since "
                                           "the last one, so a killed long run loses minutes (None: steps only).")
     save_total_limit: Optional[int] = Field(2, ge=1, description="Keep only the newest N checkpoints.")
+    dev_metrics: list[str] = Field(default_factory=list, description="Task metrics decoded on a held-out slice at "
+                                   "every eval (e.g. exact, cmrc_f1): logged, plotted, and the first one keeps the best checkpoint.")
+    dev_file: Optional[str] = Field(None, description="Eval items for the dev metrics (default: the val_size split).")
+    dev_samples: int = Field(200, ge=1, description="Seeded slice of the dev items decoded at each eval.")
+    dev_max_tokens: int = Field(64, ge=1, description="New tokens per dev item (greedy).")
+    dev_batch_size: int = Field(16, ge=1, description="Dev items per batched generate.")
+    keep_best: bool = Field(True, description="With dev metrics: the saved model is the best eval's, not the last.")
+    early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after this many evals without a "
+                                                   "better dev metric.")
+    time_budget: Optional[str] = Field(None, description="Wall-clock training budget (e.g. 60m, 1.5h, 900s): steps "
+                                       "are planned from the measured speed to finish, evaluate and save in time.")
     resume: Union[bool, Literal["auto"]] = Field(
         False, description="Continue from the newest valid checkpoint in output/checkpoints: true (refuse other "
                            "data or settings), auto (start over when they changed), false.")
@@ -62,6 +77,35 @@ class LLMFinetuneConfig(FinetuneConfig):
 
     def prompt_config(self) -> PromptConfig:
         return self.prompt
+
+    @field_validator("dev_metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        from .dev import check_metrics
+
+        check_metrics(names)
+        return names
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @property
+    def time_budget_seconds(self) -> Optional[float]:
+        return parse_duration(self.time_budget) if self.time_budget else None
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``60m``, ``1.5h`` -> seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration; use e.g. 900s, 60m or 1.5h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
 def _split_commas(value):

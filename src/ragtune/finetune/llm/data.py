@@ -114,16 +114,20 @@ def tqdm_if_long(items):
     return tqdm(items, desc="tokenize", unit="sample", disable=len(items) < 2000)
 
 
-def split_validation(samples: Sequence[Sample], val_size: float, seed: int):
-    """Deterministic random split: ``val_size`` < 1 is a fraction, >= 1 a count."""
+def validation_indices(n: int, val_size: float, seed: int) -> list[int]:
+    """Deterministic random held-out records: ``val_size`` < 1 is a fraction, >= 1 a count."""
     import random
 
     if not val_size:
-        return list(samples), []
-    n_val = int(val_size) if val_size >= 1 else max(1, round(len(samples) * val_size))
-    if n_val >= len(samples):
-        raise DataError(f"val_size={val_size} leaves no training samples out of {len(samples)}")
-    order = list(range(len(samples)))
+        return []
+    n_val = int(val_size) if val_size >= 1 else max(1, round(n * val_size))
+    if n_val >= n:
+        raise DataError(f"val_size={val_size} leaves no training samples out of {n}")
+    order = list(range(n))
     random.Random(seed).shuffle(order)
-    val = set(order[:n_val])
+    return sorted(order[:n_val])
+
+
+def split_validation(samples: Sequence[Sample], val_size: float, seed: int):
+    val = set(validation_indices(len(samples), val_size, seed))
     return [s for i, s in enumerate(samples) if i not in val], [samples[i] for i in sorted(val)]

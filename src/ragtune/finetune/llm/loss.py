@@ -23,10 +23,13 @@ def causal_lm_parts(model):
     return decoder, head, softcap
 
 
-def answer_only_loss_sum(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, int]:
-    """Summed next-token CE over labelled positions, and how many there were."""
+def answer_only_loss_sum(model, input_ids, attention_mask, labels, position_ids=None) -> tuple[torch.Tensor, int]:
+    """Summed next-token CE over labelled positions, and how many there were. ``attention_mask``:
+    a 2D padding mask, or the 4D masks (a dict per layer type) of packed sequences with their
+    ``position_ids`` (see packing.py)."""
     decoder, head, softcap = causal_lm_parts(model)
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    kwargs = {"position_ids": position_ids} if position_ids is not None else {}
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE
     picked = hidden[:, :-1][keep]                      # (n_labelled, hidden)
@@ -53,5 +56,5 @@ class LossModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, labels):
-        return answer_only_loss_sum(self.model, input_ids, attention_mask, labels)
+    def forward(self, input_ids, attention_mask, labels, position_ids=None):
+        return answer_only_loss_sum(self.model, input_ids, attention_mask, labels, position_ids)

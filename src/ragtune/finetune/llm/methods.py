@@ -111,6 +111,9 @@ class BuiltinLLMMethod(FinetuneMethod):
         if cfg.dtype == "fp16" and not self.trains_adapter:
             raise ConfigError(f"fp16 training is supported for adapter methods only, not '{self.name}'",
                               hint="use dtype bf16 or fp32")
+        if getattr(cfg, "fsdp", False) and cfg.dev_metrics:
+            raise ConfigError("dev_metrics are not supported with fsdp (the dev decode runs on one rank)",
+                              hint="evaluate the saved model with `ragtune infer` + `ragtune eval llm` instead")
 
     def check(self, cfg: Any, model: Any) -> None:
         """Architecture checks on the weightless (meta) model."""

@@ -88,7 +88,25 @@ def prepare(cfg: LLMFinetuneConfig, method: Any):
     if not getattr(cfg, "fsdp", False):   # FSDP-sharded full models are too big for a meta copy check
         method.check(cfg, meta_model(model_dir))
     usage = usage_message(len(samples), total, cfg.train, cfg.max_samples)
-    return model_dir, tokenizer, train, val, usage
+    return model_dir, tokenizer, train, val, usage, dev_items(cfg, len(samples))
+
+
+def dev_items(cfg: LLMFinetuneConfig, n_samples: int):
+    """The seeded dev slice of the dev metrics (None when none are configured)."""
+    from . import dev
+    from .data import load_conversations, validation_indices
+
+    if not cfg.dev_metrics:
+        return None
+    if cfg.dev_file:
+        items = dev.from_eval_file(cfg.dev_file)
+    else:
+        if not cfg.val_size:
+            raise ConfigError("dev_metrics need held-out records: set val_size (records kept out of training) "
+                              "or dev_file (an eval set)")
+        convs = load_conversations(cfg.train, cfg.max_samples)
+        items = dev.from_conversations([convs[i] for i in validation_indices(n_samples, cfg.val_size, cfg.seed)])
+    return dev.seeded_slice(items, cfg.dev_samples, cfg.seed)
 
 
 # -- model --------------------------------------------------------------------------------------------
@@ -210,7 +228,7 @@ def _sigterm_as_interrupt():
 # -- the loop -------------------------------------------------------------------------------------------
 def train(cfg: LLMFinetuneConfig, method: Any = None) -> FinetuneResult:
     method = method or cfg.method_object
-    model_dir, tokenizer, train_set, val_set, usage = prepare(cfg, method)
+    model_dir, tokenizer, train_set, val_set, usage, dev = prepare(cfg, method)
     dist = setup_dist()
     out = Path(cfg.output)
     if dist.main:
@@ -218,10 +236,10 @@ def train(cfg: LLMFinetuneConfig, method: Any = None) -> FinetuneResult:
         cfg.save(out / "config.yaml")  # first: a crashed run still says what it was
     with log_to_file(out / "train.log") if dist.main else contextlib.nullcontext():
         log.info(usage)  # never truncate silently (LLaMA-Factory's max_samples does)
-        return _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set)
+        return _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set, dev)
 
 
-def _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set) -> FinetuneResult:
+def _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set, dev=None) -> FinetuneResult:
     import torch
 
     log.info("method %s on %s: %d train / %d val samples, world size %d, device %s",
@@ -229,8 +247,9 @@ def _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set) -> 
     torch.manual_seed(cfg.seed)
     model, dtype, autocast = load_model(cfg, method, model_dir, dist)
     engine = wrap_distributed(model, cfg, dist)
-    loop = Loop(cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out)
+    loop = Loop(cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out, dev)
     metrics = loop.run()
+    loop.restore_best()
     # every rank takes part (FSDP gathers full tensors); only rank 0 writes
     trained = trainable_state(model, dist) if not method.trains_adapter and cfg.merge else None
     if dist.main:
@@ -245,21 +264,106 @@ def _train(cfg, method, dist, out, model_dir, tokenizer, train_set, val_set) -> 
 
 
 class Loop:
-    def __init__(self, cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out):
-        from .batching import epoch_batches
+    def __init__(self, cfg, dist, model, engine, tokenizer, train_set, val_set, dtype, autocast, out, dev=None):
+        from .dev import DevEvaluator
 
         self.cfg, self.dist, self.model, self.engine = cfg, dist, model, engine
-        self.train_set, self.val_set, self.out = train_set, val_set, out
+        self.tokenizer = tokenizer
+        self.dev = (DevEvaluator(dev, cfg.dev_metrics, cfg.prompt, cfg.dev_max_tokens, cfg.dev_batch_size)
+                    if dev else None)
+        self.best: tuple[float, int] | None = None          # (dev value, step) of the best eval
+        self.best_dev: dict[str, Any] = {}
+        self.evals_since_best = 0
+        self.stop_reason: str | None = None
+        self.budget: dict[str, Any] = {}
+        self.val_set, self.out = val_set, out
         self.dtype, self.autocast = dtype, autocast
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self.records = len(train_set)
+        self.packing: dict[str, Any] = {}
+        self.train_set = self._maybe_pack(train_set)
         self.global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * dist.world
-        self.lengths = [len(s) for s in train_set]
+        self.lengths = [len(s) for s in self.train_set]
         steps_per_epoch = len(self._batches(0))
         if steps_per_epoch == 0:
             raise ConfigError(f"{len(train_set)} samples make no full global batch of {self.global_batch}")
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = cfg.max_steps or math.ceil(cfg.num_train_epochs * steps_per_epoch)
         self.history: list[dict] = []
+
+    def _maybe_pack(self, samples):
+        """Packs of records sharing a prompt prefix (packing.py), when on and the model takes the masks."""
+        from . import packing
+
+        cfg = self.cfg
+        if not getattr(cfg, "pack_shared_prefix", False):
+            return samples
+        packs = packing.build_packs(samples, min_prefix=cfg.pack_min_prefix,
+                                    max_len=cfg.pack_max_len or 2 * cfg.cutoff_len)
+        info = packing.stats(packs, samples)
+        if info["sequences"] == len(samples):
+            log.info("pack_shared_prefix: no records share a prompt prefix of %d+ tokens; training unpacked",
+                     cfg.pack_min_prefix)
+            return samples
+        problem = self._packing_problem(packs, samples)
+        if problem:
+            log.info("pack_shared_prefix: %s; training unpacked", problem)
+            return samples
+        self.packing = info
+        log.info("packed %d records into %d sequences (%.2f records each): %.2fx fewer tokens",
+                 info["records"], info["sequences"], info["records_per_sequence"], info["token_ratio"])
+        return packs
+
+    def _packing_problem(self, packs, samples) -> str | None:
+        """Why this model cannot train packed (None: it can). The first multi-record pack's per-token
+        losses, packed, must equal its records' losses alone (same tokens, same positions)."""
+        import torch
+
+        from . import packing
+        from .batching import collate
+
+        pack = next(p for p in packs if len(p.members) > 1)
+        self.model.eval()    # no dropout in the comparison
+        try:
+            with torch.no_grad(), self._ctx():
+                ids, masks, labels, pos = packing.collate_packs([pack], self.pad_id, self.dtype,
+                                                                packing.sliding_window_of(self.model))
+                packed, n = self._loss(ids, masks, labels, pos)
+                alone = 0.0
+                for i in pack.members:
+                    a, b, c = collate([samples[i]], self.pad_id)
+                    alone += float(self._loss(a, b, c, None)[0])
+        except Exception as exc:  # the decoder rejected the masks: say so and train unpacked
+            return f"{type(self.model).__name__} does not take packed attention masks ({type(exc).__name__}: {exc})"
+        finally:
+            self.model.train()
+        tol = 1e-4 if self.dtype == torch.float32 else 2e-2
+        if abs(float(packed) - alone) > tol * max(abs(alone), 1.0):
+            return (f"{type(self.model).__name__} gives another loss packed ({float(packed):.5f}) than unpacked "
+                    f"({alone:.5f})")
+        return None
+
+    def _loss(self, ids, masks, labels, pos):
+        from .loss import answer_only_loss_sum
+
+        dev = self.dist.device
+        masks = {k: v.to(dev) for k, v in masks.items()} if isinstance(masks, dict) else masks.to(dev)
+        return answer_only_loss_sum(self.model, ids.to(dev), masks, labels.to(dev),
+                                    pos.to(dev) if pos is not None else None)
+
+    def _collate(self, items):
+        """(ids, mask, labels, position_ids or None, real tokens) of a micro-batch, on the device."""
+        from . import packing
+        from .batching import collate
+
+        dev = self.dist.device
+        if self.packing:
+            ids, masks, labels, pos = packing.collate_packs(items, self.pad_id, self.dtype,
+                                                            packing.sliding_window_of(self.model))
+            masks = {k: v.to(dev) for k, v in masks.items()} if isinstance(masks, dict) else masks.to(dev)
+            return ids.to(dev), masks, labels.to(dev), pos.to(dev), sum(len(p) for p in items)
+        ids, mask, labels = collate(items, self.pad_id)
+        return ids.to(dev), mask.to(dev), labels.to(dev), None, int(mask.sum())
 
     def _batches(self, epoch: int):
         from .batching import epoch_batches
@@ -293,7 +397,7 @@ class Loop:
         batch, so no communication is needed), times world size because DDP averages gradients."""
         import contextlib
 
-        from .batching import collate, labelled_tokens, micro_batches
+        from .batching import labelled_tokens, micro_batches
 
         cfg, dist = self.cfg, self.dist
         n_tokens = sum(labelled_tokens(self.train_set[i]) for i in batch)
@@ -301,14 +405,14 @@ class Loop:
                                dist.world, dist.rank)
         loss_sum, seen = 0.0, 0
         for k, micro in enumerate(micros):
-            ids, mask, labels = (t.to(dist.device) for t in collate([self.train_set[i] for i in micro], self.pad_id))
+            ids, mask, labels, pos, real = self._collate([self.train_set[i] for i in micro])
             sync = k == len(micros) - 1 or dist.world == 1
             no_sync = self.engine.no_sync if (not sync and hasattr(self.engine, "no_sync")) else contextlib.nullcontext
             with no_sync(), self._ctx():
-                loss, _ = self.engine(ids, mask, labels)
+                loss, _ = self.engine(ids, mask, labels, pos)
                 (loss * dist.world / max(n_tokens, 1)).backward()
             loss_sum += float(loss.detach())
-            seen += int(mask.sum())
+            seen += real
         return loss_sum, n_tokens, seen
 
     @staticmethod
@@ -351,7 +455,8 @@ class Loop:
         cfg, dist = self.cfg, self.dist
         opt, sched = self._optimizer()
         identity = checkpoint.run_identity(cfg)
-        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "history": [], "identity": identity}
+        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "history": [], "identity": identity,
+                 "train_seconds": 0.0, "best": None}
         found = checkpoint.resume_point(self.out, cfg, identity)
         if found is not None:
             path, state = found
@@ -360,20 +465,24 @@ class Loop:
         elif dist.main:
             (self.out / PROGRESS_FILE).unlink(missing_ok=True)   # a fresh start: a fresh progress log
         self.history = state["history"]
+        self.best = tuple(state["best"]) if state.get("best") else None  # type: ignore[assignment]
+        self.best_dev = dict(state.get("best_dev") or {})
         params = [p for p in self.model.parameters() if p.requires_grad]
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not dist.main, desc="finetune",
                    unit="step", dynamic_ncols=True)
         self.model.train()
-        started, tokens_run, window = time.perf_counter(), 0, []
+        started, tokens_run, records_run, window = time.perf_counter(), 0, 0, []
+        self.started, self.seconds_before = started, float(state.get("train_seconds", 0.0))
         self.last_save = time.monotonic()
         try:
             with _sigterm_as_interrupt():
-                while state["step"] < self.total_steps:
+                while state["step"] < self.total_steps and not self.stop_reason:
                     batches = self._batches(state["epoch"])
                     for b in range(state["batch_in_epoch"], len(batches)):
-                        if state["step"] >= self.total_steps:
+                        if state["step"] >= self.total_steps or self.stop_reason:
                             break
                         loss_sum, n_tok, seen = self.step(batches[b])
+                        records_run += sum(len(getattr(self.train_set[i], "members", (i,))) for i in batches[b])
                         loss = self._global_sum(loss_sum, dist) / max(n_tok, 1)
                         checkpoint.check_finite(loss, state["step"] + 1, self.out)
                         if cfg.max_grad_norm:
@@ -382,13 +491,16 @@ class Loop:
                         sched.step()
                         opt.zero_grad(set_to_none=True)
                         seen = int(self._global_sum(seen, dist))
-                        state.update(step=state["step"] + 1, batch_in_epoch=b + 1, tokens=state["tokens"] + seen)
+                        state.update(step=state["step"] + 1, batch_in_epoch=b + 1, tokens=state["tokens"] + seen,
+                                     train_seconds=self.train_seconds())
                         tokens_run += seen
                         window.append(loss)
+                        sched = self._plan_budget(state, opt, sched)
+                        self._sync_stop()
                         self._after_step(state, loss, window, tokens_run, started, bar, opt, sched, sched.get_last_lr()[0])
                     else:
                         state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
-                        if cfg.eval_steps is None and self.val_set:
+                        if cfg.eval_steps is None and (self.val_set or self.dev):
                             self._log_eval(state)
         except KeyboardInterrupt as exc:
             bar.close()
@@ -398,22 +510,92 @@ class Loop:
             raise
         bar.close()
         elapsed = time.perf_counter() - started
-        if not self.history or self.history[-1].get("step") != state["step"] or "eval_loss" not in self.history[-1]:
-            if self.val_set:
-                self._log_eval(state)
+        if (self.val_set or self.dev) and self.last_eval_step != state["step"]:
+            self._log_eval(state)
         if cfg.save_steps is None or state["step"] % cfg.save_steps:
             save_checkpoint(self.out, self.model, opt, sched, state, dist, cfg.save_total_limit)
         train_losses = [h["loss"] for h in self.history if "loss" in h]
         eval_losses = [h["eval_loss"] for h in self.history if "eval_loss" in h]
+        devs = [h for h in self.history if "dev" in h]
+        if self.budget:
+            self.budget["actual_train_s"] = round(self.train_seconds(), 1)
+            self.budget["actual_steps"] = state["step"]
         return {"method": cfg.method, "steps": state["step"], "epochs": state["step"] / self.steps_per_epoch,
-                "train_samples": len(self.train_set), "val_samples": len(self.val_set),
+                "train_samples": self.records, "train_sequences": len(self.train_set),
+                "val_samples": len(self.val_set), "packing": self.packing or None,
+                "records_per_second": round(records_run / elapsed, 3) if elapsed > 0 else None,
                 "first_loss": train_losses[0] if train_losses else None,
                 "final_loss": train_losses[-1] if train_losses else None,
                 "eval_loss": eval_losses[-1] if eval_losses else None,
+                "dev": devs[-1]["dev"] if devs else None,
+                "best": {"step": self.best[1], "selected_by": self.select_metric, **self.best_dev}
+                        if self.best else None,
+                "stopped": self.stop_reason, "time_budget": self.budget or None,
                 "train_tokens": state["tokens"], "train_runtime_s": round(elapsed, 3),
                 "tokens_per_second": round(tokens_run / elapsed, 2) if elapsed > 0 else None,
                 "dtype": str(self.dtype).replace("torch.", ""), "world_size": dist.world,
                 "history": self.history}
+
+    last_eval_step = -1
+
+    def _sync_stop(self) -> None:
+        """Under torchrun every rank stops at the same step (rank 0 decides dev-metric stops)."""
+        if self.dist.world > 1:
+            if self._global_sum(float(bool(self.stop_reason)), self.dist) > 0 and not self.stop_reason:
+                self.stop_reason = "stopped on another rank"
+
+    @property
+    def select_metric(self) -> str | None:
+        return self.cfg.dev_metrics[0] if self.cfg.dev_metrics else None
+
+    def train_seconds(self) -> float:
+        """Training wall time, this run plus the runs it resumed."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    # -- time budget ------------------------------------------------------------------------------------
+    def _plan_budget(self, state: dict, opt, sched):
+        """With ``time_budget``: after a short warm-up, plan the steps that fit (measured seconds per
+        step; reserved: the final dev eval and save), rebuild the LR schedule for that many steps, and
+        stop at the deadline whatever happens."""
+        budget = self.cfg.time_budget_seconds
+        if not budget:
+            return sched
+        spent = self.train_seconds()
+        reserve = self._reserve()
+        if not self.budget:
+            warm = min(120.0, 0.05 * budget)
+            if spent < warm or state["step"] < 3:
+                return sched
+            per_step = spent / max(state["step"], 1)
+            planned = state["step"] + int(max(0.0, budget - reserve - spent) / per_step)
+            limit = self.cfg.max_steps or math.ceil(self.cfg.num_train_epochs * self.steps_per_epoch)
+            self.total_steps = max(state["step"] + 1, min(planned, limit))
+            self.budget = {"budget_s": budget, "warmup_steps": state["step"], "seconds_per_step": round(per_step, 3),
+                           "reserve_s": round(reserve, 1), "planned_steps": self.total_steps,
+                           "epochs_planned": round(self.total_steps / self.steps_per_epoch, 3)}
+            log.info("time budget %.0f s: %.2f s/step measured over %d steps -> %d steps planned (%.2f epochs)",
+                     budget, per_step, state["step"], self.total_steps, self.budget["epochs_planned"])
+            return self._rescheduled(opt, sched, state["step"])
+        if spent + reserve >= budget and not self.stop_reason:
+            self.stop_reason = f"time budget: {spent:.0f} s spent, {reserve:.0f} s kept for the final eval and save"
+            log.info("stopping at step %d: %s", state["step"], self.stop_reason)
+        return sched
+
+    def _reserve(self) -> float:
+        dev = self.dev.seconds if self.dev and self.dev.seconds else (60.0 if self.dev else 0.0)
+        return dev + 30.0
+
+    def _rescheduled(self, opt, sched, step: int):
+        from transformers import get_scheduler
+
+        for group in opt.param_groups:
+            group["lr"] = group.get("initial_lr", self.cfg.learning_rate)
+        new = get_scheduler(self.cfg.lr_scheduler_type, opt,
+                            num_warmup_steps=int(self.cfg.warmup_ratio * self.total_steps),
+                            num_training_steps=self.total_steps)
+        for _ in range(step):   # the schedule now continues at this step of the planned run
+            new.step()
+        return new
 
     def _after_step(self, state, loss, window, tokens_run, started, bar, opt, sched, lr):
         cfg = self.cfg
@@ -428,7 +610,7 @@ class Loop:
             log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, self.total_steps, sum(window) / len(window),
                      lr, rate)
             window.clear()
-        if cfg.eval_steps and step % cfg.eval_steps == 0 and self.val_set:
+        if cfg.eval_steps and step % cfg.eval_steps == 0 and (self.val_set or self.dev):
             self._log_eval(state)
         due_by_time = cfg.save_minutes is not None and time.monotonic() - self.last_save >= 60 * cfg.save_minutes
         if self.dist.world > 1:   # every rank must agree (FSDP gathers the weights collectively)
@@ -446,13 +628,66 @@ class Loop:
             fh.write(json.dumps({**entry, "time": round(time.time(), 3), "total_steps": self.total_steps}) + "\n")
 
     def _log_eval(self, state):
+        """Eval loss (val split) and the dev metrics; tracks the best step and early stopping."""
+        self.last_eval_step = state["step"]
+        entry: dict[str, Any] = {"step": state["step"]}
         eval_loss = self.evaluate()
-        if eval_loss is None:
+        if eval_loss is not None:
+            entry["eval_loss"] = eval_loss
+            log.info("step %d eval loss %.4f", state["step"], eval_loss)
+        if self.dev is not None and self.dist.main:
+            entry["dev"] = self.dev.run(self.model, self.tokenizer)
+            log.info("step %d dev %s (%.0f s)", state["step"],
+                     ", ".join(f"{k} {v:.4f}" for k, v in entry["dev"].items() if v is not None), self.dev.seconds)
+            self._track_best(state, entry["dev"])
+        if len(entry) > 1:
+            self.history.append(entry)
+            self._progress(entry)
+
+    def _track_best(self, state, dev: dict) -> None:
+        from . import dev as devmod
+
+        value = devmod.select(dev, str(self.select_metric))
+        if self.best is None or value > self.best[0]:
+            self.best = (value, state["step"])
+            self.best_dev = dict(dev)
+            self.evals_since_best = 0
+            state["best"], state["best_dev"] = list(self.best), dict(dev)
+            if self.cfg.keep_best:
+                self._save_best()
             return
-        entry = {"step": state["step"], "eval_loss": eval_loss}
-        self.history.append(entry)
-        self._progress(entry)
-        log.info("step %d eval loss %.4f", state["step"], eval_loss)
+        self.evals_since_best += 1
+        patience = self.cfg.early_stopping_patience
+        if patience and self.evals_since_best >= patience and not self.stop_reason:
+            self.stop_reason = (f"early stopping: {self.select_metric} did not improve for {patience} evals "
+                                f"(best {self.best[0]:.4f} at step {self.best[1]})")
+            log.info("%s", self.stop_reason)
+
+    def _save_best(self) -> None:
+        from safetensors.torch import save_file
+
+        from ...core.io import atomic_dir
+
+        weights = trainable_state(self.model, self.dist)
+        with atomic_dir(self.out / "best") as tmp:
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "trainable.safetensors"))
+            (tmp / "best.json").write_text(json.dumps({"step": self.best[1], self.select_metric: self.best[0]}))
+
+    def restore_best(self) -> None:
+        """Put the best eval's weights back before the model is saved (``keep_best``)."""
+        import torch
+        from safetensors.torch import load_file
+
+        path = self.out / "best" / "trainable.safetensors"
+        if not (self.cfg.keep_best and self.best and path.exists()):
+            return
+        if self.history and self.best[1] == max(h["step"] for h in self.history):
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in load_file(str(path)).items():
+                params[name].copy_(tensor.to(params[name].dtype))
+        log.info("keep_best: the saved model is step %d's (%s %.4f)", self.best[1], self.select_metric, self.best[0])
 
 
 # -- outputs --------------------------------------------------------------------------------------------
