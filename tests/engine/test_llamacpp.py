@@ -235,3 +235,20 @@ def test_served_over_http_with_the_same_api(g3_export):
             assert stats["slots"] == 2 and stats["requests"] >= 3
     finally:
         dep.stop()
+
+
+def test_infer_and_trainable_module_use_the_engine(g3_export, llama, tmp_path):
+    import ragtune as rt
+    from ragtune.infer.runner import InferConfig, run_infer
+
+    evalset = tmp_path / "eval.json"
+    evalset.write_text(json.dumps([{"instruction": p} for p in PROMPTS]))
+    rows = run_infer(InferConfig(evalset=str(evalset), output=str(tmp_path / "preds.json"), model=str(g3_export),
+                                 engine="llamacpp", slots=2, max_model_len=128, max_tokens=6), show_progress=False)
+    want = llama.generate(PROMPTS, SamplingParams(max_tokens=6))
+    assert [r["prediction"] for r in rows] == [c.text for c in want]
+    module = rt.TrainableModule(str(g3_export)).deploy_method("llamacpp", slots=2, max_model_len=128)
+    try:
+        assert module("the pump", max_tokens=6) == want[0].text
+    finally:
+        module.stop()

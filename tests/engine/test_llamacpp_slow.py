@@ -16,10 +16,17 @@ pytest.importorskip("llama_cpp")
 
 @pytest.fixture(scope="module", autouse=True)
 def _real_home():
-    """The bundled model lives in the user's cache (tests otherwise get an empty RAGTUNE_HOME)."""
-    os.environ["RAGTUNE_TEST_REAL_HOME"] = "1"
+    """The converted bundled model: $RAGTUNE_SLOW_HOME (CI pulls once up front), else the user's
+    cache (tests otherwise get an empty RAGTUNE_HOME, and converting gemma takes minutes)."""
+    saved = {k: os.environ.get(k) for k in ("RAGTUNE_HOME", "RAGTUNE_TEST_REAL_HOME")}
+    home = os.environ.get("RAGTUNE_SLOW_HOME") or os.path.expanduser("~/.cache/ragtune")
+    os.environ.update({"RAGTUNE_HOME": home, "RAGTUNE_TEST_REAL_HOME": "1"})
     yield
-    os.environ.pop("RAGTUNE_TEST_REAL_HOME", None)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
