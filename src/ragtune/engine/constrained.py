@@ -5,15 +5,18 @@
 get ``-inf`` logits, so greedy and sampled answers alike parse (and follow the schema) by
 construction. Once the document is complete, only end-of-sequence tokens are allowed.
 
-The grammar engine is **llguidance** (guidance-ai; the structured-output backend of vLLM, SGLang and
-llama.cpp's optional LLGuidance build), for both the builtin (transformers) and the llama.cpp
-engine, so one schema means the same constraint on either. Measured on this CPU with gemma-3-270m's
-262,144-token vocabulary (2026-11, shared box): llguidance computes a token mask in ~0.06 ms per step
-after a one-off ~20 s tokenizer index per engine; xgrammar 0.2.9 also works offline on CPU with
-transformers 5 (~0.2 s compile, masks in a few ms) but pulls triton and apache-tvm-ffi (and took 30 s
-to import); transformers-cfg / lm-format-enforcer walk the vocabulary in Python per step. llguidance
-is one 3 MB wheel with no dependencies. llama.cpp's own GBNF sampler is not used: one library gives
-both engines the same JSON (same separators, same schema support, same errors).
+The grammar engine is **llguidance** (guidance-ai; a structured-output backend of vLLM and SGLang,
+and llama.cpp's optional LLGuidance build), for both the builtin (transformers) and the llama.cpp
+engine, so one schema means the same constraint on either. Measured on the 2-core box with
+gemma-3-270m's 262,144-token vocabulary and transformers 5 (offline, shared box, 2026-11):
+llguidance computes a token mask in ~0.06 ms per step after a one-off ~20 s index of the tokenizer
+per engine, and is one 3 MB wheel without dependencies. xgrammar 0.2.9 also works offline on CPU
+(schema compiled in 0.24 s; 72 ms per step including building and masking a 262k-logit tensor) but
+depends on triton and apache-tvm-ffi and took 30 s to import. (outlines-core, lm-format-enforcer and
+transformers-cfg were not tried.) llguidance's own ``apply_token_bitmask_inplace`` for torch took
+over a second per call on CPU, so masks are unpacked here with numpy. llama.cpp's GBNF sampler is
+not used: one library gives both engines the same JSON (same separators, same schema support,
+same errors).
 
 JSON is written in Python's ``json.dumps`` style (``", "`` and ``": "``, no newlines): the style
 ragtune's own training data uses, and with no free whitespace a model cannot loop on blank lines.
