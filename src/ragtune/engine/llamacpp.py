@@ -295,6 +295,9 @@ class LlamaCppEngine(Engine):
     structured_output = True
 
     def __init__(self, source: GgufSource, tokenizer: Any, settings: LlamaCppSettings, prompt: PromptConfig):
+        if settings.slots > settings.batch_tokens:
+            raise ConfigError(f"slots ({settings.slots}) cannot exceed batch_tokens ({settings.batch_tokens}): every "
+                              "generating slot puts one token into each decode batch")
         lc = _llama_cpp()
         self.lc, self.source, self.tokenizer, self.settings = lc, source, tokenizer, settings
         self.name, self.prompt = source.name, prompt
