@@ -17,6 +17,7 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	PYTHON=$(BIN)/python bash scripts/install_torch.sh
 	$(BIN)/python -m pip install -q -e ".[test]"
+	bash scripts/install_browser.sh   # Debian's chromium for the UI tests (tests/ui)
 
 # The main job: offline end-to-end demo on the bundled models.
 demo: install

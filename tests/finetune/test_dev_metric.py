@@ -64,7 +64,7 @@ def test_early_stopping_and_bad_dev_settings(tiny_llm_dir, span_file, tmp_path):
 
     res = rt.finetune.lora.run(str(tiny_llm_dir), str(span_file), str(tmp_path / "o"), learning_rate=1e-9,
                                num_train_epochs=20, per_device_train_batch_size=8, val_size=8, eval_steps=2,
-                               dtype="fp32", dev_metrics=["exact"], dev_max_tokens=2, early_stopping_patience=2,
+                               dtype="fp32", dev_metrics=["exact"], dev_max_tokens=2, dev_extractive="span", early_stopping_patience=2,
                                pack_shared_prefix=False)
     assert res.metrics["stopped"].startswith("early stopping") and res.metrics["steps"] < 60
     with pytest.raises(ConfigError, match="dev_metrics need held-out records"):

@@ -139,3 +139,17 @@ def test_output_dir_guard(tiny_llm_dir, span_train, tmp_path):
     (out / "something").write_text("x")
     with pytest.raises(ConfigError, match="is not empty"):
         rt.finetune.lora.run(str(tiny_llm_dir), str(span_train), str(out))
+
+
+def test_full_without_embeddings_keeps_them_bit_identical(tiny_llm_dir, span_train, tmp_path):
+    import ragtune as rt
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    rt.finetune.full.run(str(tiny_llm_dir), str(span_train), str(out), max_steps=3, dtype="fp32",
+                         learning_rate=1e-2, train_embeddings=False)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir, dtype=torch.float32)
+    tuned = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32)
+    assert torch.equal(base.get_input_embeddings().weight, tuned.get_input_embeddings().weight)
+    changed = [n for (n, a), (_, b) in zip(base.named_parameters(), tuned.named_parameters()) if not torch.equal(a, b)]
+    assert changed and all("embed" not in n for n in changed)

@@ -90,3 +90,26 @@ def test_nested_unknown_key_names_section_and_its_valid_keys():
     assert "did you mean 'learning_rate'" in str(exc.value) and "Valid keys: learning_rate" in str(exc.value)
     with pytest.raises(ConfigError, match=r"unknown key 'baselines\[1\]\.lr'"):
         Outer.build(baselines=[{}, {"lr": 1}])
+
+
+def test_registry_first_lookups_from_threads_see_every_builtin():
+    """Two threads that look up a fresh registry at once both see all built-ins (the loader used to
+    be cleared before it had filled the registry)."""
+    import threading
+    import time
+
+    from ragtune.core.registry import Registry
+
+    def slow_builtins():
+        time.sleep(0.2)
+        reg.register("a", 1)
+        reg.register("b", 2)
+
+    reg: Registry[int] = Registry("thing", builtins=slow_builtins)
+    seen: list[list[str]] = []
+    threads = [threading.Thread(target=lambda: seen.append(reg.names())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [["a", "b"]] * 4

@@ -46,7 +46,7 @@ def test_sbatch_script_exact():
         set -euo pipefail
         cd '/work dir'
         head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-        srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint="$head_node:29500" --rdzv_id="$SLURM_JOB_ID" -m ragtune.cli finetune llm --config /runs/x/finetune.yaml
+        srun torchrun --nnodes="$SLURM_NNODES" --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint="$head_node":29500 --rdzv_id="$SLURM_JOB_ID" -m ragtune.cli finetune llm --config /runs/x/finetune.yaml
         """)
 
 
@@ -114,3 +114,130 @@ def test_torchrun_launcher_runs_a_real_finetune(tmp_path, tiny_llm_dir):
                          output=str(tmp_path / "out2"))
     with pytest.raises(BackendError, match="exited with code"):
         launch_finetune(ft.lora, bad, {"type": "torchrun", "nproc_per_node": 1}, tmp_path / "w2")
+
+
+# -- hostile values: nothing a user or an attacker puts in a path or a setting runs as shell -------------
+SBATCH_PARSER = r"""
+def sbatch_args(script):
+    # sbatch's own #SBATCH parser (Slurm src/sbatch/opt.c, _get_argument / _opt_batch_script),
+    # re-implemented: whitespace splits, ' and " group, a backslash escapes the next character, an
+    # unquoted # ends the line; parsing stops at the first line that is not a comment.
+    args = []
+    for line in script.split("\n")[1:]:
+        if not line.startswith("#SBATCH"):
+            if line.strip() and not line.lstrip().startswith("#"):
+                break
+            continue
+        rest, arg, quote, escape, started = line[len("#SBATCH"):], "", None, False, False
+        for ch in rest + "\0":
+            if escape:
+                arg, escape, started = arg + ch, False, True
+            elif ch == "\\":
+                escape = True
+            elif quote:
+                if ch == quote:
+                    quote = None
+                elif ch == "\0":
+                    raise SystemExit("sbatch: unmatched quote in " + repr(line))
+                else:
+                    arg += ch
+            elif ch in "'\"":
+                quote, started = ch, True
+            elif ch == "#" or ch == "\0" or ch.isspace():
+                if started:
+                    args.append(arg)
+                arg, started = "", False
+                if ch != " " and not ch.isspace():
+                    break
+            else:
+                arg, started = arg + ch, True
+    return args
+"""
+
+
+def _python_bin(tmp_path: Path, name: str, body: str) -> None:
+    path = tmp_path / "bin" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"#!{sys.executable}\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path, monkeypatch):
+    """Stub sbatch / srun / scontrol / sacct as real executables: sbatch parses the #SBATCH lines
+    as Slurm does and runs the script with bash (as the batch step would); srun records its argv."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    _python_bin(tmp_path, "sbatch", SBATCH_PARSER + f"""
+import json, os, subprocess, sys
+script = open(sys.argv[-1]).read()
+json.dump(sbatch_args(script), open({str(rec / 'sbatch.json')!r}, "w"))
+env = dict(os.environ, SLURM_NNODES="1", SLURM_JOB_ID="77", SLURM_JOB_NODELIST="node0")
+subprocess.run(["bash", sys.argv[-1]], env=env, check=True, cwd={str(tmp_path)!r})
+print("77;cluster")
+""")
+    _python_bin(tmp_path, "srun", f"""
+import json, sys
+json.dump(sys.argv[1:], open({str(rec / 'srun.json')!r}, "w"))
+""")
+    _fake_bin(tmp_path, "scontrol", 'echo node0\n')
+    _fake_bin(tmp_path, "sacct", 'echo COMPLETED\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    return rec
+
+
+HOSTILE = "run $(touch PWNED1) `touch PWNED2`; touch PWNED3 & 'q' \"dq\" #hash 100% \\bs"
+
+
+def test_hostile_paths_reach_srun_and_sbatch_verbatim_and_run_nothing(tmp_path, slurm_cluster, monkeypatch):
+    import json
+
+    from ragtune.launch import launch_command
+
+    cwd = tmp_path / f"cwd {HOSTILE}"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    workdir = tmp_path / HOSTILE
+    args = ["finetune", "llm", "--config", str(workdir / "finetune.yaml")]
+    cfg = LauncherConfig(type="slurm", partition="gpu,debug", time="1-02:00:00", poll_seconds=0.01,
+                         extra_args=["--comment=a \"quoted\" #not-a-comment $(touch PWNED4)", "--exclusive"])
+    launch_command(args, cfg, workdir)
+    assert not list(tmp_path.rglob("PWNED*")), "a value ran as shell"
+    srun = json.loads((slurm_cluster / "srun.json").read_text())
+    assert srun[:6] == ["torchrun", "--nnodes=1", "--nproc_per_node=1", "--rdzv_backend=c10d",
+                        "--rdzv_endpoint=node0:29500", "--rdzv_id=77"]
+    assert srun[6:] == ["-m", "ragtune.cli", *args]
+    sbatch = json.loads((slurm_cluster / "sbatch.json").read_text())
+    log_file = str((workdir / "launcher.log").resolve())
+    assert f"--output={log_file.replace('%', '%%')}" in sbatch     # Slurm turns %% back into %
+    assert f"--job-name=ragtune-{HOSTILE}" in sbatch
+    assert "--comment=a \"quoted\" #not-a-comment $(touch PWNED4)" in sbatch
+    assert {"--partition=gpu,debug", "--time=1-02:00:00", "--exclusive"} <= set(sbatch)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("partition", "gpu\ntouch /tmp/x", "partition"),
+    ("partition", "gpu debug", "partition"),
+    ("time", "04:00:00\nrm -rf ~", "time"),
+    ("time", "four hours", "time"),
+    ("extra_args", ["--exclusive\ntouch PWNED"], "newline"),
+    ("extra_args", ["--mem=1G\r"], "control character"),
+    ("extra_args", ["touch PWNED"], "not an option"),
+])
+def test_hostile_settings_are_rejected_naming_the_field(field, value, words):
+    from ragtune.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        LauncherConfig.build("launcher", type="slurm", **{field: value})
+    assert field in str(exc.value) and words in str(exc.value)
+
+
+def test_newline_in_a_path_is_refused_before_any_script_is_written(tmp_path, slurm_cluster):
+    from ragtune.core.errors import ConfigError
+    from ragtune.launch import launch_command
+
+    workdir = tmp_path / "run\ntouch PWNED"
+    with pytest.raises(ConfigError, match="newline"):
+        launch_command(["finetune", "llm"], LauncherConfig(type="slurm"), workdir)
+    assert not (workdir / "job.sbatch").exists() and not (slurm_cluster / "sbatch.json").exists()
+    assert not list(tmp_path.rglob("PWNED*"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -50,5 +51,14 @@ def test_cli_compares_two_embedders_and_writes_reports(files, tiny_embedder_dir,
     assert len(rows) == 4 and len(rows[0]["context_retrieved"]) == 1 and rows[0]["context_reference"]
     assert (out / "retrieval.png").read_bytes()[:4] == b"\x89PNG"
     assert "topk: 1" in (out / "ragtune_config.yaml").read_text()
+    # the per-embedder runs use the eval-run schema: `ragtune eval compare` reads them
+    runs = sorted(str(p) for p in (out / "runs").iterdir())
+    assert len(runs) == 2
+    summary = json.loads((Path(runs[0]) / "summary.json").read_text())
+    assert summary["metrics"]["recall@1"]["mean"] == pytest.approx(a["recall@1"])
+    assert summary["metrics"]["context_recall"]["mean"] == pytest.approx(a["context_recall"])
+    capsys.readouterr()
+    assert main(["eval", "compare", *runs, "--output", str(tmp / "cmp")]) == 0
+    assert "recall@1" in capsys.readouterr().out
     rc = main(["eval", "retrieval", "--evalset", str(tmp / "nope.jsonl"), "--kb", str(tmp / "kb")])
     assert rc == 1 and "nope.jsonl" in capsys.readouterr().err

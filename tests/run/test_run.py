@@ -79,7 +79,7 @@ def test_unknown_yaml_key_names_section_and_choices(tmp_path, squad_files, tiny_
 def test_killed_finetune_resumes_on_rerun(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir):
     """Kill `ragtune run` for real after the first checkpoint; the re-run continues from it."""
     cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "run",
-                       save_steps=1, max_samples=10, per_device_train_batch_size=1)
+                       save_steps=1, max_samples=10, per_device_train_batch_size=1, pack_shared_prefix=False)
     ckpts = tmp_path / "run" / "finetune_llm" / "model" / "checkpoints"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "run", str(cfg)], env=env,

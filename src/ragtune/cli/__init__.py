@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from ..core.errors import RagtuneError
+from ..core.errors import RagtuneError, Terminated, sigterm_as_interrupt
 
 # group name -> (module, attribute, one-line help shown by `ragtune --help` without importing it)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("ragtune.cli.run", "run", "Run the whole chain from one YAML config."),
     "sweep": ("ragtune.cli.sweep", "sweep", "Run a grid of run configs through the stage cache; rank them."),
     "demo": ("ragtune.cli.demo", "demo", "Offline end-to-end demo on the bundled models."),
+    "ui": ("ragtune.cli.ui", "ui", "Local web app: runs (start/stop/resume, live curves), data, compare, retrieval, chat."),
 }
 
 
@@ -78,11 +79,12 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        rc = cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
-    except click.exceptions.Abort as exc:   # click wraps Ctrl-C (and the trainer's SIGTERM) in Abort
-        if type(exc.__cause__).__name__ == "Terminated":
+        with sigterm_as_interrupt():   # `kill` cleans up like Ctrl-C: no temp file or half output left
+            rc = cli.main(args=argv, prog_name="ragtune", standalone_mode=False)
+    except click.exceptions.Abort as exc:   # click turns Ctrl-C (and our SIGTERM) into Abort
+        if isinstance(exc.__cause__, Terminated):
             click.echo("terminated", err=True)
-            return 143
+            return 143   # 128 + SIGTERM, what a shell reports for a process killed by it
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
@@ -95,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             click.echo("  hint: " + exc.hint, err=True)
         return 1
-    except KeyboardInterrupt as exc:   # the trainer turns SIGTERM into this, after checkpointing
-        terminated = type(exc).__name__ == "Terminated"
-        click.echo("terminated" if terminated else "interrupted", err=True)
-        return 143 if terminated else 130
+    except Terminated:
+        click.echo("terminated", err=True)
+        return 143   # 128 + SIGTERM, what a shell reports for a process killed by it
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
     return rc if isinstance(rc, int) else 0   # ctx.exit(n) in standalone_mode=False returns n
 
 

@@ -56,6 +56,8 @@ def validate_cmd(file, cutoff_len, tokenizer, system, max_issues, plot, as_json)
     if not report.ok:
         # A ClickException, not ctx.exit(1): ragtune.cli.main runs click with standalone_mode=False
         # and ignores the code click returns for ctx.exit, so only an exception yields status 1.
+        if report.total == 0:
+            raise click.ClickException(f"{file} holds no records")
         raise click.ClickException(f"{len(report.invalid_records)} of {report.total} records in {file} are invalid")
 
 

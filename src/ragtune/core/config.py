@@ -202,6 +202,11 @@ def config_options(cls: type[Config], *, exclude: tuple[str, ...] = (), extra: t
             if ctype is bool:
                 fn = click.option(f"{flag}/--no-{flag_name.replace('_', '-')}", dest, default=None,
                                   help=help_text)(fn)
+            elif _bool_or_more(field.annotation):
+                # `--resume` alone means true, `--resume auto` a value: a bare flag followed by another
+                # flag no longer swallows that flag as its value
+                fn = click.option(flag, dest, is_flag=False, flag_value="true", default=None,
+                                  help=help_text + " (the flag alone: true)")(fn)
             elif _is_list(field.annotation):
                 fn = click.option(flag, dest, default=None, help=help_text + " (comma-separated)",
                                   callback=_split_commas)(fn)
@@ -235,6 +240,12 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
         else:
             out[key] = value
     return out
+
+
+def _bool_or_more(annotation: Any) -> bool:
+    """A Union of bool and something else (``Union[bool, Literal["auto"]]``)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return typing.get_origin(annotation) is not typing.Literal and bool in args and len(args) > 1
 
 
 def _is_list(annotation: Any) -> bool:

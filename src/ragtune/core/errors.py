@@ -5,6 +5,9 @@ layer (``ragtune.cli``) turns them into exit codes and short messages.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class RagtuneError(Exception):
     """Base class. ``hint`` is the fix, shown on its own line by the CLI."""
@@ -20,6 +23,11 @@ class RagtuneError(Exception):
 
 class ConfigError(RagtuneError, ValueError):
     """An unknown, mistyped or invalid configuration key or value."""
+
+
+class OutputError(ConfigError):
+    """An output path that cannot be written: a directory where a file goes (or the reverse), a
+    parent that cannot be created, no permission, a full disk."""
 
 
 class DataError(RagtuneError, ValueError):
@@ -46,3 +54,28 @@ class ModelCorruptedError(RagtuneError):
 class BackendError(RagtuneError, RuntimeError):
     """An optional backend (vLLM, LLaMA-Factory, FlagEmbedding, ...) failed or is not installed."""
 
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, Kubernetes and `kill` send), raised in the main thread like Ctrl-C, so
+    that cleanups run (atomic writes drop their temps, training saves a checkpoint)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (elsewhere: no-op)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

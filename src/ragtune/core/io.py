@@ -2,13 +2,21 @@
 
 Everything ragtune writes goes through here (temp file in the same directory + ``os.replace``), so a
 reader sees the old content or the new one, never a mix.
+
+Temp names carry the writer's host and pid (``.NAME.HOST-PID.XXXX.tmp``, ``.NAME.tmp-HOST-PID.XXXX``).
+An exception or Ctrl-C removes the temp at once (and the CLI turns SIGTERM into one); a writer
+killed outright (SIGKILL, OOM killer, power loss) cannot, so the next write of the same path
+removes the temps of writers on this host that are no longer running. Temps of live processes,
+and of other hosts sharing the directory (NFS), are left alone.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -20,8 +28,82 @@ def _umask() -> int:
     return mask
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+_TEMP_OWNER = re.compile(r"(?:tmp-|old-)?(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.")
+
+
+def _owner() -> str:
+    return f"{_HOST}-{os.getpid()}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's live process
+        return True
+    return True
+
+
+def sweep_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temp siblings of ``path`` left by killed writers on this host; returns them."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        m = _TEMP_OWNER.match(entry.name[len(prefix):])
+        if m is None or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _running(int(m["pid"])):
+            continue
+        stale = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def check_output(path: str | os.PathLike, *, directory: bool = False, what: str = "output") -> Path:
+    """Fail before any work when ``path`` clearly cannot be written: a directory where a file goes
+    (or a file where a directory goes), a file among its parents, an unwritable parent."""
+    from .errors import OutputError
+
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a file, not a directory" if directory else "a directory, not a file"
+        raise OutputError(f"{what} {path} is {kind}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {path} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path} cannot be created: {parent} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """OSErrors of ragtune's own file operations on ``path`` become OutputErrors naming it."""
+    from .errors import OutputError
+
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="check the output path, its permissions and free disk space") from None
+
+
 def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    sweep_stale_temps(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(name, 0o666 & ~_umask())   # mkstemp makes 0600; outputs should look like any other file
     return Path(name)
@@ -30,16 +112,21 @@ def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temp sibling of ``path``; on clean exit fsync and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
+    path = check_output(path)
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(path)
     try:
         kwargs = {} if "b" in mode else {"encoding": encoding}
-        with open(tmp, mode, **kwargs) as fh:
+        with _writing(path):
+            fh = open(tmp, mode, **kwargs)
+        with fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            with _writing(path):
+                fh.flush()
+                os.fsync(fh.fileno())
+        with _writing(path):
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -73,19 +160,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing ``path`` is replaced. A killed process leaves only a ``.tmp-*`` sibling, which no
     loader mistakes for a finished directory.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a model dir should be readable like any other
+    path = check_output(path, directory=True)   # never replaces a file with a directory
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{_owner()}.", dir=path.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a model dir should be readable like any other
     try:
         yield tmp
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, trash / "old")
-            os.replace(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with _writing(path):
+            if path.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{_owner()}.", dir=path.parent))
+                os.replace(path, trash / "old")
+                os.replace(tmp, path)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -107,41 +197,3 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_json_records(path: str | os.PathLike, *, what: str = "file", objects: bool = True) -> list[Any]:
-    """Records of a JSON array or JSON Lines file, stdlib only (no pyarrow: the hot paths of
-    fine-tuning, inference and scoring read JSON and must start fast). ``what`` names the file in
-    errors ("training file", "eval set"); ``objects`` requires every record to be a JSON object.
-    ``ragtune.data.read_records`` is the full reader (CSV/Parquet, line numbers, validation)."""
-    from .errors import DataError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} does not exist", file=str(path))
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise DataError(f"{what} is empty", file=str(path))
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON (line {exc.lineno}: {exc.msg})", file=str(path)) from None
-    else:
-        rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"line {lineno} is not valid JSON ({exc.msg}); expected a JSON list or JSON Lines",
-                                file=str(path), record=len(rows)) from None
-    if not rows:
-        raise DataError(f"{what} holds no records", file=str(path))
-    if objects:
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise DataError(f"each record must be a JSON object, got {type(row).__name__}",
-                                file=str(path), record=i)
-    return rows

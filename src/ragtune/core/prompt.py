@@ -152,7 +152,7 @@ def bos_prefix(tokenizer: Any, text: str) -> bool:
     """Whether tokenization must add BOS: only when the tokenizer has one and the text (a chat
     template rendering) does not already start with it."""
     bos = getattr(tokenizer, "bos_token", None)
-    return bool(bos) and not text.startswith(bos)
+    return bool(bos) and not text.startswith(str(bos))
 
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:

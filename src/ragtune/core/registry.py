@@ -13,6 +13,7 @@ the first lookup of a name that is not built in, so ``import ragtune`` stays che
 from __future__ import annotations
 
 import difflib
+import threading
 from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import ConfigError
@@ -32,6 +33,8 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._builtins = builtins
         self._plugins_loaded = entry_point_group is None
+        self._lock = threading.RLock()   # first look-ups from two threads must not see a half-filled registry
+        self._loading = False
 
     def register(self, name: str, entry: T | None = None) -> Callable[[T], T] | T:
         """``REG.register("x", obj)`` or ``@REG.register("x")`` on a class or function."""
@@ -77,19 +80,30 @@ class Registry(Generic[T]):
         return len(self.names())
 
     def _load_builtins(self) -> None:
-        if self._builtins is not None:
-            load, self._builtins = self._builtins, None
-            load()
+        if self._builtins is None:
+            return
+        with self._lock:   # another thread waits here until the built-ins are in
+            if self._builtins is None or self._loading:
+                return     # done, or a re-entrant call from the imports of this very loading
+            self._loading = True
+            try:
+                self._builtins()
+            finally:
+                self._loading = False
+                self._builtins = None
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
             return
-        self._plugins_loaded = True
-        from importlib.metadata import entry_points
+        with self._lock:
+            if self._plugins_loaded:
+                return
+            from importlib.metadata import entry_points
 
-        for ep in entry_points(group=self.group or ""):
-            if ep.name not in self._entries:
-                self._entries[ep.name] = ep.load()
+            for ep in entry_points(group=self.group or ""):
+                if ep.name not in self._entries:
+                    self._entries[ep.name] = ep.load()
+            self._plugins_loaded = True
 
     def __repr__(self) -> str:
         return f"Registry({self.what}: {', '.join(self._entries)})"

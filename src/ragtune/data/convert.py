@@ -24,6 +24,9 @@ def convert(path: str | os.PathLike, out: str | os.PathLike, *, source: str = "s
     if source not in SOURCES or to not in TARGETS:
         raise ConfigError(f"unsupported conversion {source} -> {to}; --from is one of {', '.join(SOURCES)}, "
                           f"--to one of {', '.join(TARGETS)}")
+    from ..core.io import check_output
+
+    check_output(out, what="OUT")
     if source == "squad":
         return squad_to_alpaca(path, out, template=template, template_lang=template_lang, to=to)
     if template is not None or template_lang is not None:

@@ -37,7 +37,7 @@ _WS = re.compile(r"\s+")
 class EmbedPairsConfig(Config):
     query_col: str = Field("question", description="Column holding the query.")
     pos_col: str = Field("context", description="Column holding the positive passage.")
-    neg_num: int = Field(10, description="Random negatives per training row.")
+    neg_num: int = Field(10, ge=0, description="Random negatives per training row.")
     test_size: float = Field(0.1, description="Eval split: a fraction in (0,1) or a row count >= 1.")
     seed: int = Field(1314, description="Seed of the split and of negative sampling.")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="Query instruction stored as 'prompt'.")

@@ -3,7 +3,8 @@
 Shapes (what ``ragtune data embed-pairs`` writes, and what FlagEmbedding reads):
 - train: ``{"query": str, "pos": [str, ...], "neg": [str, ...], "prompt": str?}`` per line
 - eval:  ``{"query": str, "corpus": [str, ...]}`` per line
-Files may be JSON lines or one JSON list; ``datasets.to_json`` writes JSON lines into ``.json``.
+Files may be JSON lines, one JSON list, CSV or Parquet (the one reader, :mod:`.readers`);
+``datasets.to_json`` writes JSON lines into ``.json``.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from typing import Any
 from ..core.errors import DataError
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    from ..core.io import read_json_records
+def read_records(path: str | Path, what: str = "embedding set") -> list[dict[str, Any]]:
+    from .readers import read_items
 
-    return read_json_records(path)
+    return read_items(path, what=what)
 
 
 def _text_list(row: dict, key: str, file: str, i: int, required: bool) -> list[str]:

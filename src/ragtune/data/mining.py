@@ -37,7 +37,7 @@ class MineNegativesConfig(Config):
     model: str | None = Field(None, description="Embedding model (name, local dir or HF id). Required.")
     range: str = Field("10-100", description="Candidate rank range START-END (0-based, END exclusive).")
     margin: float = Field(0.1, description="Drop candidates scoring >= positive score - margin.")
-    neg_num: int = Field(10, description="Negatives per row.")
+    neg_num: int = Field(10, ge=0, description="Negatives per row.")
     seed: int = Field(1314, description="Seed for sampling among candidates and top-ups.")
     backend: Literal["auto", "numpy", "faiss"] = Field("auto", description="Nearest-neighbour search.")
     faiss_min_corpus: int = Field(5000, description="auto uses faiss from this corpus size on (if installed).")

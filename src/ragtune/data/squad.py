@@ -47,6 +47,12 @@ def resolve_template(template: str | None = None, template_lang: str | None = No
     if missing:
         raise ConfigError(f"the template must contain {{context}} and {{question}}; missing {', '.join(missing)}",
                           hint=f"e.g. {DEFAULT_TEMPLATE!r}")
+    # A placeholder-looking {name} other than those two is a typo ({contxt}) that would reach every
+    # training prompt verbatim; JSON-like braces ({"a": 1}) do not look like one and are kept.
+    unknown = sorted(set(re.findall(r"\{([A-Za-z_]\w*)\}", template)) - {"context", "question"})
+    if unknown:
+        raise ConfigError(f"the template has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+                          "only {context} and {question} are filled")
     return template
 
 
@@ -148,6 +154,9 @@ def evalset(path: str | os.PathLike, out: str | os.PathLike, *, source: str = "s
     ``answers`` is the first answer text and ``all_answers`` every distinct one (lenient scoring)."""
     if source != "squad":
         raise ConfigError(f"unsupported eval set source {source!r}; available: squad")
+    from ..core.io import check_output
+
+    check_output(out, what="OUT")
     summary = Summary("evalset squad", str(path), str(out))
     rows = read_squad(path, summary)
     count_offset_mismatches(rows, summary)

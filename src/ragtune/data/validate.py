@@ -64,13 +64,16 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
-        return not self.issues
+        """No invalid record, and at least one record: an empty file trains nothing."""
+        return not self.issues and self.total > 0
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(i.kind for i in self.issues))
 
     def summary(self, max_issues: int = 50) -> str:
         lines = [str(i) for i in self.issues[:max_issues]]
+        if self.total == 0:
+            lines.append(f"{self.file}: holds no records (empty file)")
         if len(self.issues) > max_issues:
             lines.append(f"... and {len(self.issues) - max_issues} more issues")
         lines.append(f"{self.file}: {self.total} records ({self.format or 'unknown format'}), "
@@ -286,6 +289,8 @@ def validate_path_or_raise(path: str | os.PathLike, **kwargs: Any) -> Validation
     from ..core.errors import DataError
 
     report = validate(path, **kwargs)
+    if report.total == 0:
+        raise DataError("the training file holds no records", file=str(path))
     if not report.ok:
         first = report.issues[0]
         raise DataError(f"{len(report.invalid_records)} invalid records; first: {first.message}",
@@ -324,11 +329,7 @@ def load_conversations(path: str | os.PathLike, max_samples: int | None = None, 
     types ...), so a file that ``ragtune data validate`` rejects never trains and one it accepts
     always does. Returns the conversations of the first ``max_samples`` records (all by default;
     the caller logs how many of how many: never silently)."""
-    report = validate_path_or_raise(path)
-    if report.total == 0:
-        from ..core.errors import DataError
-
-        raise DataError("the training file holds no records", file=str(path))
+    validate_path_or_raise(path)
     rows = read_rows(path)
     total = len(rows)
     if max_samples is not None and max_samples < total:

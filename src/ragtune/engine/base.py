@@ -73,7 +73,7 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (EOS or a stop string) | "length"
+    finish_reason: str  # "stop" (EOS or a stop string) | "length" | "cancelled" (client left)
     token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids (EOS excluded)
 
 

@@ -7,7 +7,8 @@ different sampling settings (temperature, top_p, seed) go into separate batches,
 strings, EOS and streaming are handled per row by a stopping criterion (:class:`_RowTracker`),
 which ``generate`` calls after every decoding step with the whole batch: it finishes rows
 independently (transformers keeps finished rows padded) and pushes newly decoded text to
-streaming callbacks.
+streaming callbacks. A request whose future was cancelled (its HTTP client disconnected) is
+finished at the next step with ``finish_reason="cancelled"``, so it stops costing decode time.
 
 Prompts are built with :func:`ragtune.core.prompt.build_prompt` / :func:`encode_prompt`, the same
 functions training uses, so a served fine-tuned model sees exactly its training format.
@@ -81,7 +82,9 @@ class _RowTracker:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         new = input_ids[:, self.prompt_len:].tolist()
         for i, req in enumerate(self.reqs):
-            if self.results[i] is None:
+            if self.results[i] is None and req.future.cancelled():
+                self.results[i] = Completion("", len(req.ids), len(new[i]), "cancelled", new[i])
+            elif self.results[i] is None:
                 self._update(i, req, new[i])
             done[i] = self.results[i] is not None
         return done
@@ -146,6 +149,8 @@ class BuiltinEngine(Engine):
         self._model_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._closed = False
+        self.cancelled = 0          # requests dropped because their client disconnected
+        self.cancelled_tokens = 0   # tokens they had generated when dropped
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -217,6 +222,9 @@ class BuiltinEngine(Engine):
                 return
             groups: dict[tuple, list[_Request]] = {}
             for req in self._collect(first):
+                if req.future.cancelled():   # its client left while it waited in the queue
+                    self.cancelled += 1
+                    continue
                 groups.setdefault(req.params.batch_key(), []).append(req)
             for reqs in groups.values():
                 self._run_and_resolve(reqs)
@@ -231,7 +239,11 @@ class BuiltinEngine(Engine):
                     req.future.set_exception(exc)
             return
         for req, result in zip(reqs, results):
-            req.future.set_result(result)
+            if result.finish_reason == "cancelled" or req.future.cancelled():
+                self.cancelled += 1
+                self.cancelled_tokens += result.completion_tokens
+            elif not req.future.done():
+                req.future.set_result(result)
 
     def close(self) -> None:
         self._closed = True
@@ -395,7 +407,8 @@ class BuiltinEngine(Engine):
         return {"batches": sum(sizes.values()), "requests": sum(k * v for k, v in sizes.items()),
                 "prefix_cache": dict(self.prefix_stats),
                 "max_batch_size_seen": max(sizes, default=0), "batch_size_histogram": sizes,
-                "max_batch_size": self.max_batch_size, "queue_depth": self._queue.qsize()}
+                "max_batch_size": self.max_batch_size, "queue_depth": self._queue.qsize(),
+                "cancelled": self.cancelled, "cancelled_tokens": self.cancelled_tokens}
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

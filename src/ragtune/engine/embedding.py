@@ -13,6 +13,8 @@ class EmbeddingEngine:
     def __init__(self, model: Any, name: str = "embedder", batch_size: int = 32):
         self.model, self.name, self.batch_size = model, name, batch_size
         self.max_len = int(getattr(model, "max_seq_length", 0) or 512)
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dimension = int(get_dim() or 0)
         self._lock = threading.Lock()
         self.calls = 0
         self.texts = 0

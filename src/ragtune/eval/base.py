@@ -78,7 +78,7 @@ class Aggregate:
 
 
 def aggregate(results: Sequence[MetricResult]) -> Aggregate:
-    ok = [r.value for r in results if r.status == "ok"]
+    ok = [float(r.value) for r in results if r.status == "ok" and r.value is not None]
     return Aggregate(total=float(sum(ok)), mean=(sum(ok) / len(ok)) if ok else None, n=len(results),
                      n_ok=len(ok), n_error=sum(r.status == "error" for r in results),
                      n_skipped=sum(r.status == "skipped" for r in results))

@@ -11,11 +11,12 @@ REFERENCE_FIELDS = ("answers", "answer", "reference", "output")
 PREDICTION_FIELDS = ("prediction", "output")
 
 
-def read_records(path: str | Path) -> list[Any]:
-    """A JSON list, or JSON Lines (one value per line); predictions may be plain strings."""
-    from ..core.io import read_json_records
+def read_records(path: str | Path, what: str = "file") -> list[Any]:
+    """Values of a JSON list, JSON Lines, CSV or Parquet file (the one reader,
+    :func:`ragtune.data.readers.read_items`); predictions may be plain strings."""
+    from ..data.readers import read_items
 
-    return read_json_records(path, objects=False)
+    return read_items(path, what=what, objects=False)
 
 
 def _answers(value: Any, file: str, i: int, key: str) -> list[str]:
@@ -34,7 +35,7 @@ def load_evalset(path: str | Path) -> list[EvalItem]:
     """Eval items with ``question``, ``context`` and a reference in one of REFERENCE_FIELDS; an
     optional ``all_answers`` list feeds lenient exact match (else all given answers are used)."""
     file = str(path)
-    records = read_records(path)
+    records = read_records(path, "eval set")
     items = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
@@ -58,7 +59,7 @@ def load_evalset(path: str | Path) -> list[EvalItem]:
 def load_predictions(path: str | Path, expected: int | None = None) -> list[str]:
     """Strings, or objects with a ``prediction``/``output`` field, in eval-set order."""
     file = str(path)
-    records = read_records(path)
+    records = read_records(path, "predictions file")
     if isinstance(records, dict):
         raise DataError("expected a list of predictions, got an object", file=file)
     preds = []

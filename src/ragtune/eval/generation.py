@@ -1,7 +1,7 @@
 """Task metrics for generated answers (the chapter's three): exact, cosine, origin."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 from pydantic import Field
 
@@ -35,7 +35,8 @@ class ExactMatch(Metric):
     """
     title = "Exact match"
     kind = "binary"
-    Params = ExactParams
+    Params: ClassVar[type[Config]] = ExactParams
+    lenient: bool
 
     def score(self, item: EvalItem) -> MetricResult:
         pred = (item.prediction or "").strip()
@@ -53,7 +54,7 @@ class ExactMatch(Metric):
 class LenientExactMatch(ExactMatch):
     """``exact`` in lenient mode, registered on its own so both modes can be reported side by side."""
     title = "Exact match (lenient)"
-    Params = NoParams
+    Params: ClassVar[type[Config]] = NoParams
 
     def __init__(self, params: Any = None, **values: Any):
         super().__init__(params, **values)
@@ -64,11 +65,11 @@ def clamped_cosine(x: Sequence[float], y: Sequence[float]) -> float:
     """Cosine of two vectors clamped to [0, 1]; a zero vector gives 0 (not NaN)."""
     import numpy as np
 
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    norm = float(np.linalg.norm(x) * np.linalg.norm(y))
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
     if norm == 0.0:
         return 0.0
-    return float(min(1.0, max(0.0, float(np.dot(x, y)) / norm)))
+    return float(min(1.0, max(0.0, float(np.dot(a, b)) / norm)))
 
 
 @register_metric("cosine")
@@ -77,6 +78,10 @@ class CosineSimilarity(Metric):
     "semantic similarity"); an empty prediction scores 0 with a reason."""
     title = "Semantic similarity"
     Params = CosineParams
+    embed: str
+    batch_size: int
+    device: Optional[str]
+    progress: bool
 
     def __init__(self, params: Any = None, *, embedder: Any = None, **values: Any):
         super().__init__(params, **values)
@@ -114,6 +119,7 @@ class OriginScore(Metric):
     kind = "binary"
     needs = ("prediction", "context")
     Params = OriginParams
+    tokenizer: WordTokenizer
 
     def score(self, item: EvalItem) -> MetricResult:
         if not (item.prediction or "").strip():

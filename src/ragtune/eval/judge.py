@@ -167,6 +167,7 @@ class JudgeParams(Config):
 
 class _JudgedMetric(Metric):
     Params = JudgeParams
+    params: JudgeParams
 
     def __init__(self, params: Any = None, *, judge: Judge | None = None, api_key: str | None = None,
                  **values: Any):
@@ -220,6 +221,8 @@ class AnswerRelevance(_JudgedMetric):
     title = "Answer relevance"
     needs = ("prediction", "question")
     Params = AnswerRelevanceParams
+    embed: str
+    n: int
 
     def __init__(self, params: Any = None, *, judge: Judge | None = None, embedder: Any = None,
                  api_key: str | None = None, **values: Any):

@@ -7,7 +7,7 @@ and turn undefined cases into ``skipped`` results with a reason.
 from __future__ import annotations
 
 import math
-from typing import Hashable, Literal, Mapping, Sequence
+from typing import Any, Hashable, Literal, Mapping, Sequence
 
 from pydantic import Field
 
@@ -109,6 +109,8 @@ class ContextRecall(Metric):
     title = "Context recall"
     needs = ("retrieved", "reference_contexts")
     Params = ContextRecallParams
+    threshold: float
+    mode: Literal["binary", "fractional"]
 
     def score(self, item: EvalItem) -> MetricResult:
         refs = item.reference_contexts or ([item.context] if item.context else [])
@@ -126,6 +128,7 @@ class ContextRelevance(Metric):
     title = "Context relevance"
     needs = ("retrieved", "reference_contexts")
     Params = ContextRelevanceParams
+    lang: Literal["auto", "zh", "en"]
 
     def score(self, item: EvalItem) -> MetricResult:
         refs = item.reference_contexts or ([item.context] if item.context else [])
@@ -139,7 +142,7 @@ class ContextRelevance(Metric):
 DEFAULT_KS = (1, 3, 5, 10)
 
 
-def rank_metrics(ranked: Sequence[Sequence[Hashable]], relevant: Sequence[set],
+def rank_metrics(ranked: Sequence[Sequence[Hashable]], relevant: Sequence[Any],
                  ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Mean recall@k / MRR@k / NDCG@k over queries: the one aggregator of every retrieval eval.
 
@@ -155,9 +158,9 @@ def rank_metrics(ranked: Sequence[Sequence[Hashable]], relevant: Sequence[set],
     n = max(len(ranked), 1)
     out: dict[str, float] = {}
     for k in ks:
-        out[f"recall@{k}"] = sum(recall_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)) / n
-        out[f"mrr@{k}"] = sum(mrr_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)) / n
-        out[f"ndcg@{k}"] = sum(ndcg_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)) / n
+        out[f"recall@{k}"] = sum((recall_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)), 0.0) / n
+        out[f"mrr@{k}"] = sum((mrr_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)), 0.0) / n
+        out[f"ndcg@{k}"] = sum((ndcg_at_k(list(ids), rel, k) for ids, rel in zip(ranked, relevant)), 0.0) / n
     return out
 
 

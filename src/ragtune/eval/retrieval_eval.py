@@ -55,17 +55,27 @@ def evaluate_one(embed: Any, items: list, cfg: RetrievalEvalConfig) -> tuple[dic
     retriever = Retriever(doc, group, similarity=cfg.similarity, topk=depth)
     queries = [it.query for it in items]
     results = retriever.retrieve_many(queries)
+    from .retrieval import mrr_at_k, ndcg_at_k, recall_at_k
+
     rows, recall, relevance, rel_n = [], 0.0, 0.0, 0
     for it, nodes in zip(items, results):
         top = [n.text for n in nodes[:cfg.topk]]
-        recall += context_recall(top, it.corpus, threshold=cfg.recall_threshold) if top else 0.0
+        item_recall = context_recall(top, it.corpus, threshold=cfg.recall_threshold) if top else 0.0
+        recall += item_recall
+        scores: dict[str, float | None] = {"context_recall": item_recall, "context_relevance": None}
         try:
-            relevance += context_relevance(top, it.corpus)
+            scores["context_relevance"] = context_relevance(top, it.corpus)
+            relevance += scores["context_relevance"] or 0.0
             rel_n += 1
         except DataError:  # no retrieved sentence: undefined, skipped like ragtune.eval does
             pass
+        ranked, refs = [x.text.strip() for x in nodes], {r.strip() for r in it.corpus}
+        for k in cfg.ks:
+            scores[f"recall@{k}"] = recall_at_k(ranked, refs, k)
+        scores[f"mrr@{max(cfg.ks)}"] = mrr_at_k(ranked, refs, max(cfg.ks))
+        scores[f"ndcg@{max(cfg.ks)}"] = ndcg_at_k(ranked, refs, max(cfg.ks))
         rows.append({"question": it.query, "context_retrieved": top, "context_reference": it.corpus,
-                     "scores": [round(n.score, 6) for n in nodes[:cfg.topk]]})
+                     "scores": [round(n.score or 0.0, 6) for n in nodes[:cfg.topk]], "metric_scores": scores})
     n = max(len(items), 1)
     metrics = {"context_recall": recall / n, "context_relevance": relevance / max(rel_n, 1),
                **_ranked_metrics([[x.text for x in nodes] for nodes in results], [it.corpus for it in items], cfg.ks),
@@ -80,21 +90,50 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig | None = None, /, **kw: Any) -> 
     items = load_eval(cfg.evalset)
     embeds = cfg.embed if cfg.similarity == "cosine" else ["bm25"]
     report: dict[str, Any] = {"evalset": cfg.evalset, "kb": cfg.kb, "topk": cfg.topk, "models": []}
-    per_model_rows = {}
+    per_model_rows: list[tuple[str, list[dict]]] = []
     for e in embeds:
         metrics, rows = evaluate_one(e, items, cfg)
         report["models"].append({"embed": e, "metrics": metrics})
-        per_model_rows[e] = rows
+        per_model_rows.append((e, rows))
         log.info("%s: context recall %.4f", e, metrics["context_recall"])
     if cfg.output:
         out = Path(cfg.output)
         atomic_write_json(out / "retrieval.json", report)
         cfg.save(out / "ragtune_config.yaml")
         atomic_write_text(out / "retrieval.md", report_markdown(report, cfg.ks))
-        for i, (e, rows) in enumerate(per_model_rows.items()):
+        for i, (e, rows) in enumerate(per_model_rows):
             atomic_write_jsonl(out / f"retrieved_{i}_{Path(e).name}.jsonl", rows)
+            write_eval_run(out / "runs" / f"{i}_{Path(e).name}", e, rows, cfg)
         _write_png(out / "retrieval.png", report, cfg.ks)
     return report
+
+
+def write_eval_run(path: Path, embed: str, rows: list[dict], cfg: RetrievalEvalConfig) -> None:
+    """The same run-directory schema as `ragtune eval llm`, so `ragtune eval compare out/runs/*` puts
+    embedders side by side (the prediction of an item is its top retrieved passage)."""
+    from ..core.io import new_run_id
+    from .base import MetricResult, aggregate
+    from .runs import write_run
+
+    keys = _keys(cfg.ks)
+    items, per_metric = [], {k: [] for k in keys}
+    for i, row in enumerate(rows):
+        scores = {}
+        for k in keys:
+            value = row["metric_scores"].get(k)
+            result = (MetricResult.ok(value) if value is not None
+                      else MetricResult.skipped("no retrieved sentence"))
+            per_metric[k].append(result)
+            scores[k] = result.to_dict()
+        items.append({"index": i, "question": row["question"], "context": "", "reference": row["context_reference"][0],
+                      "all_answers": row["context_reference"], "prediction": (row["context_retrieved"] or [""])[0],
+                      "scores": scores})
+    summary = {"run_id": new_run_id(), "name": Path(embed).name, "evalset": cfg.evalset, "predictions": cfg.kb,
+               "n_items": len(items),
+               "metrics": {k: {"name": k, "title": k, "kind": "continuous", "higher_is_better": True,
+                               "params": {"topk": cfg.topk, "recall_threshold": cfg.recall_threshold},
+                               **aggregate(per_metric[k]).to_dict()} for k in keys}}
+    write_run(path, summary, items)
 
 
 def _keys(ks) -> list[str]:

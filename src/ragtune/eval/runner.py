@@ -100,7 +100,7 @@ def build_metrics(cfg: MetricOptions, api_key: Optional[str] = None) -> list[Met
         cls = metric_class(name)
         if "progress" in cls.Params.model_fields and "progress" not in params:
             params = {**params, "progress": True}
-        extra = {"api_key": api_key} if issubclass(cls, _JudgedMetric) else {}
+        extra: dict[str, Any] = {"api_key": api_key} if issubclass(cls, _JudgedMetric) else {}
         metrics.append(cls(**params, **extra))
     return metrics
 
@@ -121,11 +121,14 @@ def score_items(items: list[EvalItem], metrics: list[Metric]) -> dict[str, list[
 def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
     """Score ``cfg.predictions`` against ``cfg.evalset``; write items.json, summary.json,
     report.md, report.html and config.yaml into ``cfg.output/eval-<run id>/`` (atomically)."""
-    from ..core.io import atomic_dir, atomic_write_json, atomic_write_text, new_run_id
+    from ..core.io import atomic_dir, atomic_write_json, atomic_write_text, check_output, new_run_id
     from .base import aggregate
     from .report import markdown_table, render_html
 
     cfg = cfg or LlmEvalConfig.build(**kwargs)
+    if (cfg.output is None) == (cfg.run_dir is None):
+        raise ConfigError("give exactly one of output (a parent directory) or run_dir")
+    check_output(cfg.run_dir or cfg.output, directory=True, what="run_dir" if cfg.run_dir else "output")
     items = load_evalset(cfg.evalset)
     preds = load_predictions(cfg.predictions, expected=len(items))
     for item, pred in zip(items, preds):
@@ -142,8 +145,6 @@ def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
         "predictions": str(cfg.predictions), "n_items": len(items),
         "metrics": {m.name: {**m.describe(), **aggregate(results[m.name]).to_dict()} for m in metrics},
     }
-    if (cfg.output is None) == (cfg.run_dir is None):
-        raise ConfigError("give exactly one of output (a parent directory) or run_dir")
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(str(cfg.output)) / f"eval-{run_id}"
     with atomic_dir(run_dir) as tmp:
         atomic_write_json(tmp / "items.json", rows)

@@ -41,3 +41,14 @@ def find_runs(paths: Sequence[str | Path]) -> list[EvalRun]:
             raise DataError("no eval run found (neither summary.json nor eval-*/summary.json)", file=str(p))
         runs.extend(load_run(d) for d in subs)
     return runs
+
+
+def write_run(path: str | Path, summary: dict[str, Any], items: list[dict[str, Any]]) -> EvalRun:
+    """Write a run directory atomically (the one writer of the schema ``load_run`` reads)."""
+    from ..core.io import atomic_dir, atomic_write_json
+
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        atomic_write_json(tmp / "items.json", items)
+        atomic_write_json(tmp / "summary.json", summary)
+    return EvalRun(path, summary, items)

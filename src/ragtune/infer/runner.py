@@ -27,7 +27,7 @@ from ..core.config import Config
 from ..core.prompt import PromptConfig
 from ..engine.base import ENGINES, EngineSettings, route_engine_settings
 from ..core.errors import ConfigError, DataError
-from ..core.io import atomic_write_json
+from ..core.io import atomic_write_json, check_output
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
 from ..data.squad import fill_template
 from ..core.log import get_logger
@@ -84,6 +84,15 @@ class InferConfig(InferSettings):
             raise ValueError(ENGINES.unknown_message(value))
         return value
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlparse
+
+        if value is not None and (urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc):
+            raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+        return value
+
     def execute(self, engine: Any = None, *, show_progress: bool = True):
         """The job: predictions for every item, in eval-set order (see :func:`run_infer`)."""
         return run_infer(self, engine=engine, show_progress=show_progress)
@@ -91,9 +100,9 @@ class InferConfig(InferSettings):
 
 # -- eval set -----------------------------------------------------------------------------------------
 def load_evalset(path: str | os.PathLike) -> list[dict[str, Any]]:
-    from ..core.io import read_json_records
+    from ..data.readers import read_items
 
-    return read_json_records(path, what="eval set")
+    return read_items(path, what="eval set")
 
 
 def item_input(item: dict[str, Any], template: str | None, *, file: str = "", record: int = 0):
@@ -215,6 +224,7 @@ def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = Tru
     ``engine``: an already loaded :class:`BuiltinEngine` to use instead of loading ``cfg.model``."""
     if (cfg.model is None) == (cfg.url is None) and engine is None:
         raise ConfigError("give exactly one of --model (local) or --url (OpenAI-compatible server)")
+    check_output(cfg.output, what="output")      # before the model loads, not after the last item
     items = load_evalset(cfg.evalset)
     inputs = [item_input(it, cfg.template, file=cfg.evalset, record=i) for i, it in enumerate(items)]
     partial = PartialResults(partial_path(cfg.output), fingerprint(cfg, items), restart=cfg.restart)

@@ -5,6 +5,7 @@ its exit code and the tail of its log: no pipe through ``tee`` that swallows the
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -13,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..core.config import Config
-from ..core.errors import BackendError
+from ..core.errors import BackendError, ConfigError
 from ..core.log import get_logger
 
 log = get_logger(__name__)
@@ -26,12 +27,49 @@ class LauncherConfig(Config):
     type: Literal["local", "torchrun", "slurm"] = Field("local", description="Where the job runs.")
     nnodes: int = Field(1, ge=1, description="Nodes.")
     nproc_per_node: int = Field(1, ge=1, description="Processes (GPUs) per node.")
-    partition: Optional[str] = Field(None, description="Slurm partition.")
-    time: Optional[str] = Field(None, description="Slurm time limit, e.g. 04:00:00.")
-    extra_args: list[str] = Field(default_factory=list, description="Extra #SBATCH lines / torchrun flags.")
-    master_port: int = Field(29500, description="Rendezvous port.")
+    partition: Optional[str] = Field(None, description="Slurm partition (or a comma-separated list).")
+    time: Optional[str] = Field(None, description="Slurm time limit, e.g. 04:00:00 or 1-12:00:00.")
+    extra_args: list[str] = Field(default_factory=list, description="Extra #SBATCH options / torchrun flags, "
+                                  "one option per item (e.g. --exclusive, --mem=64G); quoted for you.")
+    master_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port.")
     dry_run: bool = Field(False, description="Slurm: write and print the script, do not submit.")
     poll_seconds: float = Field(30.0, gt=0, description="Slurm: job state polling interval.")
+
+    @field_validator("partition")
+    @classmethod
+    def _partition_name(cls, value: str | None) -> str | None:
+        if value is not None and not _PARTITION.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Slurm partition name (letters, digits, '_', '-', '.', "
+                             "comma-separated for several)")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _time_limit(cls, value: str | None) -> str | None:
+        if value is not None and not _TIME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, "
+                             "D-HH:MM:SS or UNLIMITED")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _one_line_each(cls, value: list[str]) -> list[str]:
+        for i, arg in enumerate(value):
+            if _CONTROL.search(arg):
+                raise ValueError(f"extra_args[{i}] {arg!r} holds a newline or another control character: "
+                                 "it would start a new line of the batch script")
+            if not arg.startswith("-"):
+                raise ValueError(f"extra_args[{i}] {arg!r} is not an option (it must start with '-', "
+                                 "e.g. --exclusive or --mem=64G)")
+        return value
+
+
+# What Slurm accepts (sbatch(1) --partition, --time); anything else is refused before a script exists.
+_PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
+_TIME = re.compile(r"(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE)",
+                   re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SBATCH_PLAIN = re.compile(r"[\w@%+=:,./-]+")   # needs no quotes in an #SBATCH line
 
 
 def ragtune_argv(args: Sequence[str]) -> list[str]:
@@ -54,23 +92,44 @@ def torchrun_command(args: Sequence[str], cfg: LauncherConfig, *, rdzv_endpoint:
     return cmd + ragtune_argv(args)
 
 
+def sbatch_quote(value: str) -> str:
+    """One ``#SBATCH`` argument, quoted for sbatch's own parser (src/sbatch/opt.c ``_get_argument``:
+    not a shell; double quotes group, a backslash escapes the next character, an unquoted ``#``
+    starts a comment). A newline cannot be quoted there at all, so it is refused."""
+    if _CONTROL.search(value):
+        raise ConfigError(f"{value!r} holds a newline or another control character; it cannot go into "
+                          "an #SBATCH line")
+    if _SBATCH_PLAIN.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _slurm_filename(path: str | Path) -> str:
+    """``--output`` expands %j, %N ... (sbatch(1) filename patterns); a literal % is written %%."""
+    return str(path).replace("%", "%%")
+
+
 def sbatch_script(args: Sequence[str], cfg: LauncherConfig, *, job_name: str, log_path: str | Path,
                   workdir: str | Path) -> str:
-    """A batch script that starts one torchrun per node; node 0 is the rendezvous host."""
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --nodes={cfg.nnodes}",
-             "#SBATCH --ntasks-per-node=1", f"#SBATCH --gpus-per-node={cfg.nproc_per_node}",
-             f"#SBATCH --output={log_path}"]
+    """A batch script that starts one torchrun per node; node 0 is the rendezvous host.
+
+    Every value that comes from the user (paths, job name, partition, time, extra options, the
+    ragtune arguments) is quoted: #SBATCH lines for sbatch's parser, the body for bash
+    (:func:`shlex.quote`). The only unquoted ``$`` are this script's own variables."""
+    sbatch = [("--job-name", job_name), ("--nodes", str(cfg.nnodes)), ("--ntasks-per-node", "1"),
+              ("--gpus-per-node", str(cfg.nproc_per_node)), ("--output", _slurm_filename(log_path))]
     if cfg.partition:
-        lines.append(f"#SBATCH --partition={cfg.partition}")
+        sbatch.append(("--partition", cfg.partition))
     if cfg.time:
-        lines.append(f"#SBATCH --time={cfg.time}")
-    lines += [f"#SBATCH {a}" for a in cfg.extra_args]
-    torchrun = ["torchrun", "--nnodes=$SLURM_NNODES", f"--nproc_per_node={cfg.nproc_per_node}",
-                "--rdzv_backend=c10d", f'--rdzv_endpoint="$head_node:{cfg.master_port}"',
-                '--rdzv_id="$SLURM_JOB_ID"', *ragtune_argv(args)]
+        sbatch.append(("--time", cfg.time))
+    lines = ["#!/bin/bash", *(f"#SBATCH {sbatch_quote(f'{key}={value}')}" for key, value in sbatch),
+             *(f"#SBATCH {sbatch_quote(a)}" for a in cfg.extra_args)]
+    torchrun = ["torchrun", '--nnodes="$SLURM_NNODES"', f"--nproc_per_node={cfg.nproc_per_node}",
+                "--rdzv_backend=c10d", f'--rdzv_endpoint="$head_node":{cfg.master_port}',
+                '--rdzv_id="$SLURM_JOB_ID"', *(shlex.quote(a) for a in ragtune_argv(args))]
     lines += ["set -euo pipefail", f"cd {shlex.quote(str(workdir))}",
               'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              "srun " + " ".join(shlex.quote(t) if "$" not in t else t for t in torchrun)]
+              "srun " + " ".join(torchrun)]
     return "\n".join(lines) + "\n"
 
 
@@ -93,7 +152,7 @@ def run_logged(cmd: Sequence[str], log_path: str | Path, *, env: dict[str, str] 
         try:
             proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         except FileNotFoundError:
-            raise BackendError(f"{cmd[0]} not found", hint=f"install it or use launcher type 'local'") from None
+            raise BackendError(f"{cmd[0]} not found", hint="install it or use launcher type 'local'") from None
         try:
             code = proc.wait()
         except KeyboardInterrupt:

@@ -36,6 +36,14 @@ class Embedder(abc.ABC):
     def fingerprint(self) -> str:
         """Stable across processes; changes whenever the vectors would (re-tuned weights, another model)."""
 
+    # What the model reads of a text: None when unknown (a plain callable). Callers use it to say
+    # how many texts are longer, whose tail would not affect the vector.
+    max_seq_length: int | None = None
+
+    def token_counts(self, texts: Sequence[str], query: bool = False) -> list[int] | None:
+        """Tokens per text as the model sees it, or None when the embedder cannot tell."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
 
@@ -70,7 +78,7 @@ class SentenceTransformerEmbedder(Embedder):
                    path=Path(resolved.path), **kw)
 
     @property
-    def max_seq_length(self) -> int:
+    def max_seq_length(self) -> int:   # type: ignore[override]
         return int(getattr(self.model, "max_seq_length", 0) or 512)
 
     @property
@@ -135,6 +143,13 @@ class LazyEmbedder(Embedder):
 
     def fingerprint(self) -> str:
         return self.loaded.fingerprint()
+
+    @property
+    def max_seq_length(self) -> int:   # type: ignore[override]
+        return self.loaded.max_seq_length
+
+    def token_counts(self, texts: Sequence[str], query: bool = False) -> list[int]:
+        return self.loaded.token_counts(texts, query)
 
 
 PROBE_TEXTS = ("ragtune fingerprint probe", "第二个探针句子。", "0123456789")

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import BackendError, ConfigError, DataError
+from ..core.log import get_logger
 from .splitters import SPLITTERS
+
+log = get_logger(__name__)
 
 ROOT = "__root__"
 SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".pdf")
@@ -68,31 +71,45 @@ def _json_texts(rows: Any, file: str) -> list[str]:
     return out
 
 
+def _text_file(path: Path) -> str:
+    """UTF-8 text (the one data reader's decoding); NUL bytes mean a binary file named .txt."""
+    from ..data.readers import read_text
+
+    text = read_text(path)
+    if "\x00" in text:
+        raise DataError(f"looks like a binary file (NUL byte at offset {text.index(chr(0))}), not text",
+                        file=str(path))
+    return text
+
+
 def read_texts(path: Path) -> list[str]:
     """The texts of one file: whole file (.txt/.md), one per record (.json/.jsonl), one per page (.pdf)."""
     file = str(path)
-    if path.suffix in (".txt", ".md"):
-        return [path.read_text(encoding="utf-8")]
-    if path.suffix == ".json":
+    suffix = path.suffix.lower()
+    if suffix in (".txt", ".md"):
+        return [_text_file(path)]
+    if suffix == ".json":
         try:
-            return _json_texts(json.loads(path.read_text(encoding="utf-8")), file)
+            rows = json.loads(_text_file(path))
         except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON: {exc}", file=file) from None
-    if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"line {n + 1} is not valid JSON: {exc}", file=file, record=len(rows)) from None
+            raise DataError(f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", file=file) from None
+        if isinstance(rows, dict) and isinstance(rows.get("data"), list):
+            rows = rows["data"]          # {"data": [...]}, as every other ragtune reader accepts
         return _json_texts(rows, file)
-    if path.suffix == ".pdf":
+    if suffix == ".jsonl":
+        from ..data.readers import read_records
+
+        return _json_texts([r.data for r in read_records(path)], file)
+    if suffix == ".pdf":
         try:
             from pypdf import PdfReader
+            from pypdf.errors import PdfReadError
         except ImportError:
             raise BackendError(f"{file}: reading PDFs needs pypdf", hint="pip install pypdf") from None
-        return [page.extract_text() or "" for page in PdfReader(file).pages]
+        try:
+            return [page.extract_text() or "" for page in PdfReader(file).pages]
+        except (PdfReadError, OSError, ValueError) as exc:
+            raise DataError(f"not a readable PDF: {exc}", file=file) from None
     raise DataError(f"unsupported file type {path.suffix}; supported: {', '.join(SUFFIXES)}", file=file)
 
 
@@ -110,6 +127,7 @@ class Document:
         self.store = as_store(store)
         self._groups: dict[str, tuple[Callable[[str], list[str]], str]] = {}
         self._nodes: dict[str, list[Node]] = {}
+        self.skipped: list[tuple[str, str]] = []   # (file, why) of unreadable files of a KB directory
 
     # -- files and groups --------------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -152,9 +170,9 @@ class Document:
             return self._nodes[group]
         if group == ROOT:
             nodes = []
-            for f in self.files():
+            for f, texts in self._read_files():
                 rel = str(f.relative_to(self.path)) if self.path.is_dir() else f.name
-                for i, text in enumerate(read_texts(f)):
+                for i, text in enumerate(texts):
                     if text.strip():
                         nodes.append(Node(_node_id(rel, i, text), text, ROOT, None, {"source": rel, "index": i}))
         elif group in self._groups:
@@ -177,6 +195,29 @@ class Document:
             raise ConfigError(f"unknown node group '{group}'", hint="valid: " + ", ".join(self.group_names()))
         self._nodes[group] = nodes
         return nodes
+
+    def _read_files(self) -> list[tuple[Path, list[str]]]:
+        """Every file's texts. In a KB directory an unreadable file (not UTF-8, binary, bad JSON) is
+        skipped with a warning that counts and names them, so one stray file does not abort the
+        whole knowledge base; a single file given as the KB, or a directory where nothing is
+        readable, is an error."""
+        files = self.files()
+        if self.path.is_file():
+            return [(files[0], read_texts(files[0]))]
+        read, self.skipped = [], []
+        for f in files:
+            try:
+                read.append((f, read_texts(f)))
+            except DataError as exc:
+                self.skipped.append((str(f.relative_to(self.path)), exc.message))
+        if self.skipped:
+            shown = "; ".join(why for _, why in self.skipped[:5])   # each names its file
+            more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
+            if not read:
+                raise DataError(f"none of its {len(files)} files could be read: {shown}{more}", file=str(self.path))
+            log.warning("knowledge base %s: skipped %d of %d files that cannot be read: %s%s", self.path,
+                        len(self.skipped), len(files), shown, more)
+        return read
 
     # -- embedding ----------------------------------------------------------------------------
     @property

@@ -53,6 +53,23 @@ class BM25:
         return out
 
 
+def _warn_over_long(embedder: Any, texts: list[str], what: str, query: bool = False) -> int:
+    """How many ``texts`` are longer than the embedder reads, warned with counts: the model
+    truncates them, so their tail never affects retrieval. (Splitting is the user's choice of
+    node group: a TokenSplitter of the model's length, see docs/rag.md.)"""
+    limit = getattr(embedder, "max_seq_length", None)
+    counts = embedder.token_counts(texts, query=query) if limit else None
+    if not counts:
+        return 0
+    over = [n for n in counts if n > limit]
+    if over:
+        log.warning("%d of %d %s are longer than the embedding model's limit of %d tokens (longest %d): only "
+                    "their first %d tokens affect retrieval; split them, e.g. create_node_group(name, "
+                    "transform='token', chunk_size=%d, tokenizer=<the embedding model dir>)", len(over),
+                    len(texts), what, limit, max(over), limit, limit - 2)
+    return len(over)
+
+
 class Retriever:
     def __init__(self, doc: Document, group_name: str = ROOT, similarity: Literal["cosine", "bm25"] = "cosine",
                  topk: int = 6, similarity_cut_off: float = float("-inf"),
@@ -75,6 +92,8 @@ class Retriever:
         self._fingerprint: str | None = None
         self._bm25: BM25 | None = None
         self.embedded_last_sync = 0
+        self.over_long = 0   # nodes of this group longer than the embedder reads (see _warn_over_long)
+        self._queries_warned = False
 
     # -- index ---------------------------------------------------------------------------------
     def collection(self, fingerprint: str) -> str:
@@ -98,6 +117,7 @@ class Retriever:
         if stale:
             self.doc.store.delete(coll, list(stale))
         if missing:
+            self.over_long = _warn_over_long(embedder, [n.text for n in missing], f"node group '{self.group_name}'")
             from tqdm.auto import tqdm
 
             step = self.embed_batch_size
@@ -111,6 +131,11 @@ class Retriever:
         self.embedded_last_sync = len(missing)
         self._fingerprint = fp
         self._coll = coll
+
+    def _check_queries(self, queries: list[str]) -> None:
+        if not self._queries_warned and _warn_over_long(self.doc.embedder, queries, "queries",
+                                                                           query=True):
+            self._queries_warned = True   # once per retriever: a log line per query would drown the log
 
     def update(self) -> "Retriever":
         """Re-embed if the embed model changed. A TrainableModule embed is updated first (fine-tuned
@@ -137,6 +162,7 @@ class Retriever:
             hits = [(n.id, s) for n, s in scored]
         else:
             self._sync()
+            self._check_queries([query])
             qvec = self.doc.embedder.embed_queries([query])[0]
             hits = self.doc.store.search(self._coll, qvec, self.topk)
         out = [nodes[i].with_score(s) for i, s in hits if i in nodes and s >= self.similarity_cut_off]
@@ -148,6 +174,7 @@ class Retriever:
         if self.similarity == "bm25":
             return [self.retrieve(q) for q in queries]
         self._sync()
+        self._check_queries(queries)
         nodes = {n.id: n for n in self.doc.nodes(self.group_name)}
         out = []
         for start in range(0, len(queries), self.embed_batch_size):

@@ -98,7 +98,12 @@ class MilvusStore(Store):
             Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             uri = str(Path(uri).expanduser())
         self.uri = uri
-        self.client = MilvusClient(uri=uri, token=token, **client_kwargs)
+        try:
+            self.client = MilvusClient(uri=uri, token=token, **client_kwargs)
+        except Exception as exc:   # pymilvus logs the cause and raises "Open local milvus failed"
+            if not uri.endswith(".db"):
+                raise BackendError(f"cannot connect to Milvus at {uri}: {exc}") from None
+            raise _milvus_lite_error(Path(uri), exc) from None
         self._loaded: set[str] = set()
 
     def _exists(self, collection):
@@ -154,6 +159,31 @@ class MilvusStore(Store):
         if self._exists(collection):
             self.client.drop_collection(collection)
             self._loaded.discard(collection)
+
+
+def _milvus_lite_error(path: Path, exc: Exception) -> BackendError:
+    """Why a Milvus Lite file would not open, found after the fact (pymilvus only says "failed"):
+    milvus-lite keeps a directory at the .db path and holds an exclusive flock on its LOCK file."""
+    hint = "use another store path (store='other.db'), or the memory store"
+    if path.exists() and not path.is_dir():
+        return BackendError(f"Milvus Lite store {path} exists but is a file, not a Milvus Lite data directory",
+                            hint=hint)
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        return BackendError(f"Milvus Lite store {path}: {target} is not writable", hint=hint)
+    lock = path / "LOCK"
+    if lock.exists():
+        import fcntl
+
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            except OSError:
+                return BackendError(f"Milvus Lite store {path} is locked by another process (Milvus Lite opens "
+                                    "a .db from one process at a time)",
+                                    hint="stop the other process (a running server or notebook), or " + hint)
+    return BackendError(f"Milvus Lite store {path} could not be opened: {exc}", hint=hint)
 
 
 def as_store(store: Any) -> Store:

@@ -3,31 +3,38 @@
 Endpoints: ``/v1/chat/completions`` (SSE streaming or not), ``/v1/completions``, ``/v1/embeddings``
 (embedding models), ``/v1/models``, ``/health``, and ``/metrics`` (JSON: batch-size histogram of the
 dynamic batcher, request counters). Errors use OpenAI's shape
-``{"error": {"message", "type", "param", "code"}}`` with matching status codes.
+``{"error": {"message", "type", "param", "code"}}`` with matching status codes; a client's mistake is
+always a 4xx (types are strict: ``"stream": "yes"`` is a 400, not True), a field the server cannot
+honour is a 400 naming it, and the Host check, API key and body limit live in :mod:`.guards`.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import time
 import uuid
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import RagtuneError
 from ..engine.builtin import PromptTooLongError, SamplingParams
 from ..engine.constrained import request_format
+from .guards import LOOPBACK_HOSTS, RequestGuard, error_body
 
-# Fields OpenAI clients may send that this server cannot honour: rejected, never silently ignored.
-_UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions",
-                "logit_bias", "best_of", "suffix", "echo")
+# Fields OpenAI clients may send that this server cannot honour: rejected, never silently ignored,
+# unless they hold their neutral value (LangChain & co send presence_penalty=0 on every request).
+_UNSUPPORTED = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call",
+                "logit_bias", "best_of", "suffix", "echo", "presence_penalty",
+                "frequency_penalty", "parallel_tool_calls", "stream_options", "modalities", "audio",
+                "prediction", "reasoning_effort", "web_search_options", "service_tier")
+# Accepted and without effect on the answer (OpenAI's abuse-monitoring and storage tags).
+_IGNORED = ("user", "metadata", "store")
 
 
 class APIError(Exception):
@@ -37,37 +44,56 @@ class APIError(Exception):
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
 
 
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+def _valid_unicode(text: str) -> str:
+    # JSON may carry a lone UTF-16 surrogate ("\ud800"): Python accepts it, the tokenizer and the
+    # UTF-8 response encoder do not (a 500 before this check).
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"is not valid Unicode: unpaired surrogate {text[exc.start]!r} at character "
+                         f"{exc.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+# torch.manual_seed's range; outside it the batch failed with a 500.
+Seed = Annotated[int, Field(ge=-(2 ** 63), le=2 ** 64 - 1)]
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict: no coercion ("max_tokens": true and "stream": "yes" are 400s, not 1 and True)
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    model: str | None = None
+    model: Text | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: Union[str, list[str], None] = None
-    seed: int | None = None
+    stop: Union[Text, list[Text], None] = None
+    seed: Seed | None = None
     stream: bool = False
     n: int = 1
+    response_format: Any = None   # validated by engine/constrained.py (its errors name the field)
 
 
 class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: Union[str, list[dict[str, Any]]]
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    def text(self) -> str:
+    role: Literal["system", "user", "assistant"]
+    content: Union[Text, list[dict[str, Any]]]
+
+    def text(self, index: int = 0) -> str:
         if isinstance(self.content, str):
             return self.content
         parts = []
-        for part in self.content:
+        for j, part in enumerate(self.content):
+            param = f"messages.{index}.content.{j}"
             if part.get("type") != "text":
                 raise APIError(400, f"unsupported content part type {part.get('type')!r}; only 'text'",
-                               param="messages")
-            parts.append(str(part.get("text", "")))
+                               param=f"{param}.type")
+            if not isinstance(part.get("text"), str):
+                raise APIError(400, "a text part needs a string 'text'", param=f"{param}.text")
+            parts.append(_api_unicode(part["text"], f"{param}.text"))
         return "".join(parts)
 
 
@@ -76,32 +102,29 @@ class ChatRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str]]
+    prompt: Union[Text, list[Text]]
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str | None = None
-    input: Union[str, list[str]]
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: Text | None = None
+    input: Union[Text, list[Text]]
     encoding_format: Literal["float"] = "float"
+    dimensions: int | None = Field(None, ge=1)
 
 
-def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: int = 256) -> FastAPI:
-    """``engine`` is a :class:`BuiltinEngine` (kind "llm") or :class:`EmbeddingEngine` ("embedding")."""
+def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: int = 256,
+               max_request_bytes: int = 4 * 2 ** 20, max_embedding_inputs: int = 2048,
+               allowed_hosts: list[str] | tuple[str, ...] = LOOPBACK_HOSTS) -> FastAPI:
+    """``engine`` is a :class:`BuiltinEngine` (kind "llm") or :class:`EmbeddingEngine` ("embedding").
+    The limits are :class:`~ragtune.serve.server.ServeConfig`'s (see there); ``allowed_hosts``
+    are the Host header names served (``"*"``: any), loopback names by default."""
     app = FastAPI(title="ragtune", version="1")
     app.state.engine = engine
     app.state.counters = {"requests": 0, "errors": 0}
     started = int(time.time())
-
-    @app.middleware("http")
-    async def auth_and_count(request: Request, call_next):
-        app.state.counters["requests"] += 1
-        protected = request.url.path.startswith("/v1/") or request.url.path == "/metrics"
-        if api_key and protected and not _key_ok(request, api_key):
-            app.state.counters["errors"] += 1
-            return JSONResponse(error_body("invalid or missing API key: send 'Authorization: Bearer <key>'",
-                                           "invalid_request_error", code="invalid_api_key"), status_code=401)
-        return await call_next(request)
+    app.add_middleware(RequestGuard, api_key=api_key, allowed_hosts=allowed_hosts,
+                       max_request_bytes=max_request_bytes, counters=app.state.counters)
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
@@ -111,21 +134,16 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
         app.state.counters["errors"] += 1
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        err, loc = _most_specific(exc.errors())
         return JSONResponse(error_body(f"invalid request: {loc or 'body'}: {err.get('msg')}",
                                        "invalid_request_error", param=loc or None), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
-        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), type_), status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _crash(request, exc: Exception):
         app.state.counters["errors"] += 1
-        return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"),
-                            status_code=500)
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        code = "request_too_large" if exc.status_code == 413 else None
+        return JSONResponse(error_body(str(exc.detail), type_, code=code), status_code=exc.status_code)
 
     @app.get("/health")
     async def health():
@@ -141,14 +159,14 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
                                             "owned_by": "ragtune"}]}
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest):
+    async def chat(req: ChatRequest, request: Request):
         _check_llm(engine, req)
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        messages = [{"role": m.role, "content": m.text(i)} for i, m in enumerate(req.messages)]
         return await _generate(engine, req, lambda: engine.encode_chat(messages), chat=True,
-                               default_max_tokens=default_max_tokens)
+                               default_max_tokens=default_max_tokens, request=request)
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
+    async def completions(req: CompletionRequest, request: Request):
         _check_llm(engine, req)
         prompt = req.prompt if isinstance(req.prompt, str) else None
         if prompt is None:
@@ -157,7 +175,7 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
                                     "or make concurrent requests (they are batched together)", param="prompt")
             prompt = req.prompt[0]
         return await _generate(engine, req, lambda: engine.encode_text(prompt), chat=False,
-                               default_max_tokens=default_max_tokens)
+                               default_max_tokens=default_max_tokens, request=request)
 
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingRequest):
@@ -165,9 +183,12 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
             raise APIError(400, f"model '{engine.name}' is an LLM; /v1/embeddings needs an embedding model "
                                 "(serve a sentence-transformers model)", param="model")
         _check_model(engine, req.model)
+        _check_extra_fields(req, ())
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
-        if not texts:
-            raise APIError(400, "input must not be empty", param="input")
+        _check_embedding_input(texts, isinstance(req.input, str), max_embedding_inputs)
+        if req.dimensions is not None and req.dimensions != engine.dimension:
+            raise APIError(400, f"dimensions={req.dimensions} is not supported: this model's vectors have "
+                                f"{engine.dimension} dimensions (they are not truncated)", param="dimensions")
         try:
             vectors, tokens = await asyncio.to_thread(engine.embed, texts)
         except PromptTooLongError as exc:
@@ -179,10 +200,62 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
     return app
 
 
-def _key_ok(request: Request, api_key: str) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+# pydantic names the member of a Union that failed ("function-after[...]", "list[...]", "str"):
+# not a request field, so not part of ``param``.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"}
+
+
+def _most_specific(errors: list[dict]) -> tuple[dict, str]:
+    """The error with the deepest request-field path (for a Union, the branch the value was meant
+    for: ``"stop": [1]`` -> ``stop.0``), and that path."""
+    def path(err: dict) -> list[str]:
+        return [str(p) for p in err.get("loc", ()) if p != "body" and not (
+            isinstance(p, str) and (not p.isidentifier() or p in _TYPE_TAGS))]
+
+    best = max(errors, key=lambda e: len(path(e)))
+    return best, ".".join(path(best))
+
+
+def _api_unicode(text: str, param: str) -> str:
+    try:
+        return _valid_unicode(text)
+    except ValueError as exc:
+        raise APIError(400, f"{param} {exc}", param=param) from None
+
+
+def _check_embedding_input(texts: list[str], single: bool, limit: int) -> None:
+    if not texts:
+        raise APIError(400, "input must not be empty", param="input")
+    if len(texts) > limit:
+        raise APIError(400, f"input holds {len(texts)} texts; this server embeds at most {limit} per request "
+                            "(max_embedding_inputs): split it into several requests", param="input")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            param = "input" if single else f"input.{i}"
+            raise APIError(400, f"{param} is an empty string: there is nothing to embed", param=param)
+
+
+def _is_neutral(value: Any) -> bool:
+    """The value that asks for nothing: null, false, 0, "", {} or []."""
+    if isinstance(value, bool) or value is None:
+        return value is not True
+    if isinstance(value, (int, float)):
+        return value == 0
+    return value in ("", {}, [])
+
+
+def _check_extra_fields(req: BaseModel, unsupported: tuple[str, ...]) -> None:
+    """Fields the request model does not declare: known-unsupported ones are a 400 unless neutral,
+    OpenAI's bookkeeping tags are accepted, anything else is unknown (OpenAI answers that with a
+    400 too: "Unrecognized request argument supplied")."""
+    for key, value in (req.model_extra or {}).items():
+        if key in _IGNORED:
+            continue
+        if key in unsupported:
+            if _is_neutral(value):
+                continue
+            raise APIError(400, f"'{key}' is not supported by the ragtune builtin server", param=key)
+        raise APIError(400, f"unrecognized request field '{key}'", param=key)
 
 
 def _check_model(engine: Any, model: str | None) -> None:
@@ -195,9 +268,7 @@ def _check_llm(engine: Any, req: _Sampling) -> None:
     if engine.kind != "llm":
         raise APIError(400, f"model '{engine.name}' is an embedding model; use /v1/embeddings", param="model")
     _check_model(engine, req.model)
-    for key in _UNSUPPORTED:
-        if (req.model_extra or {}).get(key) not in (None, False):
-            raise APIError(400, f"'{key}' is not supported by the ragtune builtin server", param=key)
+    _check_extra_fields(req, _UNSUPPORTED)
     if req.n != 1:
         raise APIError(400, "only n=1 is supported", param="n")
 
@@ -211,10 +282,11 @@ def _params(req: _Sampling, default_max_tokens: int) -> SamplingParams:
                           stop=tuple(stop), seed=req.seed)
 
 
-async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_tokens: int):
+async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_tokens: int,
+                    request: Request | None = None):
     params = _params(req, default_max_tokens)
     try:  # structured output: parsed and compiled before any decoding (engine/constrained.py)
-        fmt = request_format(engine, (req.model_extra or {}).get("response_format"))
+        fmt = request_format(engine, req.response_format)
     except RagtuneError as exc:
         raise APIError(400, str(exc), param="response_format") from None
     if fmt is not None:
@@ -234,7 +306,9 @@ async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_t
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     created = int(time.time())
     if deltas is None:
-        result = await asyncio.wrap_future(future)
+        result = await _result_unless_gone(future, request)
+        if result is None:   # the client left: its row was dropped from the batch
+            return JSONResponse(error_body("client disconnected", "invalid_request_error"), status_code=499)
         usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                  "total_tokens": result.prompt_tokens + result.completion_tokens}
         choice = ({"index": 0, "message": {"role": "assistant", "content": result.text},
@@ -242,10 +316,36 @@ async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_t
                   {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None})
         return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
                 "model": engine.name, "choices": [choice], "usage": usage}
-    return StreamingResponse(_sse(engine, future, deltas, rid, created, chat), media_type="text/event-stream")
+    return StreamingResponse(_sse(engine, future, deltas, rid, created, chat, request),
+                             media_type="text/event-stream")
 
 
-async def _sse(engine, future, deltas: asyncio.Queue, rid: str, created: int, chat: bool):
+async def _disconnected(request: Request | None) -> None:
+    """Returns when the client has gone (the body is already read, so the next ASGI message is
+    ``http.disconnect``); never returns without a request."""
+    if request is None:
+        await asyncio.Event().wait()
+        return
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _result_unless_gone(future, request: Request | None):
+    """The completion, or None when the client disconnected first (then the request is cancelled:
+    the engine drops its row at the next decoding step instead of generating for nobody)."""
+    wrapped = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({wrapped, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not future.done():
+            future.cancel()
+    return wrapped.result() if wrapped.done() and not wrapped.cancelled() else None
+
+
+async def _sse(engine, future, deltas: asyncio.Queue, rid: str, created: int, chat: bool,
+               request: Request | None = None):
     obj = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(delta: str | None, finish: str | None = None, first: bool = False) -> str:
@@ -258,23 +358,33 @@ async def _sse(engine, future, deltas: asyncio.Queue, rid: str, created: int, ch
         data = {"id": rid, "object": obj, "created": created, "model": engine.name, "choices": [choice]}
         return "data: " + json.dumps(data, ensure_ascii=False) + "\n\n"
 
-    if chat:
-        yield chunk(None, first=True)
     wrapped = asyncio.wrap_future(future)
-    while True:
-        getter = asyncio.ensure_future(deltas.get())
-        done, _ = await asyncio.wait({getter, wrapped}, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            yield chunk(getter.result())
-            continue
-        getter.cancel()
-        break
-    while not deltas.empty():  # deltas queued just before the result arrived
-        yield chunk(deltas.get_nowait())
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
-        result = wrapped.result()
-    except Exception as exc:  # headers are already sent: report the error in-stream, OpenAI style
-        yield "data: " + json.dumps(error_body(f"generation failed: {exc}", "server_error")) + "\n\n"
-        return
-    yield chunk(None, finish=result.finish_reason)
-    yield "data: [DONE]\n\n"
+        if chat:
+            yield chunk(None, first=True)
+        while True:
+            getter = asyncio.ensure_future(deltas.get())
+            done, _ = await asyncio.wait({getter, wrapped, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield chunk(getter.result())
+                continue
+            getter.cancel()
+            if gone in done:
+                return
+            break
+        while not deltas.empty():  # deltas queued just before the result arrived
+            yield chunk(deltas.get_nowait())
+        try:
+            result = wrapped.result()
+        except Exception as exc:  # headers are already sent: report the error in-stream, OpenAI style
+            yield "data: " + json.dumps(error_body(f"generation failed: {exc}", "server_error")) + "\n\n"
+            return
+        yield chunk(None, finish=result.finish_reason)
+        yield "data: [DONE]\n\n"
+    finally:
+        # A client that disconnects mid-stream (Starlette cancels this generator) or that we saw
+        # go: cancel its request so the batch stops decoding a row nobody reads.
+        gone.cancel()
+        if not future.done():
+            future.cancel()

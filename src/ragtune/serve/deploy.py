@@ -67,7 +67,7 @@ def deploy(cfg: Any) -> Deployment:
                                    name=cfg.name, host=cfg.host, port=cfg.port, api_key=key)
         return Deployment(running.url, running.name, running.stop, api_key=key, wait_fn=running.wait)
     engine = build_engine(cfg)
-    srv = ServerThread(create_app(engine, api_key=key, default_max_tokens=cfg.default_max_tokens),
+    srv = ServerThread(create_app(engine, api_key=key, **cfg.app_limits()),
                        host=cfg.host, port=cfg.port).start()
 
     def stop() -> None:

@@ -33,6 +33,13 @@ class ServeConfig(Config):
     api_key: Optional[str] = Field(None, description=f"Require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV}).")
     name: Optional[str] = Field(None, description="Model name clients send in the 'model' field.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
+    max_request_bytes: int = Field(4 * 2 ** 20, ge=1024, description="Largest request body accepted (bytes); "
+                                   "larger is a 413 before any of it is parsed.")
+    max_embedding_inputs: int = Field(2048, ge=1, description="Most texts in one /v1/embeddings request "
+                                      "(OpenAI's limit); more is a 400.")
+    allowed_hosts: Optional[list[str]] = Field(None, description="Host header names served, '*' for any "
+                                               "(default: loopback names when bound to loopback, else any). "
+                                               "Guards a keyless local server against DNS rebinding.")
     prompt: PromptConfig = Field(default_factory=PromptConfig,
                                  description="Prompt settings over the fine-tune manifest's (system, drop_builtin_system, template).")
     settings: SerializeAsAny[EngineSettings] = Field(default_factory=EngineSettings,
@@ -52,6 +59,16 @@ class ServeConfig(Config):
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get(API_KEY_ENV) or None
+
+    def resolved_allowed_hosts(self) -> list[str]:
+        from .guards import default_allowed_hosts
+
+        return list(self.allowed_hosts) if self.allowed_hosts is not None else default_allowed_hosts(self.host)
+
+    def app_limits(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~ragtune.serve.app.create_app` this config sets."""
+        return {"default_max_tokens": self.default_max_tokens, "max_request_bytes": self.max_request_bytes,
+                "max_embedding_inputs": self.max_embedding_inputs, "allowed_hosts": self.resolved_allowed_hosts()}
 
     def execute(self):
         """The job: start serving; returns the running :class:`~ragtune.serve.deploy.Deployment`."""

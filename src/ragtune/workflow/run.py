@@ -148,7 +148,7 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
     for b in cfg.baselines:
         remote = {"url": b.url, "remote_model": b.model, "prompt": llm.prompt, **infer}
         targets.append((b.name, remote, [evalset]))
-    eval_dirs = []
+    eval_dirs: list[str | Path] = []
     for name, target, inputs in targets:
         sdir = run / f"infer_{name}"
         stages.append(Stage(f"infer_{name}", InferConfig(evalset=evalset, output=str(sdir / "predictions.json"),

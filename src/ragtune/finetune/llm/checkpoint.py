@@ -26,11 +26,13 @@ from ...core.log import get_logger
 log = get_logger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = 2
-# Settings that do not change what is trained (when to log, save, evaluate; where to write).
-NOT_TRAINING = {"resume", "overwrite_output_dir", "logging_steps", "save_steps", "save_minutes",
-                "save_total_limit", "merge", "tokenize_cache", "output", "eval_steps",
-                "per_device_eval_batch_size", "dev_metric", "dev_samples", "dev_max_tokens", "early_stopping",
-                "time_budget"}
+# Settings that do not change what is trained (when to log, save, evaluate; where to write). The
+# training file's path is not one either: the data is identified by its sha256, so a run dir or a
+# data set moved or copied elsewhere resumes.
+NOT_TRAINING = {"train", "resume", "overwrite_output_dir", "logging_steps", "save_steps", "save_minutes",
+                "save_total_limit", "merge", "tokenize_cache", "output", "eval_steps", "eval_minutes",
+                "per_device_eval_batch_size", "dev_metrics", "dev_file", "dev_samples", "dev_max_tokens",
+                "dev_batch_size", "dev_extractive", "keep_best", "early_stopping_patience", "time_budget"}
 
 
 class CheckpointError(RagtuneError):
@@ -170,11 +172,16 @@ def load(path: Path, model: Any, optimizer: Any, scheduler: Any) -> None:
 
 
 def check_finite(loss: float, step: int, out: Path) -> None:
-    if not math.isfinite(loss):
-        last = checkpoints(out)
-        raise RagtuneError(f"the training loss became {loss} at step {step}: the run diverged and was stopped",
-                           hint="lower learning_rate (or use bf16/fp32 instead of fp16)"
-                                + (f"; the last checkpoint before it is {last[0]}" if last else ""))
+    if math.isfinite(loss):
+        return
+    if step == 1:   # nothing was trained yet: the base weights or the inputs are the cause
+        raise RagtuneError(f"the training loss became {loss} at step 1, before any update: the base model's "
+                           "weights (or its dtype) produce non-finite values",
+                           hint="check the base model (a damaged or fp16-overflowing checkpoint?); try dtype fp32")
+    last = checkpoints(out)
+    raise RagtuneError(f"the training loss became {loss} at step {step}: the run diverged and was stopped",
+                       hint="lower learning_rate (or use bf16/fp32 instead of fp16)"
+                            + (f"; the last checkpoint before it is {last[0]}" if last else ""))
 
 
 def resume_point(out: Path, cfg: Any, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:

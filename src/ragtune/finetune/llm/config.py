@@ -53,6 +53,8 @@ class LLMFinetuneConfig(FinetuneConfig):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N optimizer steps.")
     eval_steps: Optional[int] = Field(None, ge=1, description="Eval loss every N steps (default: end of each epoch).")
+    eval_minutes: Optional[float] = Field(None, gt=0, description="Also evaluate when this many minutes of training "
+                                          "passed since the last eval (with a time budget, steps are not known ahead).")
     save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every N steps (always at the end).")
     save_minutes: Optional[float] = Field(10.0, gt=0, description="Also checkpoint when this many minutes passed since "
                                           "the last one, so a killed long run loses minutes (None: steps only).")
@@ -63,6 +65,8 @@ class LLMFinetuneConfig(FinetuneConfig):
     dev_samples: int = Field(200, ge=1, description="Seeded slice of the dev items decoded at each eval.")
     dev_max_tokens: int = Field(64, ge=1, description="New tokens per dev item (greedy).")
     dev_batch_size: int = Field(16, ge=1, description="Dev items per batched generate.")
+    dev_extractive: Literal["off", "vocab", "span"] = Field(
+        "off", description="Decode the dev items extractively (see `ragtune infer --extractive`).")
     keep_best: bool = Field(True, description="With dev metrics: the saved model is the best eval's, not the last.")
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after this many evals without a "
                                                    "better dev metric.")
@@ -74,6 +78,13 @@ class LLMFinetuneConfig(FinetuneConfig):
     merge: bool = Field(True, description="Also write merged full weights to output/merged.")
     tokenize_cache: bool = Field(True, description="Cache tokenized data on disk.")
     overwrite_output_dir: bool = Field(False, description="Allow writing into a non-empty output dir.")
+
+    @field_validator("val_size")
+    @classmethod
+    def _whole_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"{value} is neither a fraction (< 1) nor a whole number of samples")
+        return value
 
     def prompt_config(self) -> PromptConfig:
         return self.prompt
@@ -151,3 +162,5 @@ class FreezeConfig(LLMFinetuneConfig):
 class FullConfig(LLMFinetuneConfig):
     method: Literal["full"] = "full"
     fsdp: bool = Field(False, description="FSDP sharding under torchrun on CUDA.")
+    train_embeddings: bool = Field(True, description="Also train the token embeddings (and a head tied to them); "
+                                   "false: every other weight (for a 262k vocabulary, most of the model stays frozen).")

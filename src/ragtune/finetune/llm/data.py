@@ -79,9 +79,11 @@ def tokenizer_fingerprint(tokenizer_dir: str | os.PathLike) -> str:
 
 
 def cache_key(data_path, tokenizer_dir, prompt_cfg, cutoff_len: int, max_samples) -> str:
+    from ...data.readers import require_file
+
     h = hashlib.sha256()
     h.update(CACHE_VERSION.encode())
-    h.update(Path(data_path).read_bytes())
+    h.update(require_file(data_path, "training file").read_bytes())
     h.update(tokenizer_fingerprint(tokenizer_dir).encode())
     h.update(repr((prompt_cfg, cutoff_len, max_samples)).encode())
     return h.hexdigest()[:32]

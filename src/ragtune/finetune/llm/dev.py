@@ -68,14 +68,15 @@ class DevEvaluator:
     """Decodes the dev slice with the live model (no copy: the weights being trained) and scores it."""
 
     def __init__(self, items: list[DevItem], metrics: Sequence[str], prompt: Any, max_tokens: int,
-                 batch_size: int):
+                 batch_size: int, extractive: str = "off"):
         from ...eval.base import get_metric
 
         self.items, self.prompt, self.max_tokens, self.batch_size = items, prompt, max_tokens, batch_size
+        self.extractive = extractive
         self.metrics = [get_metric(n) for n in metrics]
         self.seconds = 0.0
 
-    def run(self, model: Any, tokenizer: Any) -> dict[str, float]:
+    def run(self, model: Any, tokenizer: Any) -> dict[str, float | None]:
         import torch
 
         from ...engine.base import SamplingParams
@@ -90,14 +91,20 @@ class DevEvaluator:
         try:
             ids = [engine.encode_text(it.prompt) if it.kind == "raw" else engine.encode_chat(it.prompt)
                    for it in self.items]
+            constraints = None
+            if self.extractive != "off":
+                from ...engine.extractive import build_constraint
+
+                constraints = [build_constraint(tokenizer, it.context, self.extractive, engine.eos_ids)
+                               for it in self.items]
             with torch.no_grad():
-                outs = engine.generate_ids(ids, SamplingParams(max_tokens=self.max_tokens))
+                outs = engine.generate_ids(ids, SamplingParams(max_tokens=self.max_tokens), constraints=constraints)
         finally:
             if was_training:
                 model.train()
         scored = [EvalItem(question="", context=it.context, reference=it.reference, prediction=o.text.strip(),
                            all_answers=it.answers) for it, o in zip(self.items, outs)]
-        result = {}
+        result: dict[str, float | None] = {}
         for metric in self.metrics:
             mean = aggregate(metric.score_batch(scored)).mean
             result[metric.name] = round(mean, 6) if mean is not None else None

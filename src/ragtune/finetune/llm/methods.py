@@ -189,6 +189,14 @@ class FullMethod(BuiltinLLMMethod):
     def prepare(self, cfg, model):
         for p in model.parameters():
             p.requires_grad_(True)
+        if not cfg.train_embeddings:
+            frozen = {id(model.get_input_embeddings().weight)}
+            head = model.get_output_embeddings()
+            if head is not None:
+                frozen.add(id(head.weight))      # tied to the embeddings in Gemma: frozen with them
+            for p in model.parameters():
+                if id(p) in frozen:
+                    p.requires_grad_(False)
         return model
 
 

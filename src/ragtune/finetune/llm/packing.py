@@ -141,8 +141,9 @@ def _additive(allowed, dtype):
 
 def sliding_window_of(model: Any) -> int | None:
     """The sliding window of a model with sliding-window layers (Gemma 2/3, Mistral ...), else None."""
-    cfg = getattr(model, "config", None)
-    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    cfg: Any = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "get_text_config"):
+        cfg = cfg.get_text_config()
     types = getattr(cfg, "layer_types", None) or []
     window = getattr(cfg, "sliding_window", None)
     return int(window) if window and "sliding_attention" in types else None

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...core.errors import ConfigError
+from ...core.errors import ConfigError, Terminated  # Terminated: SIGTERM, handled like Ctrl-C
+from ...core.errors import sigterm_as_interrupt as _sigterm_as_interrupt
 from ...core.log import get_logger, log_to_file
 from ..base import FinetuneResult
 from .config import LLMFinetuneConfig
@@ -69,14 +70,15 @@ def prepare(cfg: LLMFinetuneConfig, method: Any):
     from .methods import meta_model
 
     cfg.require_paths()
-    out = Path(cfg.output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} is a file, not a directory")
+    out = Path(str(cfg.output))
+    from ...core.io import check_output
+
+    check_output(out, directory=True)
     if out.exists() and any(out.iterdir()) and not (cfg.resume or cfg.overwrite_output_dir):
         raise ConfigError(f"output dir {out} is not empty",
                           hint="pass resume=True (--resume) to continue or overwrite_output_dir=True")
     method.validate(cfg)
-    resolved = resolve_model(cfg.base, "llm")
+    resolved = resolve_model(str(cfg.base), "llm")
     if resolved.gguf_file:
         raise ConfigError(f"{cfg.base} is a GGUF file; fine-tuning needs HF weights",
                           hint="use a bundled name (converted automatically) or a safetensors dir")
@@ -104,7 +106,7 @@ def dev_items(cfg: LLMFinetuneConfig, n_samples: int):
         if not cfg.val_size:
             raise ConfigError("dev_metrics need held-out records: set val_size (records kept out of training) "
                               "or dev_file (an eval set)")
-        convs = load_conversations(cfg.train, cfg.max_samples)
+        convs = load_conversations(str(cfg.train), cfg.max_samples)
         items = dev.from_conversations([convs[i] for i in validation_indices(n_samples, cfg.val_size, cfg.seed)])
     return dev.seeded_slice(items, cfg.dev_samples, cfg.seed)
 
@@ -202,35 +204,12 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, dist: D
     return path
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what Slurm, Kubernetes and `kill` send) during training: handled like Ctrl-C."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 # -- the loop -------------------------------------------------------------------------------------------
 def train(cfg: LLMFinetuneConfig, method: Any = None) -> FinetuneResult:
     method = method or cfg.method_object
     model_dir, tokenizer, train_set, val_set, usage, dev = prepare(cfg, method)
     dist = setup_dist()
-    out = Path(cfg.output)
+    out = Path(str(cfg.output))
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")  # first: a crashed run still says what it was
@@ -269,8 +248,8 @@ class Loop:
 
         self.cfg, self.dist, self.model, self.engine = cfg, dist, model, engine
         self.tokenizer = tokenizer
-        self.dev = (DevEvaluator(dev, cfg.dev_metrics, cfg.prompt, cfg.dev_max_tokens, cfg.dev_batch_size)
-                    if dev else None)
+        self.dev = (DevEvaluator(dev, cfg.dev_metrics, cfg.prompt, cfg.dev_max_tokens, cfg.dev_batch_size,
+                                 cfg.dev_extractive) if dev else None)
         self.best: tuple[float, int] | None = None          # (dev value, step) of the best eval
         self.best_dev: dict[str, Any] = {}
         self.evals_since_best = 0
@@ -455,8 +434,8 @@ class Loop:
         cfg, dist = self.cfg, self.dist
         opt, sched = self._optimizer()
         identity = checkpoint.run_identity(cfg)
-        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "history": [], "identity": identity,
-                 "train_seconds": 0.0, "best": None}
+        state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "history": [],
+                                 "identity": identity, "train_seconds": 0.0, "best": None}
         found = checkpoint.resume_point(self.out, cfg, identity)
         if found is not None:
             path, state = found
@@ -537,6 +516,7 @@ class Loop:
                 "history": self.history}
 
     last_eval_step = -1
+    last_eval_time = 0.0
 
     def _sync_stop(self) -> None:
         """Under torchrun every rank stops at the same step (rank 0 decides dev-metric stops)."""
@@ -610,7 +590,10 @@ class Loop:
             log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, self.total_steps, sum(window) / len(window),
                      lr, rate)
             window.clear()
-        if cfg.eval_steps and step % cfg.eval_steps == 0 and (self.val_set or self.dev):
+        due = cfg.eval_minutes is not None and self.train_seconds() - self.last_eval_time >= 60 * cfg.eval_minutes
+        if self.dist.world > 1 and cfg.eval_minutes is not None:
+            due = self._global_sum(float(due), self.dist) > 0
+        if ((cfg.eval_steps and step % cfg.eval_steps == 0) or due) and (self.val_set or self.dev):
             self._log_eval(state)
         due_by_time = cfg.save_minutes is not None and time.monotonic() - self.last_save >= 60 * cfg.save_minutes
         if self.dist.world > 1:   # every rank must agree (FSDP gathers the weights collectively)
@@ -630,6 +613,7 @@ class Loop:
     def _log_eval(self, state):
         """Eval loss (val split) and the dev metrics; tracks the best step and early stopping."""
         self.last_eval_step = state["step"]
+        self.last_eval_time = self.train_seconds()
         entry: dict[str, Any] = {"step": state["step"]}
         eval_loss = self.evaluate()
         if eval_loss is not None:
@@ -668,10 +652,13 @@ class Loop:
 
         from ...core.io import atomic_dir
 
+        assert self.best is not None
+        value, step = self.best
         weights = trainable_state(self.model, self.dist)
         with atomic_dir(self.out / "best") as tmp:
             save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "trainable.safetensors"))
-            (tmp / "best.json").write_text(json.dumps({"step": self.best[1], self.select_metric: self.best[0]}))
+            (tmp / "best.json").write_text(json.dumps({"step": step, "selected_by": self.select_metric,
+                                                       **self.best_dev}))
 
     def restore_best(self) -> None:
         """Put the best eval's weights back before the model is saved (``keep_best``)."""
