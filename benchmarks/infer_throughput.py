@@ -1,10 +1,21 @@
-"""Builtin engine (length-sorted dynamic batches) vs a plain per-sample `model.generate` loop.
+"""Builtin engine (length-sorted dynamic batches) vs a plain per-sample `model.generate` loop,
+and (``--llamacpp``) the llama.cpp engine, single stream and concurrent, on the same prompts.
 
 gemma-3-270m, CMRC test prompts (chapter template, shared prompt builder), N new tokens greedy,
 both in the same run on the same token ids. The loop runs at its faster precision (probed on a few
 prompts in bf16 and fp32 first). Prints and optionally appends a markdown row.
 
     python benchmarks/infer_throughput.py --n 100 --new-tokens 32 [--out benchmarks/results/serve.md]
+
+With ``--llamacpp`` the same run also measures, on the same prompt ids: the builtin engine single
+stream (one request at a time through ``submit``), llama.cpp single stream (``slots=1``, one request
+at a time) and llama.cpp concurrent (``--slots`` parallel sequences, every prompt submitted at
+once), as items/s and new tokens/s, plus how many answers equal the builtin engine's. The GGUF is
+the bundled Q4_K_M (``--gguf``: an export folder or .gguf instead). ``--skip-loop`` drops the
+per-sample loop (the slowest part).
+
+    python benchmarks/infer_throughput.py --n 200 --new-tokens 32 --llamacpp --skip-loop --threads 2 \
+        --out benchmarks/results/serve.md
 """
 from __future__ import annotations
 
@@ -12,6 +23,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 
 def cmrc_prompts(path: str, n: int) -> list[dict]:
@@ -44,14 +56,20 @@ def main() -> None:
                     help="time the per-sample loop on the first K prompts only (default: all N); rates are per prompt")
     ap.add_argument("--probe", type=int, default=3, help="prompts used to pick the loop's faster precision")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--llamacpp", action="store_true", help="also measure the llama.cpp engine (and builtin single stream)")
+    ap.add_argument("--gguf", default=None, help="llama.cpp model: export folder or .gguf (default: the bundled Q4_K_M)")
+    ap.add_argument("--slots", type=int, default=8, help="llama.cpp parallel sequences for the concurrent run")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
+    ap.add_argument("--single-n", type=int, default=None, help="single-stream runs on the first K prompts only")
+    ap.add_argument("--skip-loop", action="store_true", help="skip the per-sample model.generate loop")
     args = ap.parse_args()
 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from ragtune.engine.builtin import BuiltinEngine, SamplingParams
     from ragtune.infer.runner import CHAPTER_TEMPLATE
     from ragtune.models import resolve_model
-    from ragtune.engine.builtin import BuiltinEngine, SamplingParams
 
     items = cmrc_prompts(args.data, args.n)
     engine = BuiltinEngine.load(args.model, max_batch_size=args.batch_size)  # dtype auto (bf16 here)
@@ -66,6 +84,10 @@ def main() -> None:
     t_engine = time.perf_counter() - t0
     gen_engine = sum(c.completion_tokens for c in done)
     print(f"engine: {t_engine:.1f}s  {len(ids)/t_engine:.3f} prompts/s  {gen_engine/t_engine:.2f} new tok/s", flush=True)
+    if args.llamacpp:
+        llamacpp_table(args, engine, ids, done, t_engine)
+    if args.skip_loop:
+        return
 
     path = resolve_model(args.model).path
     probe = {}
@@ -96,6 +118,59 @@ def main() -> None:
     if args.out:
         with open(args.out, "a", encoding="utf-8") as fh:
             fh.write(row + "\n")
+
+
+def single_stream(engine, ids, params) -> tuple[float, list]:
+    """One request at a time through ``submit`` (what an interactive user sees)."""
+    out = []
+    t0 = time.perf_counter()
+    for x in ids:
+        out.append(engine.submit(x, params).result())
+    return time.perf_counter() - t0, out
+
+
+def llamacpp_table(args, builtin, ids, builtin_done, t_builtin: float) -> None:
+    """builtin single/concurrent vs llama.cpp single/concurrent on the same prompt ids."""
+    from ragtune.engine.builtin import SamplingParams
+    from ragtune.engine.llamacpp import LlamaCppEngine
+
+    params = SamplingParams(max_tokens=args.new_tokens)
+    single_ids = ids[: args.single_n or len(ids)]
+    rows = [("builtin", f"concurrent (batches of {args.batch_size})", len(ids), t_builtin, builtin_done)]
+    builtin.generate_ids(single_ids[:1], SamplingParams(max_tokens=2))
+    t, out = single_stream(builtin, single_ids, params)
+    rows.append(("builtin", "single stream", len(single_ids), t, out))
+    print(f"builtin single: {t:.1f}s", flush=True)
+    model = args.gguf or args.model
+    for mode, slots in (("single stream", 1), (f"concurrent ({args.slots} slots)", args.slots)):
+        llama = LlamaCppEngine.load(model, slots=slots, threads=args.threads,
+                                    max_model_len=max(len(x) for x in ids) + args.new_tokens)
+        assert [llama.encode_chat("x")] == [builtin.encode_chat("x")], "prompt builders differ"
+        llama.generate_ids(ids[:1], SamplingParams(max_tokens=2))  # warm-up
+        if slots == 1:
+            t, out = single_stream(llama, single_ids, params)
+            n = len(single_ids)
+        else:
+            t0 = time.perf_counter()
+            out = llama.generate_ids(ids, params)
+            t, n = time.perf_counter() - t0, len(ids)
+            print("llama.cpp generating-slots histogram:", llama.stats()["generating_slots_histogram"], flush=True)
+        rows.append((f"llama.cpp ({Path(str(llama.source.gguf)).name})", mode, n, t, out))
+        print(f"llama.cpp {mode}: {t:.1f}s", flush=True)
+        llama.close()
+    load = os.getloadavg()[0]
+    lines = ["| engine | mode | items | seconds | items/s | new tok/s | same answer as builtin batched | load |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, mode, n, t, out in rows:
+        toks = sum(c.completion_tokens for c in out)
+        same = sum(a.text == b.text for a, b in zip(out, builtin_done))
+        lines.append(f"| {name} | {mode} | {n} | {t:.1f} | {n / t:.3f} | {toks / t:.1f} | {same}/{n} | {load:.1f} |")
+    table = "\n".join(lines)
+    print(table, flush=True)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as fh:
+            fh.write(f"\n{args.n} CMRC test prompts, {args.new_tokens} new tokens greedy, "
+                     f"{time.strftime('%Y-%m-%d')}:\n\n{table}\n")
 
 
 if __name__ == "__main__":

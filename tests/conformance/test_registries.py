@@ -16,6 +16,7 @@ from ragtune.eval.base import METRICS, EvalItem, Metric, MetricResult
 from ragtune.finetune import METHODS, FinetuneConfig, FinetuneMethod, FinetuneResult
 from ragtune.rag.store import STORES, Store
 
+from ..export.fixtures import g3_dir, g3_export, g3_readable_dir  # noqa: F401  (the llamacpp case)
 from ..finetune.conftest import span_items, write_json
 from ..finetune_embed.synth import make_task
 
@@ -76,8 +77,10 @@ def test_method_contract(name, tmp_path, request):
 # name -> fixture giving a model the engine loads (in-process engines), or the fake-server fixture
 ENGINE_CASES = {
     "builtin": "readable_llm_dir",
+    "llamacpp": "g3_export",
     "vllm": "fake_vllm",
 }
+ENGINE_BACKENDS = {"llamacpp": "llama_cpp"}   # in-process engines whose backend is an optional extra
 
 
 @pytest.fixture()
@@ -124,6 +127,10 @@ def test_engine_contract(name, request, tmp_path, tiny_llm_dir):
     assert issubclass(cls, Engine)
     with pytest.raises(ConfigError):
         cls.Settings.build(None, no_such_setting=1)
+    if name in ENGINE_BACKENDS and importlib.util.find_spec(ENGINE_BACKENDS[name]) is None:
+        with pytest.raises(BackendError, match="pip install"):  # not installed: say how to install it
+            cls.load(str(target))
+        return
     engine = cls.load(str(target), prompt=PromptConfig(system="Default system."))
     try:
         msgs = [{"role": "user", "content": "what is the pump"}]
@@ -159,8 +166,15 @@ GOOD = EvalItem(question="How often is the pump serviced?", context=CTX, referen
 BAD = EvalItem(question="How often is the pump serviced?", context=CTX, reference="every 500 operating hours",
                prediction="zebra crossing on mars", all_answers=["every 500 operating hours"],
                retrieved=["Zebras live in Africa."], reference_contexts=[CTX])
-# name -> constructor kwargs (fixtures by name are resolved), or a judge script for judged metrics
+JSON_REF = '{"pump": {"pressure": 4.5, "unit": "bar"}, "parts": ["filter"]}'
+JSON_ITEMS = (EvalItem(reference=JSON_REF, prediction=JSON_REF),
+              EvalItem(reference=JSON_REF, prediction='{"pump": {"pressure": 4.5, "unit": "bar"'))
+# name -> constructor kwargs (fixtures by name are resolved), or a judge script for judged metrics;
+# "items": the (good, bad) pair for metrics that do not score text answers
 METRIC_CASES: dict[str, dict] = {
+    "json_valid": {"items": JSON_ITEMS}, "json_field_precision": {"items": JSON_ITEMS},
+    "json_field_recall": {"items": JSON_ITEMS}, "json_field_f1": {"items": JSON_ITEMS},
+    "json_schema_valid": {"items": JSON_ITEMS, "json_schema": {"type": "object", "required": ["pump"]}},
     "exact": {}, "exact_lenient": {}, "origin": {"tokenizer": "whitespace"}, "cosine": {"embed": "tiny_embedder_dir"},
     "context_recall": {}, "context_relevance": {}, "cmrc_em": {}, "cmrc_f1": {}, "squad_em": {}, "squad_f1": {},
     "faithfulness": {"judge": ['{"statements": ["s"]}', '{"verdicts": [1]}',
@@ -183,6 +197,7 @@ def test_metric_contract(name, request):
         cls(no_such_param=1)
     case = dict(METRIC_CASES[name])
     script = case.pop("judge", None)
+    good_item, bad_item = case.pop("items", (GOOD, BAD))
     params = {k: str(request.getfixturevalue(v)) if isinstance(v, str) and v.endswith("_dir") else v
               for k, v in case.items()}
     with running_judge() if script else _nothing() as judge:
@@ -193,7 +208,7 @@ def test_metric_contract(name, request):
         described = metric.describe()
         assert described["name"] == name and described["kind"] == cls.kind
         json.dumps(described)                                          # summary.json can hold it
-        good, bad = metric.score_batch([GOOD])[0], metric.score_batch([BAD])[0]
+        good, bad = metric.score_batch([good_item])[0], metric.score_batch([bad_item])[0]
     for r in (good, bad):
         assert isinstance(r, MetricResult) and r.status == "ok" and 0.0 <= r.value <= 1.0
         if cls.kind == "binary":

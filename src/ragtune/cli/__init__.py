@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "finetune": ("ragtune.cli.finetune", "finetune", "Fine-tune an LLM (lora|freeze|full) or an embedder."),
     "serve": ("ragtune.cli.serve", "serve", "Serve a model behind an OpenAI-compatible HTTP API."),
     "infer": ("ragtune.cli.infer", "infer", "Batch inference over an eval set (local model or URL)."),
+    "export": ("ragtune.cli.export", "export", "Export a fine-tune to GGUF (llama.cpp, Ollama Modelfile)."),
     "eval": ("ragtune.cli.eval", "eval_group", "Score predictions; compare runs side by side."),
     "run": ("ragtune.cli.run", "run", "Run the whole chain from one YAML config."),
     "sweep": ("ragtune.cli.sweep", "sweep", "Run a grid of run configs through the stage cache; rank them."),

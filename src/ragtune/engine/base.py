@@ -22,12 +22,15 @@ from __future__ import annotations
 import abc
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from ..core.config import Config
 from ..core.errors import ConfigError, RagtuneError
 from ..core.prompt import PromptConfig
 from ..core.registry import Registry
+
+if TYPE_CHECKING:
+    from .constrained import ResponseFormat
 
 Messages = Sequence[dict[str, str]]
 
@@ -47,6 +50,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: int | None = None   # None: none; k >= 0: the chosen token's logprob and the top k (OpenAI shape)
+    response_format: "ResponseFormat | None" = None  # constrained decoding (engine/constrained.py)
 
     def __post_init__(self):
         if self.max_tokens < 1:
@@ -109,6 +113,7 @@ class Engine(abc.ABC):
     description: ClassVar[str] = ""
     in_process: ClassVar[bool] = True
     supports_logprobs: ClassVar[bool] = False   # SamplingParams.logprobs honoured (serve rejects it otherwise)
+    structured_output: ClassVar[bool] = False   # honours SamplingParams.response_format
 
     name: str
     prompt: PromptConfig          # the default; a request's own PromptConfig wins
@@ -185,7 +190,7 @@ class RunningServer:
 
 
 def _builtin_engines() -> None:
-    from . import builtin, vllm  # noqa: F401  (their registrations are the built-in engines)
+    from . import builtin, llamacpp, vllm  # noqa: F401  (their registrations are the built-in engines)
 
 
 ENGINES: Registry[type[Engine] | type[ServerEngine]] = Registry("engine", "ragtune.engines", _builtin_engines)

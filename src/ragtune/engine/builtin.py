@@ -128,6 +128,7 @@ class BuiltinEngine(Engine):
     Settings = BuiltinSettings
     description = "transformers in this process; dynamic batching (CPU or CUDA)"
     supports_logprobs = True
+    structured_output = True
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "model", prompt: PromptConfig | None = None,
                  max_batch_size: int = 16, batch_wait_ms: float = 10.0, max_model_len: int | None = None,
@@ -260,7 +261,9 @@ class BuiltinEngine(Engine):
         import copy
 
         import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        from .constrained import batch_processor
 
         params = reqs[0].params
         p = len(prefix) if prefix is not None else 0
@@ -275,6 +278,8 @@ class BuiltinEngine(Engine):
             input_ids[i, p + width - len(rest):] = torch.tensor(rest)
             mask[i, p + width - len(rest):] = 1
         tracker = _RowTracker(self.tokenizer, reqs, p + width, self.eos_ids)
+        constrain = batch_processor([r.params.response_format for r in reqs], self.grammar_context, p + width,
+                                    lambda i: tracker.results[i] is not None)
         gen = GenerationConfig(max_new_tokens=max(r.params.max_tokens for r in reqs),
                                do_sample=not params.greedy, pad_token_id=self.pad_id,
                                eos_token_id=sorted(self.eos_ids), bos_token_id=self.tokenizer.bos_token_id,
@@ -285,14 +290,14 @@ class BuiltinEngine(Engine):
         constraints = [r.constraint for r in reqs]
         restricted = None
         if any(c is not None for c in constraints):
-            from transformers import LogitsProcessorList
-
             from .extractive import RestrictedHead, SpanProcessor
 
             if all(c is not None for c in constraints):   # the output layer over the allowed rows only
                 restricted = RestrictedHead(self.model, constraints)
             extra["logits_processor"] = LogitsProcessorList([SpanProcessor(constraints, p + width, self.tokenizer,
                                                                            self.eos_ids)])
+        if constrain is not None:  # response_format rows (engine/constrained.py)
+            extra.setdefault("logits_processor", LogitsProcessorList()).append(constrain)
         if prefix_kv is not None:
             cache = copy.deepcopy(prefix_kv)
             cache.batch_repeat_interleave(len(reqs))
@@ -345,6 +350,12 @@ class BuiltinEngine(Engine):
             cache = DynamicCache(config=self.model.config)
             self.model(input_ids=torch.tensor([list(prefix)], device=self.device), cache=cache, use_cache=True)
         return cache
+
+    def grammar_context(self):
+        """The constrained-decoding index of this engine's vocabulary (built on first use)."""
+        from .constrained import grammar_context
+
+        return grammar_context(self.tokenizer, self.model.get_output_embeddings().weight.shape[0], self.eos_ids)
 
     # -- synchronous helpers (infer, LocalLLM) ---------------------------------------------------------
     def generate_ids(self, prompts: Sequence[list[int]], params: SamplingParams,

@@ -130,7 +130,7 @@ class Metric(abc.ABC):
 
 def _builtin_metrics() -> None:
     from . import generation, judge, retrieval  # noqa: F401  (their registrations are the built-ins)
-    from .metrics import cmrc  # noqa: F401
+    from .metrics import cmrc, structured  # noqa: F401
 
 
 METRICS: Registry[type[Metric]] = Registry("metric", "ragtune.metrics", _builtin_metrics)

@@ -10,6 +10,7 @@ honour is a 400 naming it, and the Host check, API key and body limit live in :m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -23,12 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import RagtuneError
 from ..engine.builtin import PromptTooLongError, SamplingParams
+from ..engine.constrained import request_format
 from .guards import LOOPBACK_HOSTS, RequestGuard, error_body
 
 # Fields OpenAI clients may send that this server cannot honour: rejected, never silently ignored,
 # unless they hold their neutral value (LangChain & co send presence_penalty=0 on every request).
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call",
-                "response_format", "logit_bias", "best_of", "suffix", "echo", "presence_penalty",
+                "logit_bias", "best_of", "suffix", "echo", "presence_penalty",
                 "frequency_penalty", "parallel_tool_calls", "stream_options", "modalities", "audio",
                 "prediction", "reasoning_effort", "web_search_options", "service_tier")
 # Accepted and without effect on the answer (OpenAI's abuse-monitoring and storage tags).
@@ -71,6 +73,7 @@ class _Sampling(BaseModel):
     seed: Seed | None = None
     stream: bool = False
     n: int = 1
+    response_format: Any = None   # validated by engine/constrained.py (its errors name the field)
 
 
 class ChatMessage(BaseModel):
@@ -338,6 +341,13 @@ def _completion_logprobs(result, as_ids: bool) -> dict | None:
 async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_tokens: int,
                     request: Request | None = None):
     params = _params(req, default_max_tokens)
+    try:  # structured output: parsed and compiled before any decoding (engine/constrained.py)
+        fmt = request_format(engine, req.response_format)
+    except RagtuneError as exc:
+        raise APIError(400, str(exc), param="response_format") from None
+    if fmt is not None:
+        await asyncio.to_thread(engine.grammar_context)  # the one-off vocabulary index, off the event loop
+        params = dataclasses.replace(params, response_format=fmt)
     ids = await asyncio.to_thread(encode)
     loop = asyncio.get_running_loop()
     deltas: asyncio.Queue[str] | None = asyncio.Queue() if req.stream else None
