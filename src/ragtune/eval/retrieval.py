@@ -107,6 +107,9 @@ class ContextRelevanceParams(Config):
 
 @register_metric("context_recall")
 class ContextRecall(Metric):
+    """Share of the reference contexts that some retrieved chunk matches (rapidfuzz similarity above
+    ``threshold``; ``binary``: 1 only when all are recalled)."""
+
     title = "Context recall"
     needs = ("retrieved", "reference_contexts")
     Params = ContextRecallParams
@@ -126,6 +129,8 @@ class ContextRecall(Metric):
 
 @register_metric("context_relevance")
 class ContextRelevance(Metric):
+    """Share of the retrieved chunks' sentences that occur verbatim in some reference context."""
+
     title = "Context relevance"
     needs = ("retrieved", "reference_contexts")
     Params = ContextRelevanceParams
