@@ -51,7 +51,7 @@ def sweep_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Remove the temp siblings of ``path`` left by killed writers on this host; returns them."""
     path = Path(path)
     prefix = f".{path.name}."
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
@@ -118,7 +118,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _tmp_sibling(path)
     try:
-        kwargs = {} if "b" in mode else {"encoding": encoding}
+        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": encoding}
         with _writing(path):
             fh = open(tmp, mode, **kwargs)
         with fh:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 from .errors import ConfigError
 
@@ -36,6 +36,11 @@ class Registry(Generic[T]):
         self._plugins_loaded = entry_point_group is None
         self._lock = threading.RLock()   # first look-ups from two threads must not see a half-filled registry
         self._loading = False
+
+    @overload
+    def register(self, name: str, entry: None = None) -> Callable[[T], T]: ...
+    @overload
+    def register(self, name: str, entry: T) -> T: ...
 
     def register(self, name: str, entry: T | None = None) -> Callable[[T], T] | T:
         """``REG.register("x", obj)`` or ``@REG.register("x")`` on a class or function."""

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from ..core.errors import ConfigError, DataError
-from .formats import convert_record, detect_format
+from .formats import Format, convert_record, detect_format
 from .readers import read_records
 from .squad import squad_to_alpaca, write_records
 from .summary import Summary
@@ -31,11 +32,11 @@ def convert(path: str | os.PathLike, out: str | os.PathLike, *, source: str = "s
         return squad_to_alpaca(path, out, template=template, template_lang=template_lang, to=to)
     if template is not None or template_lang is not None:
         raise ConfigError("--template/--template-lang only apply to --from squad")
-    return reformat(path, out, source=source, to=to)
+    return reformat(path, out, source=source, to=cast(Format, to))   # one of TARGETS (checked above)
 
 
 def reformat(path: str | os.PathLike, out: str | os.PathLike, *, source: str = "auto",
-             to: str = "messages") -> Summary:
+             to: Format = "messages") -> Summary:
     """Alpaca <-> messages for a whole file, after validating every record."""
     file = str(path)
     records = read_records(path)

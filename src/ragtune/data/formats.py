@@ -28,7 +28,7 @@ from typing import Any, Literal
 from ..core.errors import DataError
 
 Format = Literal["alpaca", "messages"]
-FORMATS: tuple[str, ...] = ("alpaca", "messages")
+FORMATS: tuple[Format, ...] = ("alpaca", "messages")
 ROLES = ("system", "user", "assistant")
 INPUT_KEY = "alpaca_input"
 INPUT_JOIN = "\n"
@@ -48,8 +48,8 @@ def detect_record_format(data: Any) -> Format | None:
 def detect_format(records: Iterable[Any], file: str | None = None) -> Format:
     """The format of a whole file, checked on EVERY record (a file whose first rows are Alpaca and
     whose later rows are messages is an error naming the first record that disagrees)."""
-    seen: dict[str, int] = {}
-    counts: Counter[str] = Counter()
+    seen: dict[Format, int] = {}
+    counts: Counter[Format] = Counter()
     for index, rec in enumerate(records):
         data = getattr(rec, "data", rec)
         idx = getattr(rec, "index", index)
@@ -68,7 +68,7 @@ def detect_format(records: Iterable[Any], file: str | None = None) -> Format:
         raise DataError(f"mixed formats: {counts[majority]} {majority} records and {counts[minority]} "
                         f"{minority} records; the first {minority} record is here",
                         file=file, record=seen[minority], hint="convert the file to one format")
-    return next(iter(counts))  # type: ignore[return-value]
+    return next(iter(counts))
 
 
 def _opt_str(value: Any) -> str:

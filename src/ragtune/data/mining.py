@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, field_validator
 
@@ -148,7 +148,7 @@ def mine_negatives(path: str | os.PathLike, out: str | os.PathLike, config: Mine
     corpus = list(dict.fromkeys([p for r in rows for p in r["pos"]] + [p for r in rows for p in r.get("neg") or []]
                                 + (_read_extra_corpus(cfg.corpus) if cfg.corpus else [])))
     backend = _choose_backend(cfg, len(corpus))
-    model = embedder or load_embedder(cfg.model)
+    model = embedder or load_embedder(cast(str, cfg.model))   # cfg.model is set when no embedder (checked above)
     corpus_emb = encode(model, corpus, cfg.batch_size)
     queries = [(r.get("prompt") or "") + r["query"] if cfg.use_prompt else r["query"] for r in rows]
     query_emb = encode(model, queries, cfg.batch_size)

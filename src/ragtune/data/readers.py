@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from ..core.errors import DataError
 
@@ -64,7 +64,13 @@ def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     return path
 
 
-def read_records(path: str | os.PathLike, *, keep_bad_lines: bool = False) -> list[Record | BadLine]:
+@overload
+def read_records(path: str | os.PathLike, *, keep_bad_lines: Literal[False] = False) -> list[Record]: ...
+@overload
+def read_records(path: str | os.PathLike, *, keep_bad_lines: bool) -> list[Record | BadLine]: ...
+
+
+def read_records(path: str | os.PathLike, *, keep_bad_lines: bool = False) -> list[Record] | list[Record | BadLine]:
     """All records of ``path``. A JSONL line that does not parse raises :class:`DataError` naming
     the line, unless ``keep_bad_lines`` (then it is returned as a :class:`BadLine`)."""
     path = Path(path)
@@ -106,7 +112,7 @@ def read_rows(path: str | os.PathLike) -> list[Record]:
         if not isinstance(r.data, dict):
             raise DataError(f"{r.where} must be an object with named fields, got {type(r.data).__name__}",
                             file=str(path), record=r.index)
-    return records  # type: ignore[return-value]
+    return records
 
 
 def read_text(path: Path) -> str:

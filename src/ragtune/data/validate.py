@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.log import get_logger
-from .formats import FORMATS, detect_record_format, to_messages
+from .formats import FORMATS, Format, detect_record_format, to_messages
 from .readers import BadLine, Record, read_records, read_rows
 
 log = get_logger(__name__)
@@ -96,7 +96,8 @@ class _Checker:
     """Collects the issues of one record; ``add`` names the field."""
 
     def __init__(self, file: str, rec: Record):
-        self.file, self.rec, self.issues = file, rec, []
+        self.file, self.rec = file, rec
+        self.issues: list[Issue] = []
 
     def add(self, kind: str, fld: str | None, message: str) -> None:
         self.issues.append(Issue(kind, self.file, self.rec.index, fld, message, self.rec.line))
@@ -177,7 +178,7 @@ def _check_role_order(c: _Checker, roles: list[str]) -> None:
               "the conversation must end with an assistant answer to train on")
 
 
-def _duplicate_key(data: dict, fmt: str) -> str:
+def _duplicate_key(data: dict, fmt: Format) -> str:
     return json.dumps(to_messages(data, fmt), ensure_ascii=False, sort_keys=True)
 
 
@@ -189,7 +190,7 @@ def validate(path: str | os.PathLike, *, cutoff_len: int | None = None, tokenize
     file = str(path)
     records = read_records(path, keep_bad_lines=True)
     report = ValidationReport(file=file, format=None, total=len(records))
-    formats: dict[int, str] = {}
+    formats: dict[int, Format] = {}
     for r in records:
         if isinstance(r, BadLine):
             report.issues.append(Issue("invalid_json", file, r.index, None, f"not valid JSON ({r.error})", r.line))
@@ -203,13 +204,14 @@ def validate(path: str | os.PathLike, *, cutoff_len: int | None = None, tokenize
             formats[r.index] = fmt
     counts = Counter(formats.values())
     report.format = max(FORMATS, key=lambda f: counts[f]) if counts else None
-    good: list[tuple[Record, str]] = []
+    good: list[tuple[Record, Format]] = []
     for r in records:
         if isinstance(r, BadLine) or r.index not in formats:
             continue
         c = _Checker(file, r)
         fmt = formats[r.index]
         if fmt != report.format:
+            assert report.format is not None   # formats, hence counts, is not empty here
             c.add("mixed_format", None, f"this record is {fmt} but the file is {report.format} "
                                         f"({counts[report.format]} of {len(formats)} records)")
         else:
@@ -224,7 +226,7 @@ def validate(path: str | os.PathLike, *, cutoff_len: int | None = None, tokenize
     return report
 
 
-def _find_duplicates(report: ValidationReport, good: list[tuple[Record, str]]) -> None:
+def _find_duplicates(report: ValidationReport, good: list[tuple[Record, Format]]) -> None:
     first: dict[str, Record] = {}
     for r, fmt in good:
         key = _duplicate_key(r.data, fmt)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
 
 from ..core.config import Config
 from ..core.errors import ConfigError, RagtuneError
@@ -111,7 +111,7 @@ class Engine(abc.ABC):
     kind: ClassVar[str] = "llm"
     Settings: ClassVar[type[EngineSettings]] = EngineSettings
     description: ClassVar[str] = ""
-    in_process: ClassVar[bool] = True
+    in_process: ClassVar[Literal[True]] = True
     supports_logprobs: ClassVar[bool] = False   # SamplingParams.logprobs honoured (serve rejects it otherwise)
     structured_output: ClassVar[bool] = False   # honours SamplingParams.response_format
 
@@ -171,7 +171,7 @@ class ServerEngine(abc.ABC):
 
     Settings: ClassVar[type[EngineSettings]] = EngineSettings
     description: ClassVar[str] = ""
-    in_process: ClassVar[bool] = False
+    in_process: ClassVar[Literal[False]] = False
 
     @classmethod
     @abc.abstractmethod

@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from pydantic import Field
 
@@ -155,7 +155,7 @@ class BuiltinEngine(Engine):
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model: str, adapter: str | None = None, *, settings: BuiltinSettings | None = None,
+    def load(cls, model: str, adapter: str | None = None, *, settings: EngineSettings | None = None,
              prompt: PromptConfig | dict | str | None = None, name: str | None = None,
              **setting_values: Any) -> "BuiltinEngine":
         """Load base (+ LoRA adapter) or a merged dir / fine-tune output dir (see ``models.source``).
@@ -167,6 +167,7 @@ class BuiltinEngine(Engine):
             settings = BuiltinSettings.build("builtin engine settings", **setting_values)
         elif setting_values:
             settings = settings.model_copy(update=setting_values)
+        settings = cast(BuiltinSettings, settings)   # engine_settings() routes each engine its own Settings
         source = resolve_source(model, adapter, name)
         explicit = PromptConfig.coerce(prompt) if prompt is not None else PromptConfig()
         hf_model, tokenizer = load_causal_lm(source.model, source.adapter, dtype=settings.dtype,

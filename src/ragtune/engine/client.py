@@ -15,11 +15,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import BackendError, ConfigError
 from ..core.log import get_logger
 from ..core.prompt import ChatPrompter, PromptConfig
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; only for annotations here (3.10 is supported)
 
 log = get_logger(__name__)
 
@@ -51,7 +54,7 @@ class _ChatModel(abc.ABC):
                              stop=list(stop or []), seed=seed)
         self.prompt_cfg = PromptConfig()
 
-    def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "_ChatModel":
+    def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "Self | PromptedLLM":
         """``llm.prompt("You are ...")`` or ``llm.prompt(dict(system=..., drop_builtin_system=True))``;
         returns ``self`` (fluent). A RAG prompter (``rt.ChatPrompter(instruction, extra_keys=[...])``)
         returns a wrapped LLM that turns the pipeline's ``{context_str, query}`` into messages."""
@@ -211,7 +214,7 @@ class LocalLLM(_ChatModel):
         return cls(BuiltinEngine.load(model, adapter, dtype=dtype, device=device, max_batch_size=max_batch_size),
                    **defaults)
 
-    def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "LocalLLM":
+    def prompt(self, system: Any = None, drop_builtin_system: bool | None = None) -> "LocalLLM | PromptedLLM":
         wrapped = super().prompt(system, drop_builtin_system)
         if wrapped is not self:                   # a RAG prompter wraps this client
             return wrapped

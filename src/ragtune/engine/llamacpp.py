@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import Field
 
@@ -354,7 +354,7 @@ class LlamaCppEngine(Engine):
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model: str, adapter: str | None = None, *, settings: LlamaCppSettings | None = None,
+    def load(cls, model: str, adapter: str | None = None, *, settings: EngineSettings | None = None,
              prompt: PromptConfig | dict | str | None = None, name: str | None = None,
              **setting_values: Any) -> LlamaCppEngine:
         """Load a GGUF (file, export folder or bundled name) plus an optional GGUF LoRA ``adapter``.
@@ -365,6 +365,7 @@ class LlamaCppEngine(Engine):
             settings = LlamaCppSettings.build("llamacpp engine settings", **setting_values)
         elif setting_values:
             settings = settings.model_copy(update=setting_values)
+        settings = cast(LlamaCppSettings, settings)   # engine_settings() routes each engine its own Settings
         _llama_cpp()
         source = resolve_gguf(model, adapter, name)
         tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_dir)
@@ -481,6 +482,7 @@ class LlamaCppEngine(Engine):
 
         generating = [s for s in active.values() if not s.prefilling]
         for slot in generating:  # one token each: the one sampled last step
+            assert slot.pending is not None   # a slot past its prompt has sampled a token
             add(slot.pending, slot.fed + len(slot.out) - 1, slot.seq, True)
             rows.append((n - 1, slot))
         for slot in [s for s in active.values() if s.prefilling]:
@@ -517,6 +519,7 @@ class LlamaCppEngine(Engine):
             if not slot.req.future.done():
                 slot.req.future.set_exception(error)
             return
+        assert slot.result is not None   # accept() returned True
         self.counters["completion_tokens"] += slot.result.completion_tokens
         slot.req.future.set_result(slot.result)
 

@@ -100,6 +100,7 @@ class VllmSupervisor:
     def _wait_healthy(self) -> None:
         import httpx
 
+        assert self.proc is not None   # _spawn() ran first
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             code = self.proc.poll()

@@ -118,10 +118,11 @@ def retrieve(cfg: RagEvalConfig, embed: str, items: list[dict]) -> tuple[list[li
 def _template(cfg: RagEvalConfig, item: dict) -> str:
     from ..data.squad import TEMPLATES
 
-    lang = cfg.template_lang
+    lang: str = cfg.template_lang
     if lang == "auto":
-        lang = item.get("lang") if item.get("lang") in TEMPLATES else None
-        if lang is None:
+        if item.get("lang") in TEMPLATES:
+            lang = item["lang"]
+        else:
             from .text import has_cjk
 
             lang = "zh" if has_cjk(item["question"]) else "en"

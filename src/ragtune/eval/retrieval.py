@@ -7,7 +7,7 @@ and turn undefined cases into ``skipped`` results with a reason.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -61,7 +61,7 @@ def _check_k(k: int) -> None:
         raise DataError(f"k must be >= 1, got {k}")
 
 
-def recall_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mapping[Hashable, float], k: int) -> float:
+def recall_at_k(ranked: Sequence[Hashable], relevant: Collection[Hashable] | Mapping[Hashable, float], k: int) -> float:
     """|relevant in top-k| / |relevant|."""
     _check_k(k)
     rel = {r for r in relevant if not isinstance(relevant, Mapping) or relevant[r] > 0}
@@ -70,7 +70,7 @@ def recall_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mappi
     return len(rel & set(ranked[:k])) / len(rel)
 
 
-def mrr_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mapping[Hashable, float], k: int) -> float:
+def mrr_at_k(ranked: Sequence[Hashable], relevant: Collection[Hashable] | Mapping[Hashable, float], k: int) -> float:
     """1 / rank of the first relevant id within the top-k (0 when none)."""
     _check_k(k)
     rel = {r for r in relevant if not isinstance(relevant, Mapping) or relevant[r] > 0}
@@ -82,7 +82,7 @@ def mrr_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mapping[
     return 0.0
 
 
-def ndcg_at_k(ranked: Sequence[Hashable], relevant: Sequence[Hashable] | Mapping[Hashable, float], k: int) -> float:
+def ndcg_at_k(ranked: Sequence[Hashable], relevant: Collection[Hashable] | Mapping[Hashable, float], k: int) -> float:
     """NDCG@k with linear gains: DCG = sum(gain_i / log2(i + 1)), i = 1-based rank; normalised by
     the DCG of the ideal ranking. ``relevant``: ids (gain 1) or a mapping id -> graded gain."""
     _check_k(k)

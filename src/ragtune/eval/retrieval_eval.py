@@ -115,7 +115,8 @@ def write_eval_run(path: Path, embed: str, rows: list[dict], cfg: RetrievalEvalC
     from .runs import write_run
 
     keys = _keys(cfg.ks)
-    items, per_metric = [], {k: [] for k in keys}
+    items = []
+    per_metric: dict[str, list[MetricResult]] = {k: [] for k in keys}
     for i, row in enumerate(rows):
         scores = {}
         for k in keys:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -128,7 +128,7 @@ def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
     cfg = cfg or LlmEvalConfig.build(**kwargs)
     if (cfg.output is None) == (cfg.run_dir is None):
         raise ConfigError("give exactly one of output (a parent directory) or run_dir")
-    check_output(cfg.run_dir or cfg.output, directory=True, what="run_dir" if cfg.run_dir else "output")
+    check_output(cast(str, cfg.run_dir or cfg.output), directory=True, what="run_dir" if cfg.run_dir else "output")
     items = load_evalset(cfg.evalset)
     preds = load_predictions(cfg.predictions, expected=len(items))
     for item, pred in zip(items, preds):

@@ -150,7 +150,7 @@ def export_model(cfg: ExportConfig) -> ExportResult:
             write_lora_gguf(source.adapter, base_dir, tmp / adapter_file, name=f"{name}-lora")
         tokenizer.save_pretrained(tmp / "tokenizer")
         eos = eos_token_ids(tokenizer, base_dir)
-        stop = [tokenizer.convert_ids_to_tokens(i) for i in eos]
+        stop: list[str] = [tokenizer.convert_ids_to_tokens(i) for i in eos]  # type: ignore[misc]  # transformers: int -> str
         model_cfg = read_config(base_dir)
         num_ctx = cfg.num_ctx or min(int(model_cfg.get("max_position_embeddings", 4096)), 4096)
         if cfg.ollama:

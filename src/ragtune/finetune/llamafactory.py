@@ -142,6 +142,7 @@ def write_job_files(cfg: LlamaFactoryConfig, model_dir: str, bf16: bool) -> dict
     from ..core.io import atomic_write_json, atomic_write_text
 
     job = Path(str(cfg.output)) / "llamafactory"
+    assert cfg.train is not None   # require_paths() checked it
     fmt = detect_format(cfg.train)
     files = {"dataset_info": atomic_write_json(job / "dataset_info.json", dataset_info(cfg.train, fmt)),
              "train": atomic_write_text(job / "train.yaml", yaml.safe_dump(

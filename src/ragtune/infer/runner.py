@@ -312,6 +312,7 @@ def _load_engine(cfg: InferConfig):
     from ..engine.base import get_engine
 
     engine_cls = get_engine(cfg.engine)
+    assert engine_cls.in_process and cfg.model is not None   # run_infer sends --url and server engines elsewhere
     settings = cfg.settings
     if "max_batch_size" in type(settings).model_fields and "max_batch_size" not in settings.model_fields_set:
         settings = settings.model_copy(update={"max_batch_size": cfg.batch_size})
@@ -320,7 +321,9 @@ def _load_engine(cfg: InferConfig):
 
 def _run_on_server_engine(cfg: InferConfig, inputs, todo: list[int], record) -> None:
     """A server engine (vLLM): start it, infer over HTTP, stop it."""
-    running = ENGINES.get(cfg.engine).start(cfg.model, cfg.adapter, settings=cfg.settings, prompt=cfg.prompt)
+    engine_cls = ENGINES.get(cfg.engine)
+    assert not engine_cls.in_process and cfg.model is not None   # run_infer checked both
+    running = engine_cls.start(cfg.model, cfg.adapter, settings=cfg.settings, prompt=cfg.prompt)
     try:
         _run_remote(cfg.model_copy(update={"url": running.url, "remote_model": running.name}), inputs, todo, record)
     finally:
@@ -339,6 +342,7 @@ def _run_remote(cfg: InferConfig, inputs, todo: list[int], record) -> None:
 
     from ..engine.client import OnlineChatModule
 
+    assert cfg.url is not None
     client = OnlineChatModule(base_url=_normalise_url(cfg.url), model=cfg.remote_model, api_key=cfg.api_key,
                               timeout=cfg.timeout, retries=cfg.retries, max_tokens=cfg.max_tokens,
                               temperature=cfg.temperature, top_p=cfg.top_p, stop=cfg.stop, seed=cfg.seed)

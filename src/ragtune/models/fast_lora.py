@@ -80,7 +80,7 @@ def install(model) -> int:
     count = 0
     for module in model.modules():
         if isinstance(module, LoraLinear) and not hasattr(module, "_ragtune_peft_forward"):
-            module._ragtune_peft_forward = module.forward
-            module.forward = types.MethodType(_fast_forward, module)
+            module._ragtune_peft_forward = module.forward  # type: ignore[assignment]  # torch types Module attrs as Tensor | Module
+            module.forward = types.MethodType(_fast_forward, module)  # type: ignore[method-assign]
             count += 1
     return count

@@ -64,7 +64,7 @@ def load_causal_lm(model_ref: str, adapter: Any = None, *, dtype: str = "auto", 
     tokenizer = _tokenizer(resolved)
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, **kw)
+    model: Any = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype, **kw)  # or a PeftModel below
     if adapter is not None:
         from peft import PeftModel
 

@@ -5,7 +5,7 @@ import hashlib
 import math
 import re
 from collections import Counter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ..core.errors import ConfigError
 from ..core.log import get_logger
@@ -17,7 +17,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def bm25_tokens(text: str) -> list[str]:
     """Lower-cased words; Chinese runs cut into words by jieba."""
-    out = []
+    out: list[str] = []
     for tok in _WORD.findall(text.lower()):
         if re.search(r"[\u4e00-\u9fff]", tok):
             import jieba
@@ -59,7 +59,7 @@ def _warn_over_long(embedder: Any, texts: list[str], what: str, query: bool = Fa
     node group: a TokenSplitter of the model's length, see docs/rag.md.)"""
     limit = getattr(embedder, "max_seq_length", None)
     counts = embedder.token_counts(texts, query=query) if limit else None
-    if not counts:
+    if not counts or not limit:
         return 0
     over = [n for n in counts if n > limit]
     if over:
@@ -166,7 +166,7 @@ class Retriever:
             qvec = self.doc.embedder.embed_queries([query])[0]
             hits = self.doc.store.search(self._coll, qvec, self.topk)
         out = [nodes[i].with_score(s) for i, s in hits if i in nodes and s >= self.similarity_cut_off]
-        out.sort(key=lambda n: -n.score)
+        out.sort(key=lambda n: -cast(float, n.score))   # with_score set it
         return out
 
     def retrieve_many(self, queries: list[str]) -> list[list[Node]]:
@@ -182,7 +182,7 @@ class Retriever:
             for qvec in qvecs:
                 hits = self.doc.store.search(self._coll, qvec, self.topk)
                 found = [nodes[i].with_score(s) for i, s in hits if i in nodes and s >= self.similarity_cut_off]
-                out.append(sorted(found, key=lambda n: -n.score))
+                out.append(sorted(found, key=lambda n: -cast(float, n.score)))
         return out
 
     def __call__(self, query: str) -> Any:

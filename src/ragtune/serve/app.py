@@ -14,6 +14,7 @@ import dataclasses
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import FastAPI, Request
@@ -213,7 +214,7 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"}
 
 
-def _most_specific(errors: list[dict]) -> tuple[dict, str]:
+def _most_specific(errors: Sequence[dict]) -> tuple[dict, str]:
     """The error with the deepest request-field path (for a Union, the branch the value was meant
     for: ``"stop": [1]`` -> ``stop.0``), and that path."""
     def path(err: dict) -> list[str]:

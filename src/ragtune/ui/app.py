@@ -69,7 +69,7 @@ def create_app(runs_dir: str | Path, *, api_key: str | None = None, host: str = 
         path = request.url.path
         if api_key and path != "/login":
             query = parse_qs(request.url.query)
-            given = (query.get("key") or [None])[0]
+            given = query["key"][0] if query.get("key") else None
             if given is not None and request.method == "GET" and given == api_key:
                 resp = RedirectResponse(auth.without_key(path, query), status_code=303)
                 _set_cookie(resp, api_key)

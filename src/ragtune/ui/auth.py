@@ -34,7 +34,7 @@ def authorized(request, api_key: str) -> bool:
     if cookie and hmac.compare_digest(cookie.encode(), token(api_key).encode()):
         return True
     bearer = _bearer(request.headers)
-    return bool(bearer) and hmac.compare_digest(bearer.encode(), api_key.encode())
+    return bool(bearer and hmac.compare_digest(bearer.encode(), api_key.encode()))
 
 
 def host_ok(request, bound_host: str) -> bool:

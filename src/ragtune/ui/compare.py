@@ -39,6 +39,7 @@ def compare(paths: Sequence[Path], spread: float = 0.3, max_items: int = 200) ->
             agg = r.summary["metrics"].get(m)
             cells[m] = None if agg is None else {"mean": agg.get("mean"), "text": format_score(agg)}
         table.append({"label": label, "path": str(r.path), "n_items": r.summary["n_items"], "cells": cells})
+    dis: list[dict[str, Any]]
     dis = disagreements(runs, spread) if len(runs) > 1 else [{"index": i, "metrics": []}
                                                            for i in range(runs[0].summary["n_items"])]
     items = []

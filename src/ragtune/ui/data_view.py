@@ -52,9 +52,8 @@ def preview(path: str, *, cutoff_len: int | None = None, tokenizer: str | None =
     chosen = [r for r in records if r.index in by_record] if only_issues else records
     rows = []
     for r in chosen[offset:offset + limit]:
-        bad = isinstance(r, BadLine)
-        rows.append({"index": r.index, "line": r.line, "data": None if bad else _short(r.data),
-                     "raw_error": r.error if bad else None, "issues": by_record.get(r.index, [])})
+        rows.append({"index": r.index, "line": r.line, "data": None if isinstance(r, BadLine) else _short(r.data),
+                     "raw_error": r.error if isinstance(r, BadLine) else None, "issues": by_record.get(r.index, [])})
     return {"report": report.to_dict(), "summary": report.summary(max_issues=10), "records": rows,
             "offset": offset, "limit": limit, "matching": len(chosen), "lengths": report.lengths or [],
             "cutoff_len": report.cutoff_len}

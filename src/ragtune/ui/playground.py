@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, field_validator
 
@@ -127,7 +127,7 @@ class Playground:
         retriever = Retriever(doc, "chunks" if splitter != "none" else ROOT, similarity="cosine", topk=topk)
         with self._loading[("retrieve", id(doc))]:     # one embedding pass per KB at a time
             nodes = retriever.retrieve(question)
-        return [{"text": n.text, "score": round(float(n.score), 4), "source": n.metadata.get("source")}
+        return [{"text": n.text, "score": round(float(cast(float, n.score)), 4), "source": n.metadata.get("source")}
                 for n in nodes]
 
     def compare_retrieval(self, req: RetrievalRequest) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def summarize(root: Path, entry: Entry) -> dict[str, Any]:
 def finetune_state(path: Path) -> str:
     if (path / FINETUNE_MANIFEST).is_file():
         return "finished"
-    if age(newest_mtime(path, (PROGRESS, "train.log"))) is not None and age(newest_mtime(path, (PROGRESS, "train.log"))) < 120:
+    if (seconds := age(newest_mtime(path, (PROGRESS, "train.log")))) is not None and seconds < 120:
         return "active"             # written to in the last two minutes (started outside the UI)
     return "incomplete"
 

@@ -63,6 +63,7 @@ class JsonValid(Metric):
     title = "JSON valid"
     kind = "binary"
     Params = JsonParams
+    extract: bool
 
     def score(self, item: EvalItem) -> MetricResult:
         _, error = parse_json(item.prediction, self.extract)
@@ -111,6 +112,8 @@ class JsonSchemaValid(Metric):
     title = "JSON schema valid"
     kind = "binary"
     Params = SchemaParams
+    extract: bool
+    json_schema: dict[str, Any]
 
     def __init__(self, params: Any = None, **values: Any):
         super().__init__(params, **values)
@@ -194,6 +197,8 @@ class FieldMatcher:
 class _FieldMetric(Metric):
     needs = ("prediction", "reference")
     Params = FieldParams
+    params: FieldParams
+    extract: bool
     part: str = "f1"
 
     def score(self, item: EvalItem) -> MetricResult:

@@ -132,6 +132,7 @@ def train_flagembedding(cfg: EmbedFinetuneConfig, model_path: str, records: list
     train_file = write_train_file(records, cfg.train_group_size - 1, cfg.seed, workdir / "fe_train.jsonl")
     out = workdir / "fe_model"
     # The log lives next to the output (not inside the temp dir) so it survives a failed run.
+    assert cfg.output is not None   # require_paths() checked it
     log_path = Path(cfg.output).with_name(Path(cfg.output).name + ".train.log")
     run_logged(build_command(cfg, model_path, str(train_file), str(out), instruction, bf16), log_path)
     shutil.move(str(log_path), workdir / "train.log")
@@ -141,7 +142,7 @@ def train_flagembedding(cfg: EmbedFinetuneConfig, model_path: str, records: list
 def as_sentence_transformer(hf_dir: Path, pooling: str, max_len: int):
     """Wrap the plain HF encoder FlagEmbedding saves with the pooling it was trained with."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers import models as st_models
+    from sentence_transformers import models as st_models  # type: ignore[attr-defined]  # a lazy shim in >= 6
 
     transformer = st_models.Transformer(str(hf_dir), max_seq_length=max_len)
     dim = (getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension)()

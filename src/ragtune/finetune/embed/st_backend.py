@@ -22,8 +22,8 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
         from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     except ImportError:  # pragma: no cover - depends on the installed version
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
-        from sentence_transformers.training_args import BatchSamplers
+        from sentence_transformers.losses import MultipleNegativesRankingLoss  # type: ignore[no-redef]
+        from sentence_transformers.training_args import BatchSamplers  # type: ignore[no-redef]
 
     import torch
 

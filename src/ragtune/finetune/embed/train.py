@@ -42,6 +42,7 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
 
     cfg = cfg if cfg is not None else EmbedFinetuneConfig.build(**kw)
     cfg.require_paths()
+    assert cfg.train is not None and cfg.base is not None   # require_paths() checked them
     records = load_train(cfg.train)
     if cfg.max_samples is not None and cfg.max_samples < len(records):
         # A seeded random subset, not the head: files are often sorted (by company, by topic).
@@ -99,7 +100,9 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
         atomic_write_json(tmp / "metrics.json", metrics)
         cfg.save(tmp / "ragtune_config.yaml")
         if evals:
+            assert base_metrics is not None and tuned_metrics is not None   # both scored when there are evals
             write_reports(tmp, base_metrics, tuned_metrics, cfg.eval_ks, loss_history)
     if evals:
+        assert base_metrics is not None and tuned_metrics is not None
         log.info("recall@1 base %.4f -> tuned %.4f", base_metrics["recall@1"], tuned_metrics["recall@1"])
     return EmbedFinetuneResult(out, metrics)
