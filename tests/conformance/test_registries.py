@@ -85,11 +85,11 @@ ENGINE_BACKENDS = {"llamacpp": "llama_cpp"}   # in-process engines whose backend
 
 @pytest.fixture()
 def fake_vllm(tmp_path, monkeypatch):
-    from ..serve.test_vllm import FAKE_VLLM
-
     import os
     import stat
     import sys
+
+    from ..serve.test_vllm import FAKE_VLLM
 
     bindir = tmp_path / "bin"
     bindir.mkdir()

@@ -20,9 +20,10 @@ a fine-tune saved), so two clients of one engine never overwrite each other's sy
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..core.config import Config
 from ..core.errors import ConfigError, RagtuneError
@@ -227,7 +228,6 @@ def route_engine_settings(cls: type, data: Any) -> Any:
     engine = data.get("engine", "builtin")
     if not isinstance(engine, str) or engine not in ENGINES:
         return data
-    settings_cls = get_engine(engine).Settings
     given = data.get("settings") or {}
     if isinstance(given, EngineSettings):
         given = given.model_dump(exclude_unset=True)

@@ -61,7 +61,7 @@ def iter_safetensors(model_dir: Path) -> Iterator[tuple[str, Any]]:
                           hint="save the model with save_pretrained(..., safe_serialization=True)")
     for file in files:
         with safe_open(str(file), framework="pt") as fh:
-            for name in fh.keys():  # noqa: SIM118  (safe_open is not iterable)
+            for name in fh.keys():
                 yield name, fh.get_tensor(name).float().numpy()
 
 

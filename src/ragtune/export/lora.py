@@ -68,7 +68,7 @@ def _adapter_tensors(adapter_dir: Path) -> dict[str, Any]:
                           hint="save the adapter with safe_serialization=True")
     out = {}
     with safe_open(str(file), framework="pt") as fh:
-        for name in fh.keys():  # noqa: SIM118  (safe_open is not iterable)
+        for name in fh.keys():
             out[name] = fh.get_tensor(name).float().numpy()
     return out
 

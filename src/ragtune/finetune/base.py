@@ -17,9 +17,10 @@ and the docs table come from the registry.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Optional
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,9 +36,9 @@ class FinetuneConfig(Config):
     """What every fine-tune has: which method, from which model, on which data, into which dir."""
 
     method: str = Field(description="Fine-tune method (see `ragtune finetune --help`).")
-    base: Optional[str] = Field(None, description="Base model: bundled name, local dir or HF id.")
-    train: Optional[str] = Field(None, description="Training data file.")
-    output: Optional[str] = Field(None, description="Output directory.")
+    base: str | None = Field(None, description="Base model: bundled name, local dir or HF id.")
+    train: str | None = Field(None, description="Training data file.")
+    output: str | None = Field(None, description="Output directory.")
     seed: int = Field(42, description="Seed for initialisation, data order and splits.")
 
     def require_paths(self) -> None:

@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,7 +70,7 @@ class _Sampling(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: Union[Text, list[Text], None] = None
+    stop: Text | list[Text] | None = None
     seed: Seed | None = None
     stream: bool = False
     n: int = 1
@@ -81,7 +81,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["system", "user", "assistant"]
-    content: Union[Text, list[dict[str, Any]]]
+    content: Text | list[dict[str, Any]]
 
     def text(self, index: int = 0) -> str:
         if isinstance(self.content, str):
@@ -110,14 +110,14 @@ class ChatRequest(_Sampling, _Logprobs):
 
 
 class CompletionRequest(_Sampling, _Logprobs):
-    prompt: Union[Text, list[Text]]
+    prompt: Text | list[Text]
     logprobs: int | None = Field(None, ge=0, le=20)   # legacy completions: the number of top tokens
 
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     model: Text | None = None
-    input: Union[Text, list[Text]]
+    input: Text | list[Text]
     encoding_format: Literal["float"] = "float"
     dimensions: int | None = Field(None, ge=1)
 

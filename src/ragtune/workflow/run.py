@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
@@ -35,10 +35,10 @@ log = get_logger(__name__)
 
 class DataSection(Config):
     train: str = Field(description="Training data: SQuAD/CMRC rows, alpaca or OpenAI messages (JSON/JSONL/CSV/Parquet).")
-    eval: Optional[str] = Field(None, description="Eval data: SQuAD/CMRC rows or eval items {context, question, answers}.")
-    template: Optional[str] = Field(None, description="Instruction template for SQuAD rows ({context}, {question}).")
-    template_lang: Optional[Literal["en", "zh"]] = Field(None, description="Built-in template language.")
-    eval_samples: Optional[int] = Field(None, ge=1, description="Score a seeded sample of this many eval items.")
+    eval: str | None = Field(None, description="Eval data: SQuAD/CMRC rows or eval items {context, question, answers}.")
+    template: str | None = Field(None, description="Instruction template for SQuAD rows ({context}, {question}).")
+    template_lang: Literal["en", "zh"] | None = Field(None, description="Built-in template language.")
+    eval_samples: int | None = Field(None, ge=1, description="Score a seeded sample of this many eval items.")
 
 
 class LLMSection(Config):
@@ -85,17 +85,17 @@ class EvalSection(MetricOptions):
 class Baseline(Config):
     name: str = Field(description="Label in the report, e.g. deepseek-v3.")
     url: str = Field(description="OpenAI-compatible base URL.")
-    model: Optional[str] = Field(None, description="Model name at the URL.")
-    api_key_env: Optional[str] = Field(None, description="Environment variable holding the API key.")
+    model: str | None = Field(None, description="Model name at the URL.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
 
 
 class RunConfig(Config):
     run_dir: str = Field(description="Where every stage writes its config, log and outputs.")
     seed: int = 0
-    data: Annotated[Union[Annotated[DataSection, Tag("files")], Annotated[DocsSection, Tag("docs")]],
+    data: Annotated[Annotated[DataSection, Tag("files")] | Annotated[DocsSection, Tag("docs")],
                     Discriminator(docs_run.source_tag)]
     llm: LLMSection
-    embed: Optional[EmbedSection] = Field(None, description="Embedder of a documents run (base, method, finetune, topk).")
+    embed: EmbedSection | None = Field(None, description="Embedder of a documents run (base, method, finetune, topk).")
     eval: EvalSection = Field(default_factory=EvalSection)
     baselines: list[Baseline] = Field(default_factory=list)
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)

@@ -85,7 +85,7 @@ class SchemaParams(JsonParams):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"schema file {path} is not JSON: {exc}") from None
         if not isinstance(value, dict):
-            raise ValueError("a JSON Schema must be an object")  # noqa: TRY004  (pydantic wants ValueError)
+            raise ValueError("a JSON Schema must be an object")
         validator = _validator_class(value)  # a clear error when jsonschema is missing
         from jsonschema.exceptions import SchemaError
 
