@@ -24,8 +24,10 @@ demo: install
 	$(BIN)/ragtune models pull gemma-3-270m
 	$(BIN)/ragtune demo
 
-# Fast suite + the slow tests that use the real bundled models (what CI runs).
+# Lint + types, then the fast suite + the slow tests that use the real bundled models (what CI runs).
 test: install-test
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy src
 	RAGTUNE_SLOW=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

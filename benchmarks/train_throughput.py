@@ -54,7 +54,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-BASELINES = ("hf-fp32", "hf-bf16", "hf-bf16-eager")
+BASELINES = ("hf-fp32", "hf-fp32-eager", "hf-bf16", "hf-bf16-eager")
 
 
 # -- variants (each in a child process) ----------------------------------------------------------------
@@ -141,7 +141,7 @@ def child(variant: str, model_dir: str, data: Path, threads: int) -> None:
     if variant.startswith("ragtune"):
         result = run_ragtune(model_dir, data, fast_lora=variant != "ragtune-peft", packed=variant == "ragtune-packed")
     elif variant.startswith("hf-"):
-        # hf-fp32, hf-bf16 (transformers' default SDPA attention) and hf-bf16-eager: the baseline
+        # hf-fp32 / hf-bf16 (transformers' default SDPA attention) and their -eager twins: the baseline
         # gets the attention kernel ragtune picks too, so the ratio is not an attention artefact.
         result = run_hf_trainer(model_dir, data, bf16=variant.startswith("hf-bf16"),
                                 attn="eager" if variant.endswith("-eager") else "sdpa")
@@ -150,6 +150,19 @@ def child(variant: str, model_dir: str, data: Path, threads: int) -> None:
                   "task_flops": task_flops(model_dir, data)}
     result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def cpu_description() -> str:
+    """Cores and whether bf16 is native (it decides ragtune's dtype auto and the bf16 baselines' speed)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"{os.cpu_count()}-core CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "CPU")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    bf16 = "native bf16 (AVX512-BF16/AMX)" if flags & {"avx512_bf16", "amx_bf16"} else \
+        ("AVX512, no bf16" if "avx512f" in flags else "AVX2, no native bf16")
+    return f"{os.cpu_count()}-core {name}, {bf16}"
 
 
 def run_child(variant: str, model_dir: str, data: Path, threads: int) -> dict:
@@ -170,6 +183,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "finetune.md"))
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads per variant (1 on a box other jobs share: idle threads spin-wait)")
+    ap.add_argument("--baselines", default=",".join(BASELINES),
+                    help="HF variants to run (bf16 ones are slow on CPUs without native bf16: skip them there)")
     ap.add_argument("--child")
     ap.add_argument("--model")
     ap.add_argument("--data")
@@ -183,19 +198,23 @@ def main() -> None:
     data = build_data(args.samples, Path(tempfile.mkdtemp()) / "cmrc_train.json")
     load_before = os.getloadavg()
     peak = run_child("peak", model_dir, data, args.threads)
+    baselines = tuple(b for b in args.baselines.split(",") if b)
+    unknown = set(baselines) - set(BASELINES)
+    if unknown or not baselines:
+        raise SystemExit(f"--baselines: unknown {sorted(unknown)} (choose from {', '.join(BASELINES)})")
     results = {v: run_child(v, model_dir, data, args.threads)
-               for v in ("ragtune", "ragtune-peft", "ragtune-packed", *BASELINES)}
+               for v in ("ragtune", "ragtune-peft", "ragtune-packed", *baselines)}
     load_after = os.getloadavg()
     for r in results.values():
         r["tok_s"] = r["tokens"] / r["seconds"]
         r["records_s"] = args.samples / r["seconds"]
         r["mfu"] = peak["task_flops"] / r["seconds"] / (peak["bf16_gflops"] * 1e9)
-    base_name = max(BASELINES, key=lambda v: results[v]["tok_s"])
+    base_name = max(baselines, key=lambda v: results[v]["tok_s"])
     ratio = results["ragtune"]["tok_s"] / results[base_name]["tok_s"]
     lines = [
         "# Fine-tuning throughput (issue 4)", "",
         f"Command: `python benchmarks/train_throughput.py --samples {args.samples} --threads {args.threads}`  ",
-        f"Date: {datetime.date.today()}. Machine: 2-core CPU with AVX512-BF16, 24 GiB, shared with other engineers "
+        f"Date: {datetime.date.today()}. Machine: {cpu_description()}, 24 GiB "
         f"(load average {load_before[0]:.1f} before, {load_after[0]:.1f} after).  ",
         f"Setup: gemma-3-270m, {args.samples} CMRC2018 train samples (chapter template), LoRA r=8 all linear, "
         f"1 epoch, batch 1, cutoff {CUTOFF}; {results['ragtune']['tokens']} tokens per variant.  ",
@@ -206,7 +225,7 @@ def main() -> None:
     names = {"ragtune": "ragtune LoRA (answer-only lm_head + fast LoRA)",
              "ragtune-peft": "ragtune, peft's LoRA forward (fast_lora=False)",
              "ragtune-packed": "ragtune LoRA, shared-context packing (passage once per group)",
-             **{b: "HF Trainer + PEFT" for b in BASELINES}}
+             **{b: "HF Trainer + PEFT" for b in baselines}}
     for v, r in results.items():
         mfu = "—" if v == "ragtune-packed" else f"{100 * r['mfu']:.1f}%"   # it does less work for the same records
         lines.append(f"| {names[v]}{' (baseline)' if v == base_name else ''} | {r['dtype']} | {r['records_s']:.3f} | "
