@@ -84,3 +84,6 @@ def test_time_budget_plans_the_steps_and_ends_in_time(tiny_llm_dir, span_file, t
     assert plan["planned_steps"] < 1000 * 30                        # planned from the speed, not the epochs
     assert plan["actual_train_s"] <= 12 + 5                         # within the budget (+ noise of one step)
     assert abs(res.metrics["steps"] - plan["planned_steps"]) <= max(3, 0.3 * plan["planned_steps"])
+    # planned again at 10% and 25% of the budget from the steady rate (the warm-up's includes one-off costs)
+    assert [p["at_step"] for p in plan["plans"]] == sorted(p["at_step"] for p in plan["plans"])
+    assert len(plan["plans"]) == 3 and plan["plans"][-1]["at_s"] >= 0.25 * 12

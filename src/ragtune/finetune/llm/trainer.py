@@ -258,6 +258,7 @@ class Loop:
         self.evals_since_best = 0
         self.stop_reason: str | None = None
         self.budget: dict[str, Any] = {}
+        self._replanned: set[float] = set()
         self.val_set, self.out = val_set, out
         self.dtype, self.autocast = dtype, autocast
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -522,6 +523,9 @@ class Loop:
 
     last_eval_step = -1
     last_eval_time = 0.0
+    eval_seconds = 0.0        # wall time spent in evals (the time budget plans steps without it)
+    eval_count = 0
+    _plan_anchor: tuple[int, float] = (0, 0.0)
 
     def _sync_stop(self) -> None:
         """Under torchrun every rank stops at the same step (rank 0 decides dev-metric stops)."""
@@ -540,35 +544,64 @@ class Loop:
     # -- time budget ------------------------------------------------------------------------------------
     def _plan_budget(self, state: dict, opt, sched):
         """With ``time_budget``: after a short warm-up, plan the steps that fit (measured seconds per
-        step; reserved: the final dev eval and save), rebuild the LR schedule for that many steps, and
-        stop at the deadline whatever happens."""
+        step; reserved: the evals still due and the final dev eval and save), rebuild the LR schedule
+        for that many steps, and stop at the deadline whatever happens. The warm-up's rate includes
+        one-off costs (first allocations, the longest batches), so the plan is made again at 10% and
+        25% of the budget from the steady rate since the first plan, eval time left out."""
         budget = self.cfg.time_budget_seconds
         if not budget:
             return sched
         spent = self.train_seconds()
         reserve = self._reserve()
+        stepping = spent - self.eval_seconds          # time spent in training steps only
         if not self.budget:
             warm = min(120.0, 0.05 * budget)
             if spent < warm or state["step"] < 3:
                 return sched
-            per_step = spent / max(state["step"], 1)
-            planned = state["step"] + int(max(0.0, budget - reserve - spent) / per_step)
-            limit = self.cfg.max_steps or math.ceil(self.cfg.num_train_epochs * self.steps_per_epoch)
-            self.total_steps = max(state["step"] + 1, min(planned, limit))
-            self.budget = {"budget_s": budget, "warmup_steps": state["step"], "seconds_per_step": round(per_step, 3),
-                           "reserve_s": round(reserve, 1), "planned_steps": self.total_steps,
-                           "epochs_planned": round(self.total_steps / self.steps_per_epoch, 3)}
-            log.info("time budget %.0f s: %.2f s/step measured over %d steps -> %d steps planned (%.2f epochs)",
-                     budget, per_step, state["step"], self.total_steps, self.budget["epochs_planned"])
-            return self._rescheduled(opt, sched, state["step"])
+            per_step = stepping / max(state["step"], 1)
+            self.budget = {"budget_s": budget, "warmup_steps": state["step"], "plans": []}
+            self._plan_anchor = (state["step"], stepping)
+            return self._replan(state, opt, sched, per_step, spent, reserve)
+        due = [f for f in (0.10, 0.25) if spent >= f * budget and f not in self._replanned]
+        if due and state["step"] > self._plan_anchor[0] and not self.stop_reason:
+            self._replanned.update(due)
+            step0, stepping0 = self._plan_anchor
+            per_step = (stepping - stepping0) / (state["step"] - step0)
+            return self._replan(state, opt, sched, per_step, spent, reserve)
         if spent + reserve >= budget and not self.stop_reason:
             self.stop_reason = f"time budget: {spent:.0f} s spent, {reserve:.0f} s kept for the final eval and save"
             log.info("stopping at step %d: %s", state["step"], self.stop_reason)
         return sched
 
+    def _replan(self, state: dict, opt, sched, per_step: float, spent: float, reserve: float):
+        """Steps that fit what is left of the budget at ``per_step`` seconds, minus the evals due
+        meanwhile (``eval_minutes``); the LR schedule continues at this step of the new plan."""
+        budget = self.budget["budget_s"]
+        left = budget - reserve - spent
+        if self.cfg.eval_minutes:
+            left -= math.floor(max(left, 0.0) / (60 * self.cfg.eval_minutes)) * self._eval_cost()
+        planned = state["step"] + int(max(0.0, left) / max(per_step, 1e-9))
+        limit = self.cfg.max_steps or math.ceil(self.cfg.num_train_epochs * self.steps_per_epoch)
+        self.total_steps = max(state["step"] + 1, min(planned, limit))
+        plan = {"at_step": state["step"], "at_s": round(spent, 1), "seconds_per_step": round(per_step, 3),
+                "reserve_s": round(reserve, 1), "planned_steps": self.total_steps,
+                "epochs_planned": round(self.total_steps / self.steps_per_epoch, 3)}
+        self.budget["plans"].append(plan)
+        self.budget.update({k: plan[k] for k in ("seconds_per_step", "reserve_s", "planned_steps", "epochs_planned")})
+        log.info("time budget %.0f s: %.2f s/step at step %d -> %d steps planned (%.2f epochs)",
+                 budget, per_step, state["step"], self.total_steps, plan["epochs_planned"])
+        return self._rescheduled(opt, sched, state["step"])
+
+    def _eval_cost(self) -> float:
+        """Seconds one mid-run eval takes: the last one measured, else a guess."""
+        if self.eval_count:
+            return self.eval_seconds / self.eval_count
+        return 60.0 if (self.dev or self.val_set) else 0.0
+
     def _reserve(self) -> float:
         dev = self.dev.seconds if self.dev and self.dev.seconds else (60.0 if self.dev else 0.0)
-        return dev + 30.0
+        save = min(30.0, 0.05 * (self.cfg.time_budget_seconds or 0.0))   # the final save and merge
+        return dev + save
 
     def _rescheduled(self, opt, sched, step: int):
         from transformers import get_scheduler
@@ -617,6 +650,14 @@ class Loop:
 
     def _log_eval(self, state):
         """Eval loss (val split) and the dev metrics; tracks the best step and early stopping."""
+        started = time.perf_counter()
+        try:
+            self._run_eval(state)
+        finally:
+            self.eval_seconds += time.perf_counter() - started
+            self.eval_count += 1
+
+    def _run_eval(self, state):
         self.last_eval_step = state["step"]
         self.last_eval_time = self.train_seconds()
         entry: dict[str, Any] = {"step": state["step"]}
