@@ -109,7 +109,7 @@ def test_a_killed_run_resumes_without_duplicates(tmp_path, tiny_embedder_dir):
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         journal = out / ".synth" / "journal.jsonl"
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         while not journal.exists() or len(journal.read_text().splitlines()) < 3:   # meta + 2 chunks
             assert time.time() < deadline and proc.poll() is None, "synth did not get going"
             time.sleep(0.05)

@@ -111,4 +111,4 @@ def test_cli_starts_the_ui_on_loopback_with_the_key(tmp_path):
         assert r.json() == {"runs": []} and (tmp_path / "runs").is_dir()
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=120) == 0
