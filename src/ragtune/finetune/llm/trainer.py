@@ -599,9 +599,15 @@ class Loop:
         return 60.0 if (self.dev or self.val_set) else 0.0
 
     def _reserve(self) -> float:
-        dev = self.dev.seconds if self.dev and self.dev.seconds else (60.0 if self.dev else 0.0)
+        """Seconds kept at the end of a time budget: the final eval (eval loss + dev metrics, as measured)
+        and the final save."""
         save = min(30.0, 0.05 * (self.cfg.time_budget_seconds or 0.0))   # the final save and merge
-        return dev + save
+        return self._eval_cost() + save
+
+    def _eval_fits(self) -> bool:
+        """A mid-run eval by time is skipped when it would push the final eval past the deadline."""
+        budget = self.cfg.time_budget_seconds
+        return not (budget and self.budget) or self.train_seconds() + self._eval_cost() + self._reserve() <= budget
 
     def _rescheduled(self, opt, sched, step: int):
         from transformers import get_scheduler
@@ -619,6 +625,8 @@ class Loop:
         cfg = self.cfg
         step = state["step"]
         rate = tokens_run / max(time.perf_counter() - started, 1e-9)
+        if bar.total != self.total_steps:   # the time budget planned another number of steps
+            bar.total = self.total_steps
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}")
         entry = {"step": step, "loss": loss, "lr": lr, "tokens_per_second": round(rate, 2)}
@@ -628,7 +636,8 @@ class Loop:
             log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, self.total_steps, sum(window) / len(window),
                      lr, rate)
             window.clear()
-        due = cfg.eval_minutes is not None and self.train_seconds() - self.last_eval_time >= 60 * cfg.eval_minutes
+        due = (cfg.eval_minutes is not None and self.train_seconds() - self.last_eval_time >= 60 * cfg.eval_minutes
+               and self._eval_fits())
         if self.dist.world > 1 and cfg.eval_minutes is not None:
             due = self._global_sum(float(due), self.dist) > 0
         if ((cfg.eval_steps and step % cfg.eval_steps == 0) or due) and (self.val_set or self.dev):
