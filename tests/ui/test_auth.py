@@ -95,7 +95,10 @@ def test_cli_starts_the_ui_on_loopback_with_the_key(tmp_path):
     import sys
 
     proc = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "ui", "--runs", str(tmp_path / "runs"), "--port", "0",
-                             "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # Ctrl-C as in a terminal, even when this suite runs as a background job
+                            # (which inherits SIGINT ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = []
         for _ in range(30):
@@ -111,4 +114,8 @@ def test_cli_starts_the_ui_on_loopback_with_the_key(tmp_path):
         assert r.json() == {"runs": []} and (tmp_path / "runs").is_dir()
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
+        try:
+            assert proc.wait(timeout=120) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
