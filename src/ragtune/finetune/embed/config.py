@@ -11,6 +11,9 @@ from ..base import FinetuneConfig
 class EmbedFinetuneConfig(FinetuneConfig):
     method: Literal["embedding", "flagembedding"] = Field(
         "embedding", description="embedding (sentence-transformers) or flagembedding (BAAI FlagEmbedding).")
+    trainer: Literal["ragtune", "sentence_transformers"] = Field(
+        "ragtune", description="embedding method: ragtune's length-bucketed loop (faster on CPUs, see "
+        "BENCHMARKS.md) or sentence-transformers' SentenceTransformerTrainer.")
     base: str | None = Field("all-MiniLM-L6-v2", description="Base embedder: bundled name, local dir or HF id.")
     train: str | None = Field(None, description="Training file (.jsonl/.json): {query, pos:[..], neg:[..], prompt?}.")
     output: str | None = Field(None, description="Output dir: the tuned sentence-transformers model + metrics.json.")
@@ -26,7 +29,22 @@ class EmbedFinetuneConfig(FinetuneConfig):
         None, description="Prefix for queries only (None: the records' 'prompt' field; '' : none). Saved with the model.")
     eval_file: str | None = Field(None, description="Held-out eval file {query, corpus:[..]}; default: split from train.")
     eval_split: float = Field(0.1, ge=0, lt=1, description="Share of train records held out when no eval_file is given.")
-    eval_ks: list[int] = Field([1, 3, 5, 10], description="k values for recall@k / MRR@k / NDCG@k.")
+    eval_ks: list[int] = Field([1, 5, 10, 100], description="k values for recall@k / MRR@k / NDCG@k.")
+    eval_corpus: Literal["all", "eval"] = Field(
+        "all", description="Passages to retrieve from in evaluations: all (the eval passages plus every "
+        "training passage as a distractor) or eval (the eval passages only: easier, optimistic).")
+    eval_steps: int | None = Field(None, ge=1, description="ragtune trainer: score the dev slice every N steps "
+                                   "(and at the end) and keep the best weights; None: only base and final.")
+    eval_metric: str = Field("ndcg@10", description="Dev metric that picks the kept weights (recall@k, mrr@k, ndcg@k).")
+    dev_queries: int = Field(300, ge=1, description="Held-out queries scored during training (a seeded subset of the eval set).")
+    time_budget_minutes: float | None = Field(
+        None, gt=0, description="ragtune trainer: fit the run (dev evaluations included) into this many "
+        "minutes; the step count is re-planned from the measured speed and the learning rate decays to 0 at the end.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (before the epochs end).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (0, as the Hugging Face trainer's default).")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0: none).")
+    matryoshka_dims: list[int] | None = Field(
+        None, description="ragtune trainer: also train these leading dimensions (Matryoshka loss), e.g. [384, 128, 64].")
     max_samples: int | None = Field(None, ge=1, description="Use a seeded random N of the training records (logged, never silent).")
     dtype: str = Field("auto", description="auto (bf16 where native) | bf16 | fp32.")
     seed: int = Field(42, description="Seed for the split, the negatives fill and the shuffling.")
@@ -38,6 +56,21 @@ class EmbedFinetuneConfig(FinetuneConfig):
     @property
     def backend(self) -> str:
         return "flagembedding" if self.method == "flagembedding" else "sentence_transformers"
+
+    @field_validator("eval_metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        name, _, k = v.partition("@")
+        if name not in ("recall", "mrr", "ndcg") or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"eval_metric must look like recall@1, mrr@10 or ndcg@10, got {v!r}")
+        return v
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _positive_dims(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 1):
+            raise ValueError("matryoshka_dims must hold positive integers")
+        return v
 
     @field_validator("eval_ks")
     @classmethod

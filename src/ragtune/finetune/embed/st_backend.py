@@ -43,6 +43,9 @@ def train_sentence_transformers(cfg: EmbedFinetuneConfig, model: Any, records: l
     args = SentenceTransformerTrainingArguments(
         output_dir=str(workdir / "trainer"),
         num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps or -1,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         learning_rate=cfg.learning_rate,
         **_warmup(cfg.warmup_ratio),

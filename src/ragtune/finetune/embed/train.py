@@ -9,13 +9,17 @@ from typing import Any
 
 from ...core.io import atomic_dir, atomic_write_json
 from ...core.log import get_logger
-from ...data.embed_sets import load_eval, load_train
+from ...data.embed_sets import RetrievalItem, TrainRecord, load_eval, load_train
 from ..base import FinetuneResult
 from .config import EmbedFinetuneConfig
 from .data import query_instruction, split_train
-from .evaluate import evaluate_embedder, write_reports
+from .evaluate import LEAD_METRICS, evaluate_embedder, regressions, write_reports
 
 log = get_logger(__name__)
+
+# Below this many held-out queries a retrieval score says little (2 queries against 2 passages
+# score 1.0 with any model), so the run says so.
+MIN_EVAL_QUERIES = 50
 
 
 class EmbedFinetuneResult(FinetuneResult):
@@ -43,7 +47,7 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
     cfg = cfg if cfg is not None else EmbedFinetuneConfig.build(**kw)
     cfg.require_paths()
     assert cfg.train is not None and cfg.base is not None   # require_paths() checked them
-    records = load_train(cfg.train)
+    records = all_records = load_train(cfg.train)
     if cfg.max_samples is not None and cfg.max_samples < len(records):
         # A seeded random subset, not the head: files are often sorted (by company, by topic).
         import random
@@ -58,27 +62,37 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
     instruction = query_instruction(records, cfg.query_instruction)
     base_path = str(resolve_model(cfg.base, kind="embedding").path)
     torch.manual_seed(cfg.seed)
+    distractors = _distractors(cfg, all_records)   # the same pool whatever max_samples picks
+    ks = sorted(set(cfg.eval_ks) | {int(cfg.eval_metric.split("@")[1])})
+    if evals and len(evals) < MIN_EVAL_QUERIES:
+        log.warning("only %d held-out queries: retrieval metrics on so few mean little (pass --eval-file "
+                    "with more queries)", len(evals))
+
+    def score(m: Any, items: list[RetrievalItem]) -> dict[str, Any]:
+        return evaluate_embedder(SentenceTransformerEmbedder(m), items, ks, distractors, cfg.eval_corpus)
 
     model = load_sentence_transformer(base_path)
-    base_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks) if evals else None
+    base_metrics = score(model, evals) if evals else None
     out = Path(str(cfg.output))
+    extra: dict[str, Any] = {}
     with atomic_dir(out) as tmp:
         start = time.perf_counter()
         if cfg.backend == "flagembedding":
-            from .flag_backend import as_sentence_transformer, train_flagembedding
+            from .flag_backend import as_sentence_transformer, detect_pooling, train_flagembedding
 
             bf16 = resolve_dtype(cfg.dtype) == torch.bfloat16 and torch.cuda.is_available()
             hf_dir = train_flagembedding(cfg, base_path, train_records, instruction, tmp, bf16)
-            from .flag_backend import detect_pooling
-
             pooling = cfg.pooling if cfg.pooling != "auto" else detect_pooling(base_path)
             model = as_sentence_transformer(hf_dir, pooling, max(cfg.query_max_len, cfg.passage_max_len))
             loss_history: list[tuple[int, float]] = []
-        else:
+        elif cfg.trainer == "sentence_transformers":
             from .st_backend import train_sentence_transformers
 
             loss_history = train_sentence_transformers(cfg, model, train_records, instruction, tmp)
+        else:
+            loss_history, extra = _train_ragtune(cfg, model, train_records, instruction, evals, score, out)
         train_seconds = time.perf_counter() - start
+        model.max_seq_length = max(cfg.query_max_len, cfg.passage_max_len)
         # Saved with the model: encode_query() applies it, encode_document() does not.
         prompts = {k: v for k, v in (model.prompts or {}).items() if k not in ("query", "document")}
         if instruction:
@@ -88,21 +102,78 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         shutil.rmtree(tmp / "fe_model", ignore_errors=True)
         model.save(str(tmp))
-        tuned_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks) if evals else None
+        tuned_metrics = score(model, evals) if evals else None
+        n_rows = extra.pop("rows", None)
         metrics = {
-            "base_model": cfg.base, "backend": cfg.backend, "query_instruction": instruction,
+            "base_model": cfg.base, "backend": cfg.backend, "trainer": _trainer_name(cfg),
+            "query_instruction": instruction,
             "train_records": len(train_records), "eval_queries": len(evals),
+            "eval_corpus": cfg.eval_corpus, "eval_passages": base_metrics["n_corpus"] if base_metrics else 0,
             "train_seconds": round(train_seconds, 2),
+            "examples_per_second": round(extra["examples"] / extra["train_seconds"], 2) if extra.get("train_seconds") else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "loss_history": loss_history,
-            "base": base_metrics, "tuned": tuned_metrics,
+            "base": base_metrics, "tuned": tuned_metrics, **extra,
         }
+        if n_rows is not None:
+            metrics["train_rows"] = n_rows
+        if base_metrics is not None and tuned_metrics is not None:
+            worse = regressions(base_metrics, tuned_metrics, LEAD_METRICS)
+            metrics["tuned_below_base"] = worse
+            if worse:
+                log.warning("the tuned model scores below its base on %s (see metrics.md)", ", ".join(worse))
         atomic_write_json(tmp / "metrics.json", metrics)
         cfg.save(tmp / "ragtune_config.yaml")
         if evals:
             assert base_metrics is not None and tuned_metrics is not None   # both scored when there are evals
-            write_reports(tmp, base_metrics, tuned_metrics, cfg.eval_ks, loss_history)
+            write_reports(tmp, base_metrics, tuned_metrics, ks, loss_history)
     if evals:
         assert base_metrics is not None and tuned_metrics is not None
         log.info("recall@1 base %.4f -> tuned %.4f", base_metrics["recall@1"], tuned_metrics["recall@1"])
     return EmbedFinetuneResult(out, metrics)
+
+
+def _trainer_name(cfg: EmbedFinetuneConfig) -> str:
+    return "flagembedding" if cfg.backend == "flagembedding" else cfg.trainer
+
+
+def _distractors(cfg: EmbedFinetuneConfig, records: list[TrainRecord]) -> list[str]:
+    """eval_corpus=all: every passage of the training file (positives and negatives) joins the
+    retrieval pool; the held-out queries' own passages are relevant, the rest distract."""
+    if cfg.eval_corpus != "all":
+        return []
+    return list(dict.fromkeys(p for r in records for p in (*r.pos, *r.neg)))
+
+
+def _train_ragtune(cfg: EmbedFinetuneConfig, model: Any, train_records: list[TrainRecord], instruction: str,
+                   evals: list[RetrievalItem], score: Any, out: Path) -> tuple[list[tuple[int, float]], dict[str, Any]]:
+    """ragtune's trainer, with a seeded dev slice of the eval set scored every ``eval_steps``."""
+    import random
+
+    from .data import training_rows
+    from .fast_backend import train_ragtune
+
+    n_neg = cfg.train_group_size - 1
+    cols = training_rows(train_records, n_neg, cfg.seed)
+    dev = evals
+    if len(evals) > cfg.dev_queries:
+        dev = [evals[i] for i in sorted(random.Random(cfg.seed).sample(range(len(evals)), cfg.dev_queries))]
+    evaluate = (lambda: score(model, dev)) if (dev and cfg.eval_steps) else None
+    try:
+        hist = train_ragtune(cfg, model, cols, instruction, evaluate)
+    except KeyboardInterrupt:
+        # The atomic output dir is discarded on the way out; the weights so far are not lost.
+        partial = out.with_name(out.name + ".interrupted")
+        model.save(str(partial))
+        log.warning("interrupted: the weights so far are in %s (a sentence-transformers model; "
+                    "training does not resume from it)", partial)
+        raise
+    extra: dict[str, Any] = {
+        "rows": len(cols["query"]), "steps": hist.steps, "examples": hist.steps * cfg.per_device_train_batch_size,
+        "train_loop_seconds": hist.train_seconds, "dev_eval_seconds": hist.eval_seconds,
+        "train_seconds": hist.train_seconds,
+        "dev": {"queries": len(dev), "metric": cfg.eval_metric, "best_step": hist.best_step,
+                "best_value": hist.best_value, "history": hist.evals} if evaluate else None,
+        "time_budget": {"minutes": cfg.time_budget_minutes, "plans": hist.plans} if cfg.time_budget_minutes else None,
+    }
+    return hist.loss, extra
