@@ -234,6 +234,15 @@ def build_prompt(tokenizer: Any, messages: Sequence[Message] | str, cfg: PromptC
     return "".join(text for text, _ in render_turns(tokenizer, messages, cfg, add_generation_prompt=True))
 
 
+def unescape_cli(text: str | None) -> str | None:
+    """A template typed in a shell: the escapes ``\\n`` and ``\\t`` (two characters each) become a
+    newline and a tab. Used by every CLI flag that takes a template (``data convert --template``,
+    ``infer --template``), so one string means the same thing everywhere."""
+    if text is None:
+        return None
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def bos_prefix(tokenizer: Any, text: str) -> bool:
     """Whether tokenization must add BOS: only when the tokenizer has one and the text (a chat
     template rendering) does not already start with it."""
