@@ -11,6 +11,7 @@ import pytest
 
 from ragtune.core.config import Config
 from ragtune.core.errors import BackendError, ConfigError
+from ragtune.core.prompt import CHAT_TEMPLATES
 from ragtune.engine.base import ENGINES, Engine, EngineSettings, PromptTooLongError, SamplingParams, ServerEngine
 from ragtune.eval.base import METRICS, EvalItem, Metric, MetricResult
 from ragtune.finetune import METHODS, FinetuneConfig, FinetuneMethod, FinetuneResult
@@ -254,9 +255,37 @@ def test_store_contract(name, tmp_path):
     assert store.ids(coll) == {"b", "c"} and store.search(coll, [1.0, 0.0], 1)[0][0] == "c"
 
 
+# -- chat templates -----------------------------------------------------------------------------------------
+# name -> (system + user + answer rendered for training, the stop strings)
+CHAT_TEMPLATE_CASES = {
+    "plain": ("S\n\n### Instruction:\nU\n\n### Response:\nA<eos>", ("\n### Instruction:", "### Response:", "\n\n### ")),
+    "gemma": ("<start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>", ("<end_of_turn>",)),
+}
+
+
+@pytest.mark.parametrize("name", CHAT_TEMPLATES.names())
+def test_chat_template_contract(name):
+    """Training text, the generation prompt as its prefix, one trainable answer, non-empty stops."""
+    from ragtune.core.prompt import ChatTemplate, PromptConfig, build_prompt, render_turns, template_stops
+    from tests.tiny_models import make_tokenizer
+
+    tok = make_tokenizer()
+    entry = CHAT_TEMPLATES.get(name)
+    assert isinstance(entry, ChatTemplate) and entry.name == name and entry.stop
+    cfg = PromptConfig(template=name, system="S")
+    convo = [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
+    segments = render_turns(tok, convo, cfg)
+    expected, stops = CHAT_TEMPLATE_CASES[name]
+    assert "".join(t for t, _ in segments) == expected
+    assert [t for t, trainable in segments if trainable][0].startswith("A")
+    assert expected.startswith(build_prompt(tok, convo[:1], cfg))
+    assert template_stops(tok, cfg) == stops
+
+
 def test_every_entry_has_a_case():
     """Adding a method, engine, metric or store means adding its row here (and so its contract test)."""
     assert set(METHODS.names()) <= set(METHOD_CASES), set(METHODS.names()) - set(METHOD_CASES)
     assert set(ENGINES.names()) <= set(ENGINE_CASES), set(ENGINES.names()) - set(ENGINE_CASES)
     assert set(METRICS.names()) <= set(METRIC_CASES), set(METRICS.names()) - set(METRIC_CASES)
     assert set(STORES.names()) <= set(STORE_CASES), set(STORES.names()) - set(STORE_CASES)
+    assert set(CHAT_TEMPLATES.names()) <= set(CHAT_TEMPLATE_CASES), set(CHAT_TEMPLATES.names()) - set(CHAT_TEMPLATE_CASES)

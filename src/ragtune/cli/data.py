@@ -77,10 +77,10 @@ def convert_cmd(source, to, template, template_lang, input_file, output_file, as
     """Convert IN to OUT: squad -> alpaca instruction data, or alpaca <-> messages (lossless).
 
     OUT ending in .jsonl is written as JSONL, anything else as a JSON array."""
+    from ..core.prompt import unescape_cli
     from ..data.convert import convert
 
-    if template is not None:   # a shell passes "\n" as two characters; templates need real newlines
-        template = template.replace("\\n", "\n").replace("\\t", "\t")
+    template = unescape_cli(template)   # a shell passes "\n" as two characters; templates need real newlines
     _echo_summary(convert(input_file, output_file, source=source, to=to, template=template,
                           template_lang=template_lang), as_json)
 

@@ -20,8 +20,11 @@ def infer(config_path: str | None, quiet: bool, **values) -> None:
     ragtune infer --url http://127.0.0.1:8000/v1 --evalset eval.json --output preds.json --concurrency 8
     An interrupted run resumes from OUTPUT.partial.jsonl when rerun with the same settings.
     """
+    from ..core.prompt import unescape_cli
     from ..infer.runner import run_infer
 
+    if values.get("template") is not None:   # as `ragtune data convert --template`: \n typed in a shell
+        values["template"] = unescape_cli(values["template"])
     cfg = InferConfig.from_sources(config_path, **values)
     rows = run_infer(cfg, show_progress=not quiet)
     click.echo(f"{len(rows)} predictions written to {cfg.output}")

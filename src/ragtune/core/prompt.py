@@ -6,7 +6,15 @@ deployed (a test checks this).
 
 Rules:
 - The model's own chat template is used when its tokenizer has one; otherwise the documented
-  plain template below (the bundled gemma-3-270m is a base model and has none).
+  plain template below (the bundled gemma-3-270m is a base model and has none). ``template`` may
+  also name an entry of :data:`CHAT_TEMPLATES` (``plain``, ``gemma``): a chat format for base
+  models without one, with the stop strings that end an answer in it.
+- A named/plain template stops at its own markers (:func:`template_stops`): every engine merges
+  them with a request's ``stop``, so an answer ends at the next ``### Instruction:`` instead of
+  running to ``max_tokens``.
+- A fine-tune records the prompt it trained with in ``ragtune_prompt.json``
+  (:func:`write_recorded_prompt`); every consumer pointed at the output reads it with
+  :func:`read_recorded_prompt` and uses it unless its own settings say otherwise.
 - A ``system`` message in the sample wins; else ``PromptConfig.system`` is used.
 - ``drop_builtin_system=True`` with no system at all sends an empty system message, which stops
   templates (Qwen-style) from injecting their built-in default system prompt.
@@ -18,20 +26,59 @@ Plain template (``PLAIN_TEMPLATE``)::
 """
 from __future__ import annotations
 
+import json
+import os
 import string
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from .config import Config
 from .errors import ConfigError
+from .log import get_logger
+from .registry import Registry
+
+log = get_logger(__name__)
 
 Message = dict[str, str]
 
 PLAIN_USER = "### Instruction:\n{content}\n\n### Response:\n"
 PLAIN_SYSTEM = "{content}\n\n"
 PLAIN_TEMPLATE = PLAIN_SYSTEM + PLAIN_USER + "{assistant}<eos>\n\n"
+PLAIN_STOP = ("\n### Instruction:", "### Response:", "\n\n### ")
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A chat format for base models without a chat template of their own.
+
+    ``system``/``user`` are formatted with ``{content}``; an answer is ``content + answer_end``
+    (trained on) followed by ``turn_sep`` (not trained on). ``{eos}`` in ``answer_end`` is the
+    tokenizer's EOS token. ``system_in_user``: the format has no system role, so the system prompt
+    goes in front of the first user turn (``system`` formatted, then the user turn). ``stop``:
+    the strings that end an answer (merged with a request's own ``stop`` by every engine)."""
+
+    name: str
+    system: str
+    user: str
+    answer_end: str
+    turn_sep: str
+    stop: tuple[str, ...]
+    system_in_user: bool = False
+    description: str = ""
+
+
+CHAT_TEMPLATES: Registry[ChatTemplate] = Registry("chat template", "ragtune.chat_templates")
+CHAT_TEMPLATES.register("plain", ChatTemplate(
+    "plain", PLAIN_SYSTEM, PLAIN_USER, "{eos}", "\n\n", PLAIN_STOP,
+    description="### Instruction: / ### Response: blocks (the default for models without a chat template)"))
+CHAT_TEMPLATES.register("gemma", ChatTemplate(
+    "gemma", "{content}\n\n", "<start_of_turn>user\n{content}<end_of_turn>\n<start_of_turn>model\n",
+    "<end_of_turn>", "\n", ("<end_of_turn>",), system_in_user=True,
+    description="gemma's <start_of_turn>user / <start_of_turn>model turns (system text in the first user turn)"))
 
 
 class PromptConfig(Config):
@@ -44,8 +91,16 @@ class PromptConfig(Config):
     system: str | None = Field(None, description="System prompt used when a conversation has none.")
     drop_builtin_system: bool = Field(
         False, description="Send an empty system prompt instead of the chat template's built-in default.")
-    template: Literal["auto", "chat", "plain"] = Field(
-        "auto", description="auto: the tokenizer's chat template if it has one, else ragtune's plain one.")
+    template: str = Field(
+        "auto", description="auto: the tokenizer's chat template if it has one, else ragtune's plain one; "
+                            "chat: the tokenizer's; or a named chat template (plain, gemma, ...).")
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        if value not in ("auto", "chat") and value not in CHAT_TEMPLATES:
+            raise ValueError(f"{CHAT_TEMPLATES.unknown_message(value)} (or auto, chat)")
+        return value
 
     @classmethod
     def coerce(cls, value: "PromptConfig | Mapping[str, Any] | str | None") -> "PromptConfig":
@@ -72,8 +127,28 @@ def uses_chat_template(tokenizer: Any, cfg: PromptConfig) -> bool:
     has = bool(getattr(tokenizer, "chat_template", None))
     if cfg.template == "chat" and not has:
         raise ConfigError("prompt template 'chat' requested but the tokenizer has no chat template",
-                          hint="use template='auto' or 'plain'")
-    return has and cfg.template != "plain"
+                          hint=f"use template='auto' or a named one ({', '.join(CHAT_TEMPLATES.names())})")
+    return has and cfg.template in ("auto", "chat")
+
+
+def chat_format(tokenizer: Any, cfg: PromptConfig) -> str:
+    """What the prompt is rendered with: ``"chat_template"`` (the tokenizer's) or a
+    :data:`CHAT_TEMPLATES` name."""
+    if uses_chat_template(tokenizer, cfg):
+        return "chat_template"
+    return "plain" if cfg.template in ("auto", "chat") else cfg.template
+
+
+def template_stops(tokenizer: Any, cfg: PromptConfig | None = None) -> tuple[str, ...]:
+    """The stop strings of the format ``cfg`` renders with on this tokenizer: a named/plain
+    template's markers; none for the tokenizer's own chat template (its end-of-turn token is EOS)."""
+    name = chat_format(tokenizer, cfg or PromptConfig())
+    return () if name == "chat_template" else CHAT_TEMPLATES.get(name).stop
+
+
+def merge_stops(stop: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+    """A request's own stop strings, then the template's that it lacks."""
+    return tuple(dict.fromkeys([*stop, *extra]))
 
 
 def with_system(messages: Sequence[Message], cfg: PromptConfig) -> list[Message]:
@@ -87,23 +162,32 @@ def with_system(messages: Sequence[Message], cfg: PromptConfig) -> list[Message]
     return msgs
 
 
-def _plain(messages: Sequence[Message], eos: str, add_generation_prompt: bool) -> list[tuple[str, bool]]:
+def _named(tpl: ChatTemplate, messages: Sequence[Message], eos: str,
+           add_generation_prompt: bool) -> list[tuple[str, bool]]:
     segments: list[tuple[str, bool]] = []
+    pending_system = ""
     for m in messages:
         role, content = m["role"], m["content"]
         if role == "system":
-            if content:
-                segments.append((PLAIN_SYSTEM.format(content=content), False))
+            if content and tpl.system_in_user:
+                pending_system = tpl.system.format(content=content)
+            elif content:
+                segments.append((tpl.system.format(content=content), False))
         elif role == "user":
-            segments.append((PLAIN_USER.format(content=content), False))
+            segments.append((tpl.user.format(content=pending_system + content), False))
+            pending_system = ""
         elif role == "assistant":
-            segments.append((content + eos, True))
-            segments.append(("\n\n", False))
+            segments.append((content + tpl.answer_end.format(eos=eos), True))
+            segments.append((tpl.turn_sep, False))
         else:
             raise ValueError(f"unknown role {role!r}")
-    if not add_generation_prompt and segments and segments[-1] == ("\n\n", False):
+    if not add_generation_prompt and segments and segments[-1] == (tpl.turn_sep, False):
         segments.pop()
     return segments
+
+
+def _plain(messages: Sequence[Message], eos: str, add_generation_prompt: bool) -> list[tuple[str, bool]]:
+    return _named(CHAT_TEMPLATES.get("plain"), messages, eos, add_generation_prompt)
 
 
 def _chat(tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool) -> list[tuple[str, bool]]:
@@ -136,10 +220,11 @@ def render_turns(tokenizer: Any, messages: Sequence[Message], cfg: PromptConfig 
     assistant answers (loss is computed on those only)."""
     cfg = cfg or PromptConfig()
     messages = with_system(messages, cfg)
-    if uses_chat_template(tokenizer, cfg):
+    name = chat_format(tokenizer, cfg)
+    if name == "chat_template":
         return _chat(tokenizer, messages, add_generation_prompt)
     eos = getattr(tokenizer, "eos_token", None) or ""
-    return _plain(messages, eos, add_generation_prompt)
+    return _named(CHAT_TEMPLATES.get(name), messages, eos, add_generation_prompt)
 
 
 def build_prompt(tokenizer: Any, messages: Sequence[Message] | str, cfg: PromptConfig | None = None) -> str:
@@ -147,6 +232,15 @@ def build_prompt(tokenizer: Any, messages: Sequence[Message] | str, cfg: PromptC
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     return "".join(text for text, _ in render_turns(tokenizer, messages, cfg, add_generation_prompt=True))
+
+
+def unescape_cli(text: str | None) -> str | None:
+    """A template typed in a shell: the escapes ``\\n`` and ``\\t`` (two characters each) become a
+    newline and a tab. Used by every CLI flag that takes a template (``data convert --template``,
+    ``infer --template``), so one string means the same thing everywhere."""
+    if text is None:
+        return None
+    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def bos_prefix(tokenizer: Any, text: str) -> bool:
@@ -204,3 +298,89 @@ class ChatPrompter:
             return "\n".join(v.get_text() if hasattr(v, "get_text") else str(v) for v in value)
         return value.get_text() if hasattr(value, "get_text") else str(value)
 
+
+
+# -- the prompt a fine-tune trained with ---------------------------------------------------------------
+PROMPT_FILE = "ragtune_prompt.json"
+
+
+@dataclass(frozen=True)
+class RecordedPrompt:
+    """What ``ragtune_prompt.json`` in a fine-tune output holds: the prompt settings, the chat format
+    they resolved to on the model's tokenizer, and the instruction template the training data was
+    written with (``ragtune data convert --template/--template-lang``), when one was applied."""
+
+    prompt: PromptConfig
+    chat_format: str
+    instruction_template: str | None = None
+    template_lang: str | None = None
+    path: str = ""
+
+    def describe(self) -> str:
+        parts = [f"template={self.prompt.template} ({self.chat_format})", f"system={self.prompt.system!r}"]
+        if self.prompt.drop_builtin_system:
+            parts.append("drop_builtin_system=True")
+        if self.template_lang or self.instruction_template:
+            parts.append(f"instruction template={self.template_lang or 'custom'}")
+        return ", ".join(parts)
+
+
+def write_recorded_prompt(out_dir: str | os.PathLike, tokenizer: Any, cfg: PromptConfig,
+                          instruction_template: str | None = None, template_lang: str | None = None) -> Path:
+    from .io import atomic_write_json
+
+    path = Path(out_dir) / PROMPT_FILE
+    atomic_write_json(path, {"prompt": cfg.model_dump(mode="json"), "chat_format": chat_format(tokenizer, cfg),
+                             "instruction_template": instruction_template, "template_lang": template_lang},
+                      indent=1)
+    return path
+
+
+def recorded_prompt_path(model: str | os.PathLike) -> Path | None:
+    """``ragtune_prompt.json`` of a fine-tune output ``DIR``, or of the output above ``DIR/merged``
+    / ``DIR/adapter``; None when ``model`` is not one (a bundled name, a hub id, a plain dir)."""
+    path = Path(os.fspath(model)).expanduser()
+    for candidate in (path / PROMPT_FILE, path.parent / PROMPT_FILE if path.name in ("merged", "adapter") else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def read_recorded_prompt(model: str | os.PathLike | None) -> RecordedPrompt | None:
+    """The prompt recorded with the fine-tune at ``model`` (see :func:`recorded_prompt_path`)."""
+    if model is None:
+        return None
+    path = recorded_prompt_path(model)
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("prompt"), dict):
+        raise ConfigError(f"{path}: 'prompt' must be an object with the prompt settings")
+    unknown = sorted(set(data) - {"prompt", "chat_format", "instruction_template", "template_lang"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}")
+    return RecordedPrompt(PromptConfig.build(f"{path}: prompt", **data["prompt"]),
+                          str(data.get("chat_format") or ""), data.get("instruction_template"),
+                          data.get("template_lang"), str(path))
+
+
+def resolve_prompt(explicit: PromptConfig | None, recorded: RecordedPrompt | PromptConfig | None,
+                   where: str = "") -> PromptConfig:
+    """The prompt a consumer uses: ``explicit``'s set fields over the recorded one, over the
+    defaults. Says at INFO which recorded prompt it reuses and which settings override it."""
+    explicit = explicit or PromptConfig()
+    if recorded is None:
+        return explicit
+    base = recorded.prompt if isinstance(recorded, RecordedPrompt) else recorded
+    label = recorded.describe() if isinstance(recorded, RecordedPrompt) else \
+        f"template={base.template}, system={base.system!r}"
+    suffix = f" ({where})" if where else ""
+    log.info("using the prompt recorded with the fine-tune: %s%s", label, suffix)
+    overridden = {k: getattr(explicit, k) for k in sorted(explicit.model_fields_set)
+                  if getattr(explicit, k) != getattr(base, k)}
+    if overridden:
+        log.info("explicit prompt settings override the recorded ones: %s", overridden)
+    return explicit.over(base)

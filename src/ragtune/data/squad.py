@@ -56,6 +56,29 @@ def resolve_template(template: str | None = None, template_lang: str | None = No
     return template
 
 
+TEMPLATE_SIDECAR = ".ragtune_template.json"   # OUT + this: the instruction template OUT was written with
+
+
+def template_sidecar(data: str | os.PathLike) -> Path:
+    return Path(str(data) + TEMPLATE_SIDECAR)
+
+
+def read_template_sidecar(data: str | os.PathLike) -> tuple[str | None, str | None]:
+    """(instruction template, language or None for a custom one) that ``squad_to_alpaca`` wrote
+    ``data`` with; (None, None) for data it did not write."""
+    import json
+
+    path = template_sidecar(data)
+    if not path.is_file():
+        return None, None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return str(info["template"]), info.get("template_lang")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a valid template record: {exc}",
+                          hint="delete it, or rerun `ragtune data convert`") from None
+
+
 def fill_template(template: str, context: str, question: str) -> str:
     # One pass with re.sub, so a context that itself contains "{question}" (or any braces) is
     # inserted verbatim instead of being formatted a second time (str.format would choke on it).
@@ -133,6 +156,7 @@ def squad_to_alpaca(path: str | os.PathLike, out: str | os.PathLike, *, template
                     template_lang: str | None = None, to: str = "alpaca") -> Summary:
     """SQuAD/CMRC rows -> Alpaca: instruction = template(context, question), input = "",
     output = first answer. Writes JSON (array) or, for a ``.jsonl`` OUT, JSONL."""
+    lang = None if template is not None else (template_lang or "en")
     template = resolve_template(template, template_lang)
     summary = Summary("convert squad->alpaca", str(path), str(out))
     rows = read_squad(path, summary)
@@ -145,6 +169,8 @@ def squad_to_alpaca(path: str | os.PathLike, out: str | os.PathLike, *, template
         items = [alpaca_to_messages(i) for i in items]
         summary.command = "convert squad->messages"
     write_records(out, items)
+    # beside OUT: the fine-tune records it with the model, so inference asks in the same template
+    atomic_write_json(template_sidecar(out), {"template": template, "template_lang": lang})
     summary.records_out = len(items)
     return summary
 

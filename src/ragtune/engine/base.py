@@ -22,12 +22,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..core.config import Config
 from ..core.errors import ConfigError, RagtuneError
-from ..core.prompt import PromptConfig
+from ..core.prompt import PromptConfig, merge_stops, template_stops
 from ..core.registry import Registry
 
 if TYPE_CHECKING:
@@ -151,7 +151,18 @@ class Engine(abc.ABC):
         (default: the engine's); ``raw=True`` sends the strings as they are (completion style)."""
         params = params or SamplingParams()
         ids = [self.encode_text(p) if raw else self.encode_chat(p, prompt) for p in prompts]  # type: ignore[arg-type]
-        return self.generate_ids(ids, params)
+        return self.generate_ids(ids, params if raw else self.chat_params(params, prompt))
+
+    def chat_stops(self, prompt: PromptConfig | None = None) -> tuple[str, ...]:
+        """The stop strings of the format :meth:`encode_chat` renders ``prompt`` with: a plain or
+        named template's own markers (``\\n### Instruction:`` ...), none for a chat template."""
+        return template_stops(getattr(self, "tokenizer", None), prompt or self.prompt)
+
+    def chat_params(self, params: SamplingParams, prompt: PromptConfig | None = None) -> SamplingParams:
+        """``params`` for a prompt built by :meth:`encode_chat`: its ``stop`` merged with the
+        template's (the markers are cut from the text and ``finish_reason`` is "stop")."""
+        extra = self.chat_stops(prompt)
+        return replace(params, stop=merge_stops(params.stop, extra)) if extra else params
 
     def check_fits(self, ids: Sequence[int], max_tokens: int) -> None:
         if len(ids) + max_tokens > self.max_model_len:

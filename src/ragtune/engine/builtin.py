@@ -28,7 +28,7 @@ from pydantic import Field
 
 from ..core.errors import RagtuneError
 from ..core.log import get_logger
-from ..core.prompt import PromptConfig, build_prompt, encode_prompt
+from ..core.prompt import PromptConfig, build_prompt, encode_prompt, resolve_prompt
 from .base import ENGINES, Completion, Engine, EngineSettings, Messages, PromptTooLongError, SamplingParams
 
 log = get_logger(__name__)
@@ -173,7 +173,8 @@ class BuiltinEngine(Engine):
         explicit = PromptConfig.coerce(prompt) if prompt is not None else PromptConfig()
         hf_model, tokenizer = load_causal_lm(source.model, source.adapter, dtype=settings.dtype,
                                              device=settings.device, threads=settings.threads)
-        return cls(hf_model, tokenizer, name=source.name, prompt=explicit.over(source.prompt_config()),
+        return cls(hf_model, tokenizer, name=source.name,
+                   prompt=resolve_prompt(explicit, source.trained_prompt(), f"builtin engine, {model}"),
                    max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms,
                    prefix_cache=settings.prefix_cache, prefix_min_tokens=settings.prefix_min_tokens,
                    max_model_len=settings.max_model_len)

@@ -39,7 +39,7 @@ from pydantic import Field
 
 from ..core.errors import BackendError, ConfigError, ModelNotFoundError, RagtuneError
 from ..core.log import get_logger
-from ..core.prompt import PromptConfig, build_prompt, encode_prompt
+from ..core.prompt import PromptConfig, build_prompt, encode_prompt, resolve_prompt
 from .base import ENGINES, Completion, Engine, EngineSettings, Messages, SamplingParams
 from .builtin import _held_back
 
@@ -370,7 +370,8 @@ class LlamaCppEngine(Engine):
         source = resolve_gguf(model, adapter, name)
         tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_dir)
         explicit = PromptConfig.coerce(prompt) if prompt is not None else PromptConfig()
-        return cls(source, tokenizer, settings, explicit.over(PromptConfig.coerce(source.prompt)))
+        trained = PromptConfig.coerce(source.prompt) if source.prompt else None
+        return cls(source, tokenizer, settings, resolve_prompt(explicit, trained, f"llamacpp engine, {model}"))
 
     # -- prompts ----------------------------------------------------------------------------------
     def encode_chat(self, messages: Messages | str, prompt: PromptConfig | None = None) -> list[int]:

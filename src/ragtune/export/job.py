@@ -129,7 +129,9 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     if cfg.lora and source.adapter is None:
         raise ConfigError(f"--lora: {cfg.model} has no LoRA adapter to keep separate (only merged weights)",
                           hint="drop --lora, or pass --adapter DIR")
-    prompt = cfg.prompt.over(source.prompt_config())
+    from ..core.prompt import resolve_prompt
+
+    prompt = resolve_prompt(cfg.prompt, source.trained_prompt(), f"export, {cfg.model}")
     name = cfg.name or source.name
     model_file = f"model-{cfg.quant}.gguf"
     adapter_file = "adapter-f32.gguf" if cfg.lora else None
@@ -151,6 +153,9 @@ def export_model(cfg: ExportConfig) -> ExportResult:
         tokenizer.save_pretrained(tmp / "tokenizer")
         eos = eos_token_ids(tokenizer, base_dir)
         stop: list[str] = [tokenizer.convert_ids_to_tokens(i) for i in eos]  # type: ignore[misc]  # transformers: int -> str
+        from ..core.prompt import merge_stops, template_stops
+
+        stop = list(merge_stops(stop, template_stops(tokenizer, prompt)))   # a plain/named template's markers
         model_cfg = read_config(base_dir)
         num_ctx = cfg.num_ctx or min(int(model_cfg.get("max_position_embeddings", 4096)), 4096)
         if cfg.ollama:

@@ -106,8 +106,10 @@ def load_evalset(path: str | os.PathLike) -> list[dict[str, Any]]:
     return read_items(path, what="eval set")
 
 
-def item_input(item: dict[str, Any], template: str | None, *, file: str = "", record: int = 0):
-    """("chat", messages) or ("raw", text) for one eval item."""
+def item_input(item: dict[str, Any], template: str | None, *, file: str = "", record: int = 0,
+               qa_template: str = CHAPTER_TEMPLATE):
+    """("chat", messages) or ("raw", text) for one eval item. ``qa_template``: the instruction
+    template of ``{context, question}`` items when ``template`` is None (the fine-tune's recorded one)."""
     def need(field: str, types=str):
         if field not in item:
             raise DataError("missing field", file=file, record=record, field=field)
@@ -134,7 +136,7 @@ def item_input(item: dict[str, Any], template: str | None, *, file: str = "", re
     if "question" in item:
         need("context"), need("question")
         # fill_template, not str.format: a context that contains braces is inserted verbatim
-        return "chat", [{"role": "user", "content": fill_template(CHAPTER_TEMPLATE, item["context"], item["question"])}]
+        return "chat", [{"role": "user", "content": fill_template(qa_template, item["context"], item["question"])}]
     raise DataError("an eval item needs {context, question}, {instruction[, input]}, {messages} or {prompt}",
                     file=file, record=record, hint="or pass --template with {field} placeholders")
 
@@ -152,6 +154,24 @@ def fill_fields(template: str, item: dict[str, Any], *, file: str = "", record: 
         return str(item[name])
 
     return _FIELD.sub(value, template)
+
+
+def recorded_instruction_template(model: str | None, explicit: str | None) -> str:
+    """The template ``{context, question}`` items are asked with: the one the fine-tune at
+    ``model`` recorded its training data was written with (``data convert --template-lang zh``),
+    unless ``explicit`` (``--template``) is given; else the chapter's English one."""
+    from ..core.prompt import read_recorded_prompt
+
+    recorded = read_recorded_prompt(model)
+    if recorded is None or recorded.instruction_template is None:
+        return CHAPTER_TEMPLATE
+    what = f"template_lang={recorded.template_lang}" if recorded.template_lang else "a custom template"
+    if explicit is not None:
+        if explicit != recorded.instruction_template:
+            log.info("--template overrides the instruction template recorded with the fine-tune (%s)", what)
+        return CHAPTER_TEMPLATE
+    log.info("using the instruction template recorded with the fine-tune (%s) for {context, question} items", what)
+    return recorded.instruction_template
 
 
 # -- resumable side file ------------------------------------------------------------------------------
@@ -227,7 +247,9 @@ def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = Tru
         raise ConfigError("give exactly one of --model (local) or --url (OpenAI-compatible server)")
     check_output(cfg.output, what="output")      # before the model loads, not after the last item
     items = load_evalset(cfg.evalset)
-    inputs = [item_input(it, cfg.template, file=cfg.evalset, record=i) for i, it in enumerate(items)]
+    qa_template = recorded_instruction_template(cfg.model, cfg.template)
+    inputs = [item_input(it, cfg.template, file=cfg.evalset, record=i, qa_template=qa_template)
+              for i, it in enumerate(items)]
     partial = PartialResults(partial_path(cfg.output), fingerprint(cfg, items), restart=cfg.restart)
     todo = [i for i in range(len(items)) if i not in partial.done]
     if partial.done:
@@ -274,16 +296,23 @@ def _run_local(cfg: InferConfig, inputs, todo: list[int], record, engine=None) -
     if owned:
         engine = _load_engine(cfg)
     prompt = cfg.prompt.over(engine.prompt)   # this run's prompt, passed per request
-    ids = [engine.encode_text(inputs[i][1]) if inputs[i][0] == "raw" else engine.encode_chat(inputs[i][1], prompt)
-           for i in todo]
-    extra = {"constraints": _constraints(cfg, engine, todo)} if cfg.extractive != "off" else {}
-
-    def on_batch(positions: list[int], completions) -> None:
-        for pos, c in zip(positions, completions):
-            record(todo[pos], c.text, c.finish_reason)
-
+    constraints = _constraints(cfg, engine, todo) if cfg.extractive != "off" else None
     try:
-        engine.generate_ids(ids, _sampling(cfg), progress=on_batch, **extra)
+        # chat items end at the template's own markers too (plain: "\n### Instruction:" ...); raw
+        # prompts have no template, so only the configured stop strings
+        for kind, params in (("chat", engine.chat_params(_sampling(cfg), prompt)), ("raw", _sampling(cfg))):
+            group = [n for n, i in enumerate(todo) if (inputs[i][0] == "raw") == (kind == "raw")]
+            if not group:
+                continue
+            ids = [engine.encode_text(inputs[todo[n]][1]) if kind == "raw"
+                   else engine.encode_chat(inputs[todo[n]][1], prompt) for n in group]
+            extra = {"constraints": [constraints[n] for n in group]} if constraints is not None else {}
+
+            def on_batch(positions: list[int], completions, group=group) -> None:
+                for pos, c in zip(positions, completions):
+                    record(todo[group[pos]], c.text, c.finish_reason)
+
+            engine.generate_ids(ids, params, progress=on_batch, **extra)
     finally:
         if owned:
             engine.close()
@@ -323,9 +352,14 @@ def _run_on_server_engine(cfg: InferConfig, inputs, todo: list[int], record) -> 
     """A server engine (vLLM): start it, infer over HTTP, stop it."""
     engine_cls = ENGINES.get(cfg.engine)
     assert not engine_cls.in_process and cfg.model is not None   # run_infer checked both
+    from ..core.prompt import read_recorded_prompt, resolve_prompt
+
     running = engine_cls.start(cfg.model, cfg.adapter, settings=cfg.settings, prompt=cfg.prompt)
+    # the server applies the model's chat template; the recorded system prompt is sent by the client
+    prompt = resolve_prompt(cfg.prompt, read_recorded_prompt(cfg.model), f"{cfg.engine} server")
     try:
-        _run_remote(cfg.model_copy(update={"url": running.url, "remote_model": running.name}), inputs, todo, record)
+        _run_remote(cfg.model_copy(update={"url": running.url, "remote_model": running.name, "prompt": prompt}),
+                    inputs, todo, record)
     finally:
         running.stop()
 

@@ -4,7 +4,8 @@ Accepted forms:
 - ``--model M`` (bundled name, local dir, hub id) with an optional ``--adapter DIR`` (PEFT adapter);
 - ``--model DIR/merged`` (full weights + tokenizer written by ``ragtune finetune``);
 - ``--model DIR`` where DIR is a fine-tune output (has ``ragtune_finetune.json``): its ``merged/``
-  is used when present, else base model + ``adapter/``; its prompt settings become the defaults;
+  is used when present, else base model + ``adapter/``; the prompt it trained with
+  (``ragtune_prompt.json``, :func:`ragtune.core.prompt.read_recorded_prompt`) becomes the default;
 - ``--model ADAPTER_DIR`` (a bare PEFT adapter: ``adapter_config.json`` names the base model).
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, ModelNotFoundError
-from ..core.prompt import PromptConfig
+from ..core.prompt import PromptConfig, RecordedPrompt, read_recorded_prompt
 
 FINETUNE_MANIFEST = "ragtune_finetune.json"
 _BASE_KEYS = ("base_model", "base", "model")  # tolerant: the manifest's key for the base model ref
@@ -28,10 +29,18 @@ class ServingSource:
     adapter: Path | None = None     # PEFT adapter dir to apply on top of ``model``
     name: str = "model"             # the name clients use in the "model" field
     prompt: dict[str, Any] = field(default_factory=dict)  # prompt defaults from a fine-tune manifest
+    recorded: RecordedPrompt | None = None  # ragtune_prompt.json of the fine-tune output
 
     def prompt_config(self) -> PromptConfig:
         """The prompt the fine-tune trained with (the serving default), or the plain defaults."""
-        return PromptConfig.coerce(self.prompt)
+        return self.recorded.prompt if self.recorded is not None else PromptConfig.coerce(self.prompt)
+
+    def trained_prompt(self) -> RecordedPrompt | PromptConfig | None:
+        """What :func:`ragtune.core.prompt.resolve_prompt` takes: the recorded prompt, an older
+        output's manifest prompt, or None (not a fine-tune output)."""
+        if self.recorded is not None:
+            return self.recorded
+        return PromptConfig.coerce(self.prompt) if self.prompt else None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -105,8 +114,11 @@ def resolve_source(model: str | os.PathLike, adapter: str | os.PathLike | None =
         adapter_path, ref = path, _adapter_base(path)
     if path.name == "merged" and (path.parent / FINETUNE_MANIFEST).exists():
         prompt = _manifest_prompt(_read_manifest(path.parent / FINETUNE_MANIFEST))
+    recorded = read_recorded_prompt(path) or (read_recorded_prompt(adapter) if adapter else None)
+    if recorded is not None:
+        prompt = recorded.prompt.model_dump(mode="json")
     served = name or _default_name(path if path.exists() else None, ref, adapter_path)
-    return ServingSource(ref, adapter_path, served, prompt)
+    return ServingSource(ref, adapter_path, served, prompt, recorded)
 
 
 def _default_name(path: Path | None, ref: str, adapter: Path | None) -> str:

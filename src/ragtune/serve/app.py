@@ -342,6 +342,8 @@ def _completion_logprobs(result, as_ids: bool) -> dict | None:
 async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_tokens: int,
                     request: Request | None = None):
     params = _params(req, default_max_tokens)
+    if chat:   # a plain/named template's own markers end the answer too (merged with the request's stop)
+        params = engine.chat_params(params)
     try:  # structured output: parsed and compiled before any decoding (engine/constrained.py)
         fmt = request_format(engine, req.response_format)
     except RagtuneError as exc:

@@ -226,7 +226,7 @@ async def _local(pg: Playground, req: ChatRequest, messages: list[dict[str, str]
         yield _sse({"status": f"loading {model}"})
     engine = await asyncio.to_thread(pg.engine, model)
     ids = await asyncio.to_thread(engine.encode_chat, messages)
-    params = SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature)
+    params = engine.chat_params(SamplingParams(max_tokens=req.max_tokens, temperature=req.temperature))
     loop = asyncio.get_running_loop()
     deltas: asyncio.Queue[str] = asyncio.Queue()
     future = engine.submit(ids, params, on_delta=lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d))

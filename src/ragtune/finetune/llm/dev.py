@@ -99,8 +99,11 @@ class DevEvaluator:
 
                 constraints = [build_constraint(tokenizer, it.context, self.extractive, engine.eos_ids)
                                for it in self.items]
+            params = SamplingParams(max_tokens=self.max_tokens)
+            if any(it.kind != "raw" for it in self.items):
+                params = engine.chat_params(params)   # the plain template's markers end an answer
             with torch.no_grad():
-                outs = engine.generate_ids(ids, SamplingParams(max_tokens=self.max_tokens), constraints=constraints)
+                outs = engine.generate_ids(ids, params, constraints=constraints)
         finally:
             if was_training:
                 model.train()

@@ -745,6 +745,11 @@ def finish(cfg, method, model, tokenizer, model_dir: str, out: Path, metrics: di
     metrics = dict(metrics)
     atomic_write_json(out / "metrics.json", metrics)
     plot_loss(metrics["history"], out / "loss.png")
+    from ...core.prompt import write_recorded_prompt
+    from ...data.squad import read_template_sidecar
+
+    instruction, lang = read_template_sidecar(cfg.train)
+    write_recorded_prompt(out, tokenizer, cfg.prompt, instruction, lang)
     atomic_write_json(out / FINETUNE_MANIFEST, {
         "base_model": cfg.base, "base_model_path": model_dir, "method": method.name,
         "adapter": "adapter" if adapter else None, "merged": "merged" if merged else None,
