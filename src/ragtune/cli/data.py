@@ -34,7 +34,7 @@ config_flag = click.option("--config", "config_path", type=click.Path(dir_okay=F
 @click.option("--cutoff-len", type=int, help="Count samples longer than this many tokens (needs --tokenizer).")
 @click.option("--tokenizer", help="Model whose tokenizer counts tokens (name, local dir or HF id).")
 @click.option("--system", help="System prompt training will add (counts toward the length).")
-@click.option("--max-issues", type=int, default=50, show_default=True, help="Issues to print.")
+@click.option("--max-issues", type=int, default=50, show_default=True, help="Issue lines to print (an issue shared by many records is one line).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a token-length histogram PNG here.")
 @json_flag
 def validate_cmd(file, cutoff_len, tokenizer, system, max_issues, plot, as_json) -> None:
