@@ -259,4 +259,6 @@ def run_config(cfg: RunConfig, force: list[str] | tuple[str, ...] = ()) -> Stage
     runner = StageRunner(run_dir, force=force)
     for stage in stages:
         runner.run(stage)
+        if runner.stopped:
+            break
     return runner
