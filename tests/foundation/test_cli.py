@@ -100,3 +100,26 @@ def test_generated_help_types_numbers_and_shows_no_bogus_default():
         out = run(group, sub, "--help")
         assert out.returncode == 0 and "PydanticUndefined" not in out.stdout, (group, sub)
     assert "--learning-rate FLOAT" in run("finetune", "llm", "--help").stdout
+
+
+def test_normal_runs_print_no_warning_and_library_noise_is_quieted_at_cli_start_only(tmp_path, tiny_llm_dir):
+    """Issue 19f: a normal data command on a tiny model's tokenizer shows progress, no WARNING line;
+    the third-party quieting happens when the CLI starts, not when ragtune is imported."""
+    import json
+    import os
+
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"instruction": f"q{i}", "output": "a"} for i in range(3)]))
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY")}
+    out = run("data", "validate", str(data), "--cutoff-len", "64", "--tokenizer", str(tiny_llm_dir), env=env)
+    assert out.returncode == 0, out.stderr
+    assert "WARNING" not in out.stderr and "FutureWarning" not in out.stderr, out.stderr
+    code = ("import os, warnings, ragtune, ragtune.cli\n"
+            "print(os.environ.get('TRANSFORMERS_VERBOSITY'), len(warnings.filters))\n"
+            "ragtune.cli.quiet_third_party()\n"
+            "print(os.environ.get('TRANSFORMERS_VERBOSITY'))\n"
+            "warnings.warn_explicit('x', FutureWarning, 'f.py', 1, module='transformers.utils')\n")
+    probe = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env)
+    lines = probe.stdout.split()
+    assert lines[0] == "None" and lines[2] == "error", probe.stdout
+    assert "FutureWarning" not in probe.stderr, probe.stderr

@@ -104,7 +104,27 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
     verbosity = 0 if quiet else (2 if verbose else 1)
     setup_logging(verbosity)
+    if verbosity < 2:
+        quiet_third_party()
     ctx.obj = {"verbosity": verbosity}
+
+
+NOISY_LIBRARIES = r"(transformers|huggingface_hub|accelerate|peft|sentence_transformers|datasets|torch)(\.|$)"
+
+
+def quiet_third_party() -> None:
+    """At CLI start only (never when the library is imported): third-party FutureWarnings and
+    transformers / huggingface_hub info-and-warning chatter are hidden, so what the console shows
+    at WARNING is ragtune's own. Settings the user made in the environment win; ``-v`` shows it all.
+    Environment variables, not imports: ``ragtune --help`` stays free of torch and transformers."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=NOISY_LIBRARIES)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=NOISY_LIBRARIES)
 
 
 def main(argv: list[str] | None = None) -> int:
