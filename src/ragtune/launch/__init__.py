@@ -161,7 +161,7 @@ def run_logged(cmd: Sequence[str], log_path: str | Path, *, env: dict[str, str] 
         try:
             pending = b""
             while True:
-                chunk = proc.stdout.read1(65536)   # what the child wrote so far, without waiting for more
+                chunk = proc.stdout.read1(65536)  # type: ignore[attr-defined]  # a BufferedReader: what the child wrote so far
                 if not chunk:
                     break
                 fh.write(chunk)
