@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-TEST = Path(os.environ.get("CMRC_TEST", "/work/shared/data/cmrc2018/test.json"))
+from data_paths import data_file
+
 VARIANTS = {
     "plain": {"prefix_cache": False},
     "prefix-cache": {"prefix_cache": True},
@@ -33,7 +34,7 @@ def sample(n: int, seed: int, work: Path) -> Path:
     from ragtune.data.squad import evalset
 
     full = work / "test_all.json"
-    evalset(TEST, full)
+    evalset(data_file("cmrc2018/test.json", flag="CMRC_TEST", explicit=os.environ.get("CMRC_TEST")), full)
     rows = json.loads(full.read_text(encoding="utf-8"))
     picked = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
     out = work / f"test_{n}.json"

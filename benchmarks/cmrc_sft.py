@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import random
 import resource
 import shutil
@@ -32,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("RAGTUNE_SHARED_DATA", "/work/shared/data"))
+from data_paths import data_file
+
 RESULTS = Path(__file__).parent / "results" / "cmrc_sft.md"
 # The chapter's numbers (its table: exact / cosine / origin, in %).
 CHAPTER = [("InternLM2-Chat-7B, base (chapter)", 2.10, 74.51, 5.19),
@@ -174,8 +174,8 @@ def first_100(work: Path, test: Path) -> Path:
 def prepare(args) -> tuple[Path, Path, Path, Path]:
     """(workdir, train file, test sample, its first 100 items), with the base scored on the 100."""
     work = Path(args.workdir)
-    data = train_file(work, Path(args.train), args.samples)
-    test = test_file(work, Path(args.test), args.test_n)
+    data = train_file(work, data_file("cmrc2018/train.json", flag="--train", explicit=args.train), args.samples)
+    test = test_file(work, data_file("cmrc2018/test.json", flag="--test", explicit=args.test), args.test_n)
     small = first_100(work, test)
     predict_and_score(work, "base", small, "gemma-3-270m", None)
     return work, data, test, small
@@ -307,8 +307,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=["main", "sweep", "report"])
     ap.add_argument("--workdir", default="/tmp/cmrc_sft")
-    ap.add_argument("--train", default=str(DATA / "cmrc2018" / "train.json"))
-    ap.add_argument("--test", default=str(DATA / "cmrc2018" / "test.json"))
+    ap.add_argument("--train", default=None, help="CMRC2018 train file (default: $RAGTUNE_DATA_DIR/cmrc2018/train.json)")
+    ap.add_argument("--test", default=None, help="CMRC2018 test file (default: $RAGTUNE_DATA_DIR/cmrc2018/test.json)")
     ap.add_argument("--samples", type=int, default=None, help="training samples (main: 2400, sweep: 256)")
     ap.add_argument("--test-n", type=int, default=200)
     ap.add_argument("--curve-every", type=int, default=600, help="main: score a checkpoint every N samples")

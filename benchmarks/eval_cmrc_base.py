@@ -18,13 +18,15 @@ import json
 import time
 from pathlib import Path
 
+from data_paths import data_file
+
 TEMPLATE = ("Please use the original text of the following paragraph to answer the question\n\n"
             "### Known paragraph: {context}\n\n### Question: {question}\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/work/shared/data/cmrc2018/test.json")
+    ap.add_argument("--data", default=None, help="CMRC2018 test file (default: $RAGTUNE_DATA_DIR/cmrc2018/test.json)")
     ap.add_argument("--n", type=int, default=50, help="first N test items")
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -42,7 +44,8 @@ def main() -> None:
     from ragtune.models.device import resolve_dtype
 
     torch.set_num_threads(2)
-    rows = json.loads(Path(args.data).read_text(encoding="utf-8"))[: args.n]
+    data = data_file("cmrc2018/test.json", flag="--data", explicit=args.data)
+    rows = json.loads(data.read_text(encoding="utf-8"))[: args.n]
     evalset = [{"context": r["context"], "question": r["question"], "answers": r["answers"]["text"][0],
                 "all_answers": list(dict.fromkeys(r["answers"]["text"]))} for r in rows]
 

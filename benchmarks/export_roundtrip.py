@@ -23,7 +23,8 @@ import random
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("RAGTUNE_SHARED_DATA", "/work/shared/data"))
+from data_paths import data_file
+
 RESULTS = Path(__file__).parent / "results" / "export.md"
 SEED = 2026
 
@@ -76,8 +77,8 @@ def same(a: list[str], b: list[str]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=None, help="fine-tune output DIR (merged/ and adapter/); default: train one")
-    ap.add_argument("--train", default=str(DATA / "cmrc2018" / "train.json"))
-    ap.add_argument("--test", default=str(DATA / "cmrc2018" / "test.json"))
+    ap.add_argument("--train", default=None, help="CMRC2018 train file (default: $RAGTUNE_DATA_DIR/cmrc2018/train.json)")
+    ap.add_argument("--test", default=None, help="CMRC2018 test file (default: $RAGTUNE_DATA_DIR/cmrc2018/test.json)")
     ap.add_argument("--train-samples", type=int, default=400)
     ap.add_argument("--max-steps", type=int, default=None, help="cap the training (smoke runs)")
     ap.add_argument("--n", type=int, default=100)
@@ -97,8 +98,8 @@ def main() -> None:
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    run = Path(args.run) if args.run else train_run(work, Path(args.train), args.train_samples, args.max_steps)
-    items = test_items(Path(args.test), args.n)
+    run = Path(args.run) if args.run else train_run(work, data_file("cmrc2018/train.json", flag="--train", explicit=args.train), args.train_samples, args.max_steps)
+    items = test_items(data_file("cmrc2018/test.json", flag="--test", explicit=args.test), args.n)
     prompts = [fill_template(TEMPLATES["zh"], it["context"], it["question"]) for it in items]
     params = SamplingParams(max_tokens=args.max_tokens)
     results: dict[str, dict] = {}

@@ -25,6 +25,8 @@ import os
 import time
 from pathlib import Path
 
+from data_paths import data_file
+
 
 def cmrc_prompts(path: str, n: int) -> list[dict]:
     data = json.load(open(path, encoding="utf-8"))
@@ -48,7 +50,7 @@ def plain_loop(model, ids_list, new_tokens: int, pad_id: int) -> tuple[float, li
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="gemma-3-270m")
-    ap.add_argument("--data", default="/work/shared/data/cmrc2018/test.json")
+    ap.add_argument("--data", default=None, help="CMRC2018 test file (default: $RAGTUNE_DATA_DIR/cmrc2018/test.json)")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -71,6 +73,7 @@ def main() -> None:
     from ragtune.infer.runner import CHAPTER_TEMPLATE
     from ragtune.models import resolve_model
 
+    args.data = str(data_file("cmrc2018/test.json", flag="--data", explicit=args.data))
     items = cmrc_prompts(args.data, args.n)
     engine = BuiltinEngine.load(args.model, max_batch_size=args.batch_size)  # dtype auto (bf16 here)
     ids = [engine.encode_chat(CHAPTER_TEMPLATE.format(**it)) for it in items]

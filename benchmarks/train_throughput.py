@@ -26,14 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
-CMRC = Path(os.environ.get("CMRC_TRAIN", "/work/shared/data/cmrc2018/train.json"))
+from data_paths import data_file
+
 # The chapter's template (its Chinese original, since CMRC2018 is Chinese).
 TEMPLATE = "请用下面的段落的原文来回答问题\n\n### 已知段落：{context}\n\n### 问题：{question}\n"
 CUTOFF = 1024
 
 
 def build_data(n: int, path: Path) -> Path:
-    rows = json.loads(CMRC.read_text(encoding="utf-8"))[:n]
+    src = data_file("cmrc2018/train.json", flag="CMRC_TRAIN", explicit=os.environ.get("CMRC_TRAIN"))
+    rows = json.loads(src.read_text(encoding="utf-8"))[:n]
     data = [{"instruction": TEMPLATE.format(context=r["context"], question=r["question"]), "input": "",
              "output": r["answers"]["text"][0]} for r in rows]
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")

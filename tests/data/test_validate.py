@@ -126,3 +126,55 @@ def test_cli_validate_exit_codes_and_json(tmp_path, capsys):
     assert payload["invalid"] == 1 and payload["counts"] == {"empty_output": 1}
     with pytest.raises(DataError, match=r"record 1.*'output'"):
         validate_path_or_raise(bad)
+
+
+def _squad_nested(n: int) -> dict:
+    return {"version": "v1.0", "data": [{"title": f"t{i}", "paragraphs": [{
+        "context": f"段落 {i} 的内容。", "qas": [{"id": f"q{i}", "question": f"问题 {i}?",
+                                           "answers": [{"text": "内容", "answer_start": 5}]}]}]}
+        for i in range(n)]}
+
+
+@pytest.mark.parametrize("shape", ["nested", "flat"])
+def test_cli_validate_squad_says_convert_once_and_collapses_identical_errors(tmp_path, capsys, shape):
+    """Issue 19c: a SQuAD/CMRC file gets one line per distinct error (count + first records) and one
+    suggestion of `ragtune data convert`, not one identical line per row."""
+    path = tmp_path / "cmrc.json"
+    if shape == "nested":
+        path.write_text(json.dumps(_squad_nested(12), ensure_ascii=False), encoding="utf-8")
+    else:
+        write_json(path, [{"id": str(i), "context": "c", "question": f"q{i}",
+                           "answers": {"text": ["c"], "answer_start": [0]}} for i in range(12)])
+    assert main(["data", "validate", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert "looks like SQuAD/CMRC" in out
+    assert out.count("ragtune data convert --from squad --to alpaca") == 1
+    assert f"ragtune data convert --from squad --to alpaca {path} " in out
+    unknown = [line for line in out.splitlines() if "[unknown_format]" in line]
+    assert len(unknown) == 1, out
+    assert "12 records (0, 1, 2, 3, 4, ...)" in unknown[0]
+    assert "12 of 12 records" in err
+
+
+def test_distinct_errors_stay_separate_lines_and_trainers_get_the_convert_hint(tmp_path):
+    recs = [alpaca(0), {"instruction": "q", "output": ""}, {"instruction": "q2", "output": ""},
+            {"instruction": 3, "output": "a"}]
+    write_json(tmp_path / "mixed.json", recs)
+    report = validate(tmp_path / "mixed.json")
+    text = report.summary()
+    assert report.foreign is None
+    assert [line for line in text.splitlines() if "[empty_output]" in line] == [
+        f"{tmp_path / 'mixed.json'}: 2 records (1, 2), field 'output': output is empty [empty_output]"]
+    assert sum("[wrong_type]" in line for line in text.splitlines()) == 1
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(_squad_nested(3)), encoding="utf-8")
+    with pytest.raises(DataError) as exc:
+        validate_path_or_raise(squad)
+    assert "ragtune data convert" in str(exc.value)
+
+
+def test_embedding_pairs_are_recognised_as_foreign(tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", [{"query": f"q{i}", "pos": ["p"], "neg": ["n"]} for i in range(3)])
+    report = validate(tmp_path / "pairs.jsonl")
+    assert report.foreign and "ragtune finetune embed" in report.foreign
+    assert report.to_dict()["foreign"] == report.foreign

@@ -177,3 +177,74 @@ def test_ir_metrics_hand_values():
         recall_at_k(ranked, [], 3)
     with pytest.raises(DataError):
         mrr_at_k(ranked, {"a"}, 0)
+
+
+# -- cosine: language of the references vs the embedder (issue 19g) ---------------------------------
+class _ConstEmbedder:
+    """Every text gets the same vector: an embedder that cannot tell answers apart."""
+
+    def embed_documents(self, texts, progress=False):
+        return [[1.0, 0.0] for _ in texts]
+
+
+def test_cosine_warns_once_for_chinese_references_with_an_english_embedder(caplog):
+    import logging
+
+    from ragtune.eval.base import EvalItem
+    from ragtune.eval.generation import CosineSimilarity, english_only_embedder
+
+    m = CosineSimilarity(embed="all-MiniLM-L6-v2", embedder=_ConstEmbedder())
+    items = [EvalItem(question="问题", context="上下文", reference="一九六三年", prediction="错误的答案"),
+             EvalItem(question="问题", context="上下文", reference="河内总教区", prediction="别的")]
+    with caplog.at_level(logging.WARNING, logger="ragtune"):
+        assert [r.value for r in m.score_batch(items)] == [1.0, 1.0]   # the trap: wrong answers score 1
+        m.score_batch(items)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "English-only" in r.getMessage()]
+    assert len(warned) == 1
+    assert "BAAI/bge-m3" in warned[0].getMessage() and "all-MiniLM-L6-v2" in warned[0].getMessage()
+    assert m.describe()["warnings"] == [warned[0].getMessage()]
+    assert english_only_embedder("sentence-transformers/all-mpnet-base-v2")
+    assert not english_only_embedder("BAAI/bge-m3")
+
+
+def test_cosine_no_warning_for_english_references_or_multilingual_embedder(caplog):
+    import logging
+
+    from ragtune.eval.base import EvalItem
+    from ragtune.eval.generation import CosineSimilarity
+
+    en = [EvalItem(question="q", context="c", reference="in 1963", prediction="1963")]
+    zh = [EvalItem(question="q", context="c", reference="一九六三年", prediction="1963")]
+    with caplog.at_level(logging.WARNING, logger="ragtune"):
+        m1 = CosineSimilarity(embed="all-MiniLM-L6-v2", embedder=_ConstEmbedder())
+        m1.score_batch(en)
+        m2 = CosineSimilarity(embed="BAAI/bge-m3", embedder=_ConstEmbedder())
+        m2.score_batch(zh)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "warnings" not in m1.describe() and "warnings" not in m2.describe()
+
+
+def test_eval_summary_records_the_language_warning_from_the_model_card(tmp_path, tiny_embedder_dir):
+    """A local embedder whose model card says `language: en` is English-only too; the warning lands in
+    summary.json and report.md."""
+    import json as _json
+    import shutil
+
+    from ragtune.eval.runner import evaluate_llm
+
+    emb = tmp_path / "my-embedder"
+    shutil.copytree(tiny_embedder_dir, emb)
+    (emb / "README.md").write_text("---\nlanguage: en\nlicense: mit\n---\n# tiny\n")
+    evalset = tmp_path / "eval.json"
+    evalset.write_text(_json.dumps([{"context": "范廷颂是越南枢机。", "question": "他是谁?", "answers": ["越南枢机"]},
+                                    {"context": "一九六三年任主教。", "question": "何年?", "answers": ["一九六三年"]}],
+                                   ensure_ascii=False), encoding="utf-8")
+    preds = tmp_path / "preds.json"
+    preds.write_text(_json.dumps(["不知道", "一九六三年"], ensure_ascii=False), encoding="utf-8")
+    run = evaluate_llm(evalset=str(evalset), predictions=str(preds), run_dir=str(tmp_path / "res"),
+                       metrics=["cosine"], embed=str(emb))
+    summary = _json.loads((tmp_path / "res" / "summary.json").read_text(encoding="utf-8"))
+    assert len(summary["warnings"]) == 1 and "English-only" in summary["warnings"][0]
+    assert summary["metrics"]["cosine"]["warnings"] == summary["warnings"]
+    assert "warning: cosine:" in (tmp_path / "res" / "report.md").read_text(encoding="utf-8")
+    assert run.summary["warnings"] == summary["warnings"]

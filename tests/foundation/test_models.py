@@ -96,3 +96,19 @@ def test_cache_entry_without_manifest_is_not_ready(monkeypatch, tmp_path):
     target.mkdir(parents=True)
     (target / "config.json").write_text(json.dumps({"architectures": ["Gemma3ForCausalLM"]}))
     assert not is_materialised("gemma-3-270m")
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+                         ids=["hf-offline", "unreachable-endpoint"])
+def test_cli_pull_without_a_reachable_hub_says_unreachable_not_missing(tmp_path, env):
+    """Issue 19a: a connection error is not "does not exist on the hub"; the message says the hub is
+    unreachable and how to use a local copy."""
+    full = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", **env}
+    out = subprocess.run([sys.executable, "-m", "ragtune.cli", "models", "pull", "BAAI/bge-large-zh-v1.5"],
+                         capture_output=True, text=True, env=full, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "does not exist" not in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "hub is unreachable" in out.stderr
+    assert "/path/to/bge-large-zh-v1.5" in out.stderr and "hf download BAAI/bge-large-zh-v1.5" in out.stderr
+    assert "HF_HOME" in out.stderr

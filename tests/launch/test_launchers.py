@@ -1,4 +1,5 @@
 import os
+import shlex
 import stat
 import sys
 import textwrap
@@ -240,3 +241,72 @@ def test_newline_in_a_path_is_refused_before_any_script_is_written(tmp_path, slu
         launch_command(["finetune", "llm"], LauncherConfig(type="slurm"), workdir)
     assert not (workdir / "job.sbatch").exists() and not (slurm_cluster / "sbatch.json").exists()
     assert not list(tmp_path.rglob("PWNED*"))
+
+
+def test_slurm_dry_run_in_a_run_prints_the_script_and_exits_0(tmp_path, capsys, monkeypatch):
+    """Issue 19e: `ragtune run` with launcher slurm + dry_run prints the sbatch script (quoted) and exits 0;
+    the fine-tune stage is not marked done and no later stage runs."""
+    import json as _json
+
+    import yaml
+
+    from ragtune.cli import main
+    from ragtune.data.manuals import generate_manuals, split_by_passage
+
+    train, test = split_by_passage(generate_manuals(4, 2, seed=1), 0.3, seed=1)
+    (tmp_path / "train.json").write_text(_json.dumps(train))
+    (tmp_path / "test.json").write_text(_json.dumps(test))
+    run_dir = tmp_path / "run dir's"
+    cfg = {"run_dir": str(run_dir), "data": {"train": str(tmp_path / "train.json"), "eval": str(tmp_path / "test.json")},
+           "llm": {"base": "all-MiniLM-L6-v2", "method": "lora", "evaluate_base": False},
+           "eval": {"metrics": ["exact"]},
+           "launcher": {"type": "slurm", "dry_run": True, "partition": "gpu", "nnodes": 2}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))    # no sbatch anywhere: a dry run must not need it
+    assert main(["run", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("#!/bin/bash\n#SBATCH --job-name=ragtune-model.launch")
+    assert "#SBATCH --partition=gpu" in out and "srun torchrun" in out
+    script = run_dir / "finetune_llm" / "model.launch" / "job.sbatch"
+    assert script.read_text() in out
+    assert "cd " + shlex.quote(str(Path.cwd())) in out
+    assert "finetune_llm       dry-run" in out
+    assert not (run_dir / "finetune_llm" / ".stage.json").exists()
+    assert not (run_dir / "infer_tuned").exists()
+
+
+def test_torchrun_output_is_streamed_line_by_line_while_the_child_runs(tmp_path):
+    """Issue 19e: the child's lines reach the console as they are written, not when it exits: the
+    child waits for a file that the test's log handler creates on seeing its first line."""
+    import logging
+
+    marker = tmp_path / "seen"
+    child = ("import pathlib, sys, time\n"
+             "print('first line', flush=True)\n"
+             "sys.stdout.write('bar 1/2\\rbar 2/2\\n'); sys.stdout.flush()\n"
+             f"p = pathlib.Path({str(marker)!r})\n"
+             "t = time.time()\n"
+             "while not p.exists():\n"
+             "    if time.time() - t > 20: sys.exit(3)\n"
+             "    time.sleep(0.05)\n"
+             "print('second line', flush=True)\n")
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+            if record.getMessage() == "first line":
+                marker.write_text("x")
+
+    logger = logging.getLogger("ragtune.launch.child")
+    handler = Catch(level=logging.INFO)
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        run_logged([sys.executable, "-c", child], tmp_path / "child.log")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+    assert seen == ["first line", "bar 1/2", "bar 2/2", "second line"]
+    assert (tmp_path / "child.log").read_bytes() == b"first line\nbar 1/2\rbar 2/2\nsecond line\n"

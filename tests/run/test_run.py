@@ -235,3 +235,49 @@ def test_template_values_with_braces_are_inserted_verbatim():
     kind, msgs = item_input({"context": "f(x) = {x: 1} {question}", "question": "q?"},
                             "C: {context}\nQ: {question}")
     assert msgs[0]["content"] == "C: f(x) = {x: 1} {question}\nQ: q?"
+
+
+def test_example_config_on_a_fresh_checkout_names_the_missing_file_and_the_command_that_makes_it(tmp_path):
+    """Issue 19b: examples/manuals_gemma.yaml before its data exists: a preflight error naming the key
+    path, the file and the command the YAML's comment gives, no traceback; that command then makes
+    the data and the preflight passes."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "manuals_gemma.yaml"
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "manuals_gemma.yaml").write_text(example.read_text(encoding="utf-8"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "ragtune.cli", "run", "examples/manuals_gemma.yaml"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "data.train: ragtune-demo/data/train_squad.json does not exist" in out.stderr
+    assert "`ragtune data manuals ragtune-demo/data`" in out.stderr
+    assert not (tmp_path / "runs").exists()                      # nothing ran
+    made = subprocess.run([sys.executable, "-m", "ragtune.cli", "data", "manuals", "ragtune-demo/data",
+                           "--machines", "6"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        cfg = RunConfig.from_yaml("examples/manuals_gemma.yaml")
+        from ragtune.workflow.run import build_stages, check_stage_inputs
+
+        check_stage_inputs(cfg, build_stages(cfg))                # the data the comment promised is there
+        rows = json.loads(Path("ragtune-demo/data/train_squad.json").read_text(encoding="utf-8"))
+        assert rows and {"context", "question", "answers"} <= set(rows[0])
+    finally:
+        os.chdir(cwd)
+
+
+def test_missing_input_of_any_stage_names_its_key_path(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir):
+    cfg_path = write_config(tmp_path / "c.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "run")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["data"]["eval"] = str(tmp_path / "nowhere" / "eval.json")
+    cfg_path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"data\.eval: .*nowhere/eval\.json does not exist \(input of stage "
+                                          r"'prepare_data'\)") as exc:
+        main_cfg = RunConfig.from_yaml(cfg_path)
+        main_cfg.preflight()
+    assert exc.value.hint and "create it first" in exc.value.hint
+    assert not (tmp_path / "run").exists()

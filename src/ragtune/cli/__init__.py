@@ -48,10 +48,40 @@ class LazyGroup(click.Group):
             return _not_ready(name)
         return getattr(module, attr)
 
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, hoist_global_flags(self, ctx, list(args)))
+
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def hoist_global_flags(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    """``ragtune data validate F -v`` means ``ragtune -v data validate F``: the group's -v/-q given
+    after the subcommand are moved in front of it. A flag the subcommand defines itself (``ragtune
+    infer --quiet``: no progress bar) stays the subcommand's; nothing after ``--`` moves."""
+    cmd: click.Command | None = group
+    own: set[str] = set()
+    hoisted: list[str] = []
+    rest: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in GLOBAL_FLAGS and cmd is not group and arg not in own:
+            hoisted.append(arg)
+            continue
+        if not arg.startswith("-") and isinstance(cmd, click.Group):
+            sub = cmd.get_command(ctx, arg)
+            if sub is not None:
+                cmd = sub
+                own |= {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
+        rest.append(arg)
+    return hoisted + rest
 
 
 def _not_ready(name: str) -> click.Command:
@@ -74,7 +104,27 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
     verbosity = 0 if quiet else (2 if verbose else 1)
     setup_logging(verbosity)
+    if verbosity < 2:
+        quiet_third_party()
     ctx.obj = {"verbosity": verbosity}
+
+
+NOISY_LIBRARIES = r"(transformers|huggingface_hub|accelerate|peft|sentence_transformers|datasets|torch)(\.|$)"
+
+
+def quiet_third_party() -> None:
+    """At CLI start only (never when the library is imported): third-party FutureWarnings and
+    transformers / huggingface_hub info-and-warning chatter are hidden, so what the console shows
+    at WARNING is ragtune's own. Settings the user made in the environment win; ``-v`` shows it all.
+    Environment variables, not imports: ``ragtune --help`` stays free of torch and transformers."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=NOISY_LIBRARIES)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=NOISY_LIBRARIES)
 
 
 def main(argv: list[str] | None = None) -> int:

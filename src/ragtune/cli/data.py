@@ -1,4 +1,4 @@
-"""`ragtune data validate | convert | evalset | embed-pairs | mine-negatives | augment-json | synth | label`.
+"""`ragtune data validate | convert | evalset | manuals | embed-pairs | mine-negatives | augment-json | synth | label`.
 
 Options that belong to a job's typed config (EmbedPairsConfig, MineNegativesConfig,
 AugmentJsonConfig) are generated from it, so flags, YAML (``--config``) and Python agree.
@@ -34,7 +34,7 @@ config_flag = click.option("--config", "config_path", type=click.Path(dir_okay=F
 @click.option("--cutoff-len", type=int, help="Count samples longer than this many tokens (needs --tokenizer).")
 @click.option("--tokenizer", help="Model whose tokenizer counts tokens (name, local dir or HF id).")
 @click.option("--system", help="System prompt training will add (counts toward the length).")
-@click.option("--max-issues", type=int, default=50, show_default=True, help="Issues to print.")
+@click.option("--max-issues", type=int, default=50, show_default=True, help="Issue lines to print (an issue shared by many records is one line).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a token-length histogram PNG here.")
 @json_flag
 def validate_cmd(file, cutoff_len, tokenizer, system, max_issues, plot, as_json) -> None:
@@ -95,6 +95,30 @@ def evalset_cmd(source, input_file, output_file, as_json) -> None:
     from ..data.squad import evalset
 
     _echo_summary(evalset(input_file, output_file, source=source), as_json)
+
+
+@data.command("manuals")
+@click.argument("outdir", metavar="OUTDIR", type=click.Path(file_okay=False))
+@click.option("--machines", default=50, show_default=True, help="Fictional machines (one manual each).")
+@click.option("--questions", default=4, show_default=True, help="Questions per manual.")
+@click.option("--eval-fraction", default=0.2, show_default=True, help="Share of manuals held out for eval.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the generator and of the split.")
+@json_flag
+def manuals_cmd(outdir, machines, questions, eval_fraction, seed, as_json) -> None:
+    """Fictional maintenance manuals as SQuAD-style rows: OUTDIR/train_squad.json and
+    OUTDIR/test_squad.json, split by manual (what examples/manuals_gemma.yaml reads)."""
+    from pathlib import Path
+
+    from ..core.io import atomic_write_json
+    from ..data.manuals import generate_manuals, split_by_passage
+
+    train, test = split_by_passage(generate_manuals(machines, questions, seed=seed), eval_fraction, seed=seed)
+    out = Path(outdir)
+    paths = {"train": atomic_write_json(out / "train_squad.json", train),
+             "test": atomic_write_json(out / "test_squad.json", test)}
+    summary = {"train": len(train), "test": len(test), **{f"{k}_file": str(v) for k, v in paths.items()}}
+    click.echo(json.dumps(summary, indent=2) if as_json
+               else f"{len(train)} train rows -> {paths['train']}\n{len(test)} test rows -> {paths['test']}")
 
 
 @data.command("embed-pairs")

@@ -87,6 +87,10 @@ def _print_result(result, output) -> None:
     import json
     from pathlib import Path
 
+    from ..launch import DryRun
+
+    if isinstance(result, DryRun):   # a Slurm dry run: the script was printed; nothing ran
+        return
     if result is None:   # launched elsewhere (torchrun / slurm): the job wrote the output dir
         metrics = json.loads((Path(output) / "metrics.json").read_text(encoding="utf-8"))
     else:

@@ -212,7 +212,8 @@ def config_options(cls: type[Config], *, exclude: tuple[str, ...] = (), extra: t
                 fn = click.option(flag, dest, default=None, help=help_text + " (comma-separated)",
                                   callback=_split_commas)(fn)
             else:
-                fn = click.option(flag, dest, type=ctype, default=None, help=help_text)(fn)
+                fn = click.option(flag, dest, type=ctype, default=None, help=help_text,
+                                  metavar=_number_metavar(field.annotation))(fn)
         return fn
 
     return decorate
@@ -241,6 +242,17 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
         else:
             out[key] = value
     return out
+
+
+def _number_metavar(annotation: Any) -> str | None:
+    """INTEGER / FLOAT in --help for numeric fields. The value itself still reaches pydantic as a
+    string (one error message for flags, YAML and Python); only what --help says changes."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] \
+        if typing.get_origin(annotation) is not None and typing.get_origin(annotation) is not typing.Literal \
+        else [annotation]
+    if not args or any(a not in (int, float) for a in args):
+        return None
+    return "INTEGER" if all(a is int for a in args) else "FLOAT"
 
 
 def _bool_or_more(annotation: Any) -> bool:

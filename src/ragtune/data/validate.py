@@ -53,6 +53,7 @@ class ValidationReport:
     max_tokens: int | None = None
     mean_tokens: float | None = None
     lengths: list[int] | None = field(default=None, repr=False)   # tokens per valid sample, in order
+    foreign: str | None = None            # a known non-training shape (SQuAD, eval set ...): what to do
 
     @property
     def invalid_records(self) -> set[int]:
@@ -71,11 +72,16 @@ class ValidationReport:
         return dict(Counter(i.kind for i in self.issues))
 
     def summary(self, max_issues: int = 50) -> str:
-        lines = [str(i) for i in self.issues[:max_issues]]
+        """Issues with the same kind, field and message are one line (how many records, the first
+        few of them), so a file of the wrong shape does not print one identical line per row."""
+        groups = group_issues(self.issues)
+        lines = [_group_line(g) for g in groups[:max_issues]]
         if self.total == 0:
             lines.append(f"{self.file}: holds no records (empty file)")
-        if len(self.issues) > max_issues:
-            lines.append(f"... and {len(self.issues) - max_issues} more issues")
+        if len(groups) > max_issues:
+            lines.append(f"... and {len(groups) - max_issues} more kinds of issues")
+        if self.foreign:
+            lines.append(self.foreign)
         lines.append(f"{self.file}: {self.total} records ({self.format or 'unknown format'}), "
                      f"{self.valid} valid, {len(self.invalid_records)} invalid")
         if self.issues:
@@ -90,6 +96,64 @@ class ValidationReport:
         d.pop("lengths")
         d.update(valid=self.valid, invalid=len(self.invalid_records), counts=self.counts(), ok=self.ok)
         return d
+
+
+GROUP_SHOWN = 5   # record indices shown for an issue shared by many records
+
+
+def group_issues(issues: list[Issue]) -> list[list[Issue]]:
+    """Issues grouped by (kind, field, message), in order of first appearance."""
+    groups: dict[tuple[str, str | None, str], list[Issue]] = {}
+    for issue in issues:
+        groups.setdefault((issue.kind, issue.field, issue.message), []).append(issue)
+    return list(groups.values())
+
+
+def _group_line(group: list[Issue]) -> str:
+    if len(group) == 1:
+        return str(group[0])
+    first = group[0]
+    shown = ", ".join(str(i.record) for i in group[:GROUP_SHOWN]) + (", ..." if len(group) > GROUP_SHOWN else "")
+    where = f"{first.file}: {len(group)} records ({shown})"
+    if first.field:
+        where += f", field '{first.field}'"
+    return f"{where}: {first.message} [{first.kind}]"
+
+
+def _convert_hint(file: str, what: str) -> str:
+    out = Path(file).with_name(Path(file).stem + "_alpaca.json")
+    return (f"{file}: this looks like {what}, not instruction data; convert it with "
+            f"`ragtune data convert --from squad --to alpaca {file} {out}` "
+            f"(or `ragtune data evalset {file} EVAL.json` for an eval set)")
+
+
+def foreign_shape(file: str, data: list[Any]) -> str | None:
+    """A sentence naming a known non-training shape of the records and what to do with it, or None."""
+    dicts = [d for d in data if isinstance(d, dict)]
+    if not dicts or len(dicts) < len(data) / 2:
+        return None
+
+    def share(pred) -> float:
+        return sum(1 for d in dicts if pred(d)) / len(dicts)
+
+    if share(lambda d: isinstance(d.get("paragraphs"), list)) > 0.5:
+        return _convert_hint(file, "SQuAD/CMRC (articles -> paragraphs -> qas)")
+    if share(lambda d: {"context", "question", "answers"} <= set(d)) > 0.5:
+        return _convert_hint(file, "SQuAD/CMRC rows (context, question, answers)")
+    if share(lambda d: "query" in d and ("pos" in d or "neg" in d)) > 0.5:
+        return (f"{file}: this looks like an embedding training set (query, pos, neg), not LLM instruction "
+                f"data; it trains an embedder: `ragtune finetune embed --train {file} ...`")
+    if share(lambda d: "query" in d and "corpus" in d) > 0.5:
+        return (f"{file}: this looks like an embedding eval set (query, corpus): it is scored by "
+                "`ragtune finetune embed` / `ragtune eval`, not trained on as instruction data")
+    if share(lambda d: isinstance(d.get("conversations"), list)) > 0.5:
+        return (f"{file}: this looks like ShareGPT (conversations of {{from, value}}); write each record as "
+                "OpenAI messages ({\"messages\": [{\"role\": \"user\"|\"assistant\", \"content\": ...}]}), "
+                "which ragtune reads")
+    if share(lambda d: {"question", "answer"} <= set(d) and "instruction" not in d) > 0.5:
+        return (f"{file}: this looks like question/answer rows (question, answer[, context]); rename them to "
+                "Alpaca fields: instruction (the question, with the context), output (the answer)")
+    return None
 
 
 class _Checker:
@@ -202,6 +266,8 @@ def validate(path: str | os.PathLike, *, cutoff_len: int | None = None, tokenize
                                        f"neither Alpaca (instruction/output) nor messages; has {keys}", r.line))
         else:
             formats[r.index] = fmt
+    if not formats:
+        report.foreign = foreign_shape(file, [r.data for r in records if not isinstance(r, BadLine)])
     counts = Counter(formats.values())
     report.format = max(FORMATS, key=lambda f: counts[f]) if counts else None
     good: list[tuple[Record, Format]] = []
@@ -297,7 +363,7 @@ def validate_path_or_raise(path: str | os.PathLike, **kwargs: Any) -> Validation
         first = report.issues[0]
         raise DataError(f"{len(report.invalid_records)} invalid records; first: {first.message}",
                         file=first.file, record=first.record, field=first.field,
-                        hint=f"run `ragtune data validate {Path(path)}` for the full list")
+                        hint=report.foreign or f"run `ragtune data validate {Path(path)}` for the full list")
     return report
 
 

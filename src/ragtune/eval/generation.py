@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from ..core.config import Config
+from ..core.log import get_logger
 from .base import EvalItem, Metric, MetricResult, NoParams, register_metric
 from .text import WordTokenizer, normalize_answer, split_words
 
@@ -73,6 +75,73 @@ def clamped_cosine(x: Sequence[float], y: Sequence[float]) -> float:
     return float(min(1.0, max(0.0, float(np.dot(a, b)) / norm)))
 
 
+log = get_logger(__name__)
+
+# Embedders trained on English only: their cosine on Chinese (or other CJK) text says little.
+ENGLISH_EMBEDDERS = frozenset(m.lower() for m in (
+    "all-MiniLM-L6-v2", "all-MiniLM-L12-v2", "all-mpnet-base-v2", "all-distilroberta-v1",
+    "paraphrase-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2", "paraphrase-mpnet-base-v2",
+    "multi-qa-MiniLM-L6-cos-v1", "multi-qa-mpnet-base-dot-v1", "msmarco-MiniLM-L6-cos-v5",
+    "bge-small-en-v1.5", "bge-base-en-v1.5", "bge-large-en-v1.5", "e5-small-v2", "e5-base-v2", "e5-large-v2",
+    "gte-small", "gte-base", "gte-large", "nomic-embed-text-v1.5"))
+MULTILINGUAL_SUGGESTION = "BAAI/bge-m3 or sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
+CJK_SHARE = 0.3   # references whose non-space characters are at least this share CJK count as CJK
+
+
+def cjk_share(texts: Sequence[str]) -> float:
+    """Share of CJK characters (Han, kana, hangul, CJK punctuation) among the non-space characters."""
+    chars = [c for t in texts for c in t if not c.isspace()]
+    if not chars:
+        return 0.0
+    cjk = sum(1 for c in chars if "\u3000" <= c <= "\u30ff" or "\u3400" <= c <= "\u9fff"
+              or "\uac00" <= c <= "\ud7af" or "\uf900" <= c <= "\ufaff" or "\uff00" <= c <= "\uffef")
+    return cjk / len(chars)
+
+
+def _card_languages(path: Path) -> list[str] | None:
+    """``language:`` of a local model card (README.md front matter), or None when it has none."""
+    try:
+        text = (path / "README.md").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    if not text.startswith("---"):
+        return None
+    import yaml
+
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return None
+    lang = meta.get("language") if isinstance(meta, dict) else None
+    if isinstance(lang, str):
+        return [lang.lower()]
+    if isinstance(lang, list):
+        return [str(x).lower() for x in lang]
+    return None
+
+
+def english_only_embedder(ref: str) -> bool:
+    """True for an embedder known to be English-only: by name (a bundled/hub id or a folder named
+    after one), by its local model card's ``language`` metadata, or by the base model a ragtune
+    fine-tune of it names."""
+    import json
+
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        langs = _card_languages(path)
+        if langs is not None:
+            return langs == ["en"]
+        manifest = path / "ragtune_finetune.json"
+        if manifest.exists():
+            try:
+                base = json.loads(manifest.read_text(encoding="utf-8")).get("base")
+            except (OSError, json.JSONDecodeError):
+                base = None
+            if isinstance(base, str) and base != ref:
+                return english_only_embedder(base)
+    return ref.rstrip("/").split("/")[-1].lower() in ENGLISH_EMBEDDERS
+
+
 @register_metric("cosine")
 class CosineSimilarity(Metric):
     """Cosine similarity of prediction and reference embeddings, clamped to [0, 1] (the chapter's
@@ -89,6 +158,27 @@ class CosineSimilarity(Metric):
         from ..models.embedder import LazyEmbedder
 
         self._embedder = embedder or LazyEmbedder(self.embed, batch_size=self.batch_size, device=self.device)
+        self.warnings: list[str] = []
+
+    def check_language(self, references: Sequence[str]) -> None:
+        """Warn once (log + :meth:`describe`, hence summary.json) when CJK references are scored with
+        an English-only embedder: wrong answers then get a high "semantic similarity"."""
+        if self.warnings:
+            return
+        share = cjk_share([r for r in references if r])
+        if share >= CJK_SHARE and english_only_embedder(self.embed):
+            msg = (f"cosine: {share:.0%} of the reference text is Chinese/Japanese/Korean but the embedder "
+                   f"'{self.embed}' is English-only, so its similarities say little (wrong answers score "
+                   f"high); use a multilingual embedder, e.g. {MULTILINGUAL_SUGGESTION} "
+                   "(--embed / eval.embed; download it where a network is available)")
+            log.warning("%s", msg)
+            self.warnings.append(msg)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
     def score_batch(self, items: Sequence[EvalItem]) -> list[MetricResult]:
         todo = [i for i, it in enumerate(items) if (it.prediction or "").strip() and (it.reference or "").strip()]
@@ -99,6 +189,7 @@ class CosineSimilarity(Metric):
             elif not (it.reference or "").strip():
                 results[i] = MetricResult.skipped("empty reference")
         if todo:
+            self.check_language([items[i].reference for i in todo])
             # One batched encode over predictions + references (sentence-transformers sorts by length).
             texts = [items[i].prediction.strip() for i in todo] + [items[i].reference.strip() for i in todo]
             vecs = self._embedder.embed_documents(texts, progress=self.progress)

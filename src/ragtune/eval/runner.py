@@ -140,10 +140,12 @@ def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
     rows = [{"index": i, "question": it.question, "context": it.context, "reference": it.reference,
              "all_answers": it.all_answers, "prediction": it.prediction,
              "scores": {m.name: results[m.name][i].to_dict() for m in metrics}} for i, it in enumerate(items)]
+    warnings = [w for m in metrics for w in getattr(m, "warnings", [])]
     summary = {
         "run_id": run_id, "name": cfg.name or Path(cfg.predictions).stem, "evalset": str(cfg.evalset),
         "predictions": str(cfg.predictions), "n_items": len(items),
         "metrics": {m.name: {**m.describe(), **aggregate(results[m.name]).to_dict()} for m in metrics},
+        "warnings": warnings,
     }
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(str(cfg.output)) / f"eval-{run_id}"
     with atomic_dir(run_dir) as tmp:
@@ -151,6 +153,7 @@ def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
         atomic_write_json(tmp / "summary.json", summary)
         cfg.save(tmp / "config.yaml")
         run = EvalRun(run_dir, summary, rows)
-        atomic_write_text(tmp / "report.md", markdown_table([run]))
+        notes = "".join(f"\n> warning: {w}\n" for w in warnings)
+        atomic_write_text(tmp / "report.md", markdown_table([run]) + notes)
         atomic_write_text(tmp / "report.html", render_html([run], title=f"ragtune eval: {summary['name']}"))
     return run

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,22 +145,40 @@ def log_tail(path: str | Path, lines: int = 30) -> str:
 
 def run_logged(cmd: Sequence[str], log_path: str | Path, *, env: dict[str, str] | None = None,
                cwd: str | Path | None = None) -> None:
-    """Run ``cmd`` with stdout+stderr appended to ``log_path`` (and echoed when verbose); a
+    """Run ``cmd`` with stdout+stderr appended to ``log_path`` and shown live, line by line, as
+    INFO records of ``ragtune.launch.child`` (a progress bar's ``\r`` updates count as lines); a
     non-zero exit raises :class:`BackendError` with the exit code and the log tail."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log.info("running: %s  (log: %s)", shlex.join(cmd), log_path)
+    child = get_logger("launch.child")
     with open(log_path, "ab") as fh:
         try:
-            proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         except FileNotFoundError:
             raise BackendError(f"{cmd[0]} not found", hint="install it or use launcher type 'local'") from None
+        assert proc.stdout is not None
         try:
+            pending = b""
+            while True:
+                chunk = proc.stdout.read1(65536)  # type: ignore[attr-defined]  # a BufferedReader: what the child wrote so far
+                if not chunk:
+                    break
+                fh.write(chunk)
+                fh.flush()
+                *lines, pending = re.split(rb"\r\n|\n|\r", pending + chunk)
+                for line in lines:
+                    if line.strip():
+                        child.info("%s", line.decode("utf-8", errors="replace"))
+            if pending.strip():
+                child.info("%s", pending.decode("utf-8", errors="replace"))
             code = proc.wait()
         except KeyboardInterrupt:
             proc.terminate()
             proc.wait(timeout=30)
             raise
+        finally:
+            proc.stdout.close()
     if code != 0:
         raise BackendError(f"{shlex.join(cmd[:6])}... exited with code {code}; last lines of {log_path}:\n"
                            f"{log_tail(log_path)}")
@@ -199,8 +218,16 @@ def wait_for_job(job_id: str, log_path: Path, poll_seconds: float = 30.0) -> Non
         time.sleep(poll_seconds)
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """What a Slurm ``dry_run`` returns instead of a result: the script written (and printed), not
+    submitted. ``ragtune run`` stops after the stage that returned it, with exit status 0."""
+    script: Path
+    text: str
+
+
 # -- the one entry point -------------------------------------------------------------------------------
-def launch_command(args: Sequence[str], launcher: dict[str, Any] | LauncherConfig, workdir: Path) -> None:
+def launch_command(args: Sequence[str], launcher: dict[str, Any] | LauncherConfig, workdir: Path) -> DryRun | None:
     """Run ``ragtune ARGS`` under a torchrun or Slurm launcher (``local`` is the caller's own process:
     see :func:`ragtune.workflow.launching.launch_job`). Logs go to ``workdir/launcher.log``."""
     lc = launcher if isinstance(launcher, LauncherConfig) else LauncherConfig.build(**launcher)
@@ -211,18 +238,22 @@ def launch_command(args: Sequence[str], launcher: dict[str, Any] | LauncherConfi
     log_path = workdir / "launcher.log"
     if lc.type == "torchrun":
         run_logged(torchrun_command(args, lc), log_path, env=_env_with_interpreter_bin())
-        return
+        return None
     script = workdir / "job.sbatch"
     from ..core.io import atomic_write_text
 
     atomic_write_text(script, sbatch_script(args, lc, job_name=f"ragtune-{workdir.name}",
                                             log_path=log_path.resolve(), workdir=Path.cwd()))
     if lc.dry_run:
-        print(script.read_text(encoding="utf-8"))
-        return
+        text = script.read_text(encoding="utf-8")
+        log.info("slurm dry run: wrote %s (not submitted; sbatch %s submits it)", script, shlex.quote(str(script)))
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return DryRun(script, text)
     job = submit(script)
     log.info("submitted slurm job %s (script %s, log %s)", job, script, log_path)
     wait_for_job(job, log_path, lc.poll_seconds)
+    return None
 
 
 def _env_with_interpreter_bin() -> dict[str, str] | None:

@@ -129,9 +129,39 @@ def _bundled_path(name: str, pull: bool, deep_verify: bool = False) -> Path:
 
 # -- hub ----------------------------------------------------------------------------------------
 def _offline_hint(ref: str) -> str:
-    return (f"no Hugging Face hub is reachable and '{ref}' is not in the local HF cache. "
-            f"Bundled models that work offline: {bundled_names()}. Or point at a local copy: "
-            f"--model /path/to/{ref.split('/')[-1]} (a directory with config.json, or a .gguf file)")
+    short = ref.split("/")[-1]
+    return (f"bundled models that work offline: {bundled_names()}. Or use a local copy: on a machine with "
+            f"network run `hf download {ref} --local-dir {short}`, copy the folder here and "
+            f"pass its path instead of the id (e.g. /path/to/{short}: a directory with config.json, or a "
+            ".gguf file); or copy that machine's Hugging Face cache into $HF_HOME (default "
+            "~/.cache/huggingface), or set HF_ENDPOINT to a reachable mirror")
+
+
+def _hub_unreachable(exc: BaseException) -> bool:
+    """A connection problem (no network, refused, DNS, timeout, offline mode), as opposed to the
+    hub answering that the repo does not exist. huggingface_hub wraps a failed connection in
+    LocalEntryNotFoundError ("cannot find the snapshot folder on the local disk"), whose name
+    contains "NotFound": it must be told apart before any name-based check."""
+    try:
+        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+    except ImportError:  # pragma: no cover - very old huggingface_hub
+        LocalEntryNotFoundError = OfflineModeIsEnabled = ()  # type: ignore[assignment,misc]
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+            return True
+        if type(seen).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ConnectionError",
+                                   "Timeout", "ProxyError", "NetworkError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _unreachable_error(ref: str, why: str) -> ModelNotFoundError:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return ModelNotFoundError(f"cannot fetch model '{ref}': the Hugging Face hub is unreachable ({why}; "
+                              f"endpoint {endpoint}) and '{ref}' is not in the local HF cache",
+                              hint=_offline_hint(ref))
 
 
 def _hub_path(ref: str) -> Path:
@@ -151,16 +181,20 @@ def _hub_path(ref: str) -> Path:
     except Exception:  # not cached: fall through to a real download
         pass
     if offline:
-        raise ModelNotFoundError(f"cannot resolve model '{ref}' (HF_HUB_OFFLINE is set)",
-                                 hint=_offline_hint(ref))
+        raise _unreachable_error(ref, "HF_HUB_OFFLINE is set")
     try:
         return Path(snapshot_download(ref, etag_timeout=10))
     except Exception as exc:
         name = type(exc).__name__
-        if "NotFound" in name or "RepositoryNotFound" in name or "401" in str(exc):
+        first = (str(exc).splitlines() or [""])[0][:200]
+        if _hub_unreachable(exc):
+            cause = exc.__cause__ or exc.__context__
+            why = f"{type(cause).__name__}: {cause}" if cause is not None else f"{name}: {first}"
+            raise _unreachable_error(ref, why[:200]) from None
+        if "RepositoryNotFound" in name or "GatedRepo" in name or "401" in str(exc):
             raise ModelNotFoundError(f"'{ref}' does not exist on the Hugging Face hub (or is gated)",
                                      hint=f"bundled models: {bundled_names()}") from None
-        raise ModelNotFoundError(f"cannot download '{ref}': {name}: {str(exc).splitlines()[0][:200]}",
+        raise ModelNotFoundError(f"cannot download '{ref}': {name}: {first}",
                                  hint=_offline_hint(ref)) from None
 
 

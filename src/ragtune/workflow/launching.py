@@ -14,7 +14,8 @@ from ..launch import LauncherConfig, launch_command
 
 def launch_finetune(method: Any, cfg: Any, launcher: dict[str, Any] | LauncherConfig, workdir: Path) -> Any:
     """Fine-tune with ``cfg`` (its method is ``method``) under ``launcher``; returns the result when
-    run locally (the launched job writes the same output directory)."""
+    run locally (the launched job writes the same output directory), a :class:`DryRun` for a Slurm
+    dry run."""
     lc = launcher if isinstance(launcher, LauncherConfig) else LauncherConfig.build(**launcher)
     if lc.type == "local":
         return cfg.execute()
@@ -27,5 +28,5 @@ def launch_finetune(method: Any, cfg: Any, launcher: dict[str, Any] | LauncherCo
     # Only the keys that were set: the job re-validates them exactly as the caller's config did.
     values = {"method": cfg.method, **cfg.model_dump(mode="json", exclude_unset=True)}
     atomic_write_text(cfg_path, yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
-    launch_command(["finetune", "llm", "--config", str(cfg_path.resolve())], lc, workdir)
-    return None
+    # None when the launched job ran (it wrote the output directory), a DryRun for a Slurm dry run
+    return launch_command(["finetune", "llm", "--config", str(cfg_path.resolve())], lc, workdir)

@@ -188,6 +188,11 @@ class TrainableModule:
             job = self.finetune_job()
             self.stop()
             self.finetune_result = job.execute()
+            from ..launch import DryRun
+
+            if isinstance(self.finetune_result, DryRun):   # a Slurm dry run: nothing to deploy yet
+                log.info("dry run: %s written, not submitted; nothing deployed", self.finetune_result.script)
+                return self
             log.info("fine-tune finished: %s", job.config.output)
         self.start()
         if self._evalset is not None and self.kind == "llm":

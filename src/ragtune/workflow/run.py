@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 from ..core.config import Config
 from ..core.errors import ConfigError
@@ -99,6 +99,13 @@ class RunConfig(Config):
     eval: EvalSection = Field(default_factory=EvalSection)
     baselines: list[Baseline] = Field(default_factory=list)
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
+    _source: str | None = PrivateAttr(None)      # the YAML file it was read from, for hints
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, /, **overrides: Any):
+        cfg = super().from_yaml(path, **overrides)
+        cfg._source = os.fspath(path)
+        return cfg
 
     @field_validator("data", mode="before")
     @classmethod
@@ -110,18 +117,17 @@ class RunConfig(Config):
         docs_run.check_sections(self)
         return self
 
-    def preflight(self) -> None:
-        """Checks that need the machine, run before the first stage: input files exist, the
-        embedder of the metrics resolves, baseline keys are set."""
+    def preflight(self, stages: list[Stage] | None = None) -> None:
+        """Checks that need the machine, run before the first stage: every input file of every stage
+        that no earlier stage writes exists (the error names its key path, and the command the
+        config's comments give for making it), the embedder of the metrics resolves, baseline keys
+        are set."""
         from ..models import resolve_model
 
+        check_stage_inputs(self, build_stages(self) if stages is None else stages)
         if isinstance(self.data, DocsSection):
             return docs_run.preflight(self)
 
-        for key in ("train", "eval"):
-            path = getattr(self.data, key)
-            if path and not Path(path).is_file():
-                raise ConfigError(f"data.{key}: {path} does not exist")
         if self.data.eval:
             for name, params in metric_specs(self.eval):
                 if "embed" in params:
@@ -132,6 +138,53 @@ class RunConfig(Config):
         for b in self.baselines:
             if b.api_key_env and not os.environ.get(b.api_key_env):
                 raise ConfigError(f"baselines[{b.name}].api_key_env: environment variable {b.api_key_env} is not set")
+
+
+def _key_paths(value: Any, target: str, prefix: str = "") -> list[str]:
+    """Dotted key paths in a config dump whose value is ``target``."""
+    if isinstance(value, dict):
+        return [k for key, v in value.items() for k in _key_paths(v, target, f"{prefix}{key}.")]
+    if isinstance(value, list):
+        return [k for i, v in enumerate(value) for k in _key_paths(v, target, f"{prefix.rstrip('.')}[{i}].")]
+    return [prefix.rstrip(".")] if isinstance(value, str) and value == target else []
+
+
+def _comment_commands(source: str | None, missing: str) -> list[str]:
+    """Commands in backticks in the YAML's comments that mention the missing file's folder: what the
+    config's author wrote for making it (``# make it first with `ragtune data manuals DIR```)."""
+    if not source:
+        return []
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    parts = Path(missing).parts
+    roots = {p for p in (parts[0] if parts else "", str(Path(missing).parent)) if p not in ("", ".", "..", "/")}
+    found: list[str] = []
+    for line in text.splitlines():
+        comment = line.split("#", 1)[1] if "#" in line else ""
+        for cmd in comment.split("`")[1::2]:
+            if any(r in cmd for r in roots) and cmd not in found:
+                found.append(cmd)
+    return found
+
+
+def check_stage_inputs(cfg: RunConfig, stages: list[Stage]) -> None:
+    """Every input of every stage that is not written inside the run directory must exist now: a
+    missing file is a ConfigError naming its key path (e.g. ``data.train``), before anything runs."""
+    run_dir = Path(cfg.run_dir).resolve()
+    dump = cfg.model_dump(mode="json")
+    for stage in stages:
+        for item in stage.inputs:
+            path = Path(item)
+            if path.resolve().is_relative_to(run_dir) or path.exists():
+                continue
+            keys = _key_paths(dump, str(item)) or [f"stage {stage.name} input"]
+            commands = _comment_commands(cfg._source, str(item))
+            hint = (f"{cfg._source} says to create it first: " + " or ".join(f"`{c}`" for c in commands)
+                    if commands else "create it first, or point the key at an existing file")
+            raise ConfigError(f"{', '.join(keys)}: {item} does not exist (input of stage '{stage.name}')",
+                              hint=hint)
 
 
 # -- the chain --------------------------------------------------------------------------------------------
@@ -199,11 +252,13 @@ def run_config(cfg: RunConfig, force: list[str] | tuple[str, ...] = ()) -> Stage
     unknown = [f for f in force if f not in names]
     if unknown:
         raise ConfigError(f"--force: unknown stage(s) {unknown}; stages of this config: {', '.join(names)}")
-    cfg.preflight()
+    cfg.preflight(stages)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
     runner = StageRunner(run_dir, force=force)
     for stage in stages:
         runner.run(stage)
+        if runner.stopped:
+            break
     return runner

@@ -69,7 +69,7 @@ class Stage:
 @dataclass
 class StageResult:
     name: str
-    status: str              # "ran" | "skipped"
+    status: str              # "ran" | "skipped" | "dry-run"
     seconds: float
     dir: Path
 
@@ -79,6 +79,7 @@ class StageRunner:
         self.run_dir = Path(run_dir)
         self.force = set(force)
         self.results: list[StageResult] = []
+        self.stopped: str | None = None     # the stage of a dry run, after which nothing runs
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
@@ -110,7 +111,7 @@ class StageRunner:
         started = time.time()
         with log_to_file(sdir / "log.txt") as file_handler:
             try:
-                stage.execute()
+                outcome = stage.execute()
             except KeyboardInterrupt:
                 stage_log.error("interrupted")
                 raise
@@ -121,6 +122,15 @@ class StageRunner:
                 raise StageFailed(f"stage '{stage.name}' failed: {exc}",
                                   hint=f"its log is {sdir / 'log.txt'}; fix the cause and re-run: finished "
                                        "stages are skipped") from exc
+        from ..launch import DryRun
+
+        if isinstance(outcome, DryRun):   # nothing ran: not marked done, and the run stops here
+            log.info("stage %-16s dry run: %s written, not submitted; later stages not run", stage.name,
+                     outcome.script)
+            result = StageResult(stage.name, "dry-run", time.time() - started, sdir)
+            self.results.append(result)
+            self.stopped = stage.name
+            return result
         missing = [o for o in stage.outputs if not (sdir / o).exists()]
         if missing:
             raise StageFailed(f"stage '{stage.name}' finished without writing {missing}",
