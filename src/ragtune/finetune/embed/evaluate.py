@@ -10,9 +10,11 @@ from ...data.embed_sets import RetrievalItem, eval_corpus
 from ...eval.retrieval import rank_metrics, top_k_ids
 
 
-def evaluate_embedder(embedder, items: list[RetrievalItem], ks: Sequence[int]) -> dict[str, Any]:
-    """recall@k / MRR@k / NDCG@k of ``embedder`` on ``items`` (corpus = all their passages)."""
-    corpus, relevant = eval_corpus(items)
+def evaluate_embedder(embedder, items: list[RetrievalItem], ks: Sequence[int],
+                      pool: Sequence[str] = ()) -> dict[str, Any]:
+    """recall@k / MRR@k / NDCG@k of ``embedder`` on ``items``; the corpus is ``pool`` (e.g. a BEIR
+    corpus with its distractors) plus all the items' passages."""
+    corpus, relevant = eval_corpus(items, pool)
     q = embedder.embed_queries([it.query for it in items])
     c = embedder.embed_documents(corpus)
     ids, _ = top_k_ids(q, c, max(ks))

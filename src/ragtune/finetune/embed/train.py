@@ -9,7 +9,7 @@ from typing import Any
 
 from ...core.io import atomic_dir, atomic_write_json
 from ...core.log import get_logger
-from ...data.embed_sets import load_eval, load_train
+from ...data.embed_sets import load_eval_with_corpus, load_train
 from ..base import FinetuneResult
 from .config import EmbedFinetuneConfig
 from .data import query_instruction, split_train
@@ -52,15 +52,17 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
         keep = sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.max_samples))
         records = [records[i] for i in keep]
     if cfg.eval_file:
-        train_records, evals = records, load_eval(cfg.eval_file)
+        evals, pool = load_eval_with_corpus(cfg.eval_file)   # a BEIR dir: its whole corpus is the pool
+        train_records = records
     else:
+        pool = []
         train_records, evals = split_train(records, cfg.eval_split, cfg.seed)
     instruction = query_instruction(records, cfg.query_instruction)
     base_path = str(resolve_model(cfg.base, kind="embedding").path)
     torch.manual_seed(cfg.seed)
 
     model = load_sentence_transformer(base_path)
-    base_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks) if evals else None
+    base_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks, pool) if evals else None
     out = Path(str(cfg.output))
     with atomic_dir(out) as tmp:
         start = time.perf_counter()
@@ -88,7 +90,7 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         shutil.rmtree(tmp / "fe_model", ignore_errors=True)
         model.save(str(tmp))
-        tuned_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks) if evals else None
+        tuned_metrics = evaluate_embedder(SentenceTransformerEmbedder(model), evals, cfg.eval_ks, pool) if evals else None
         metrics = {
             "base_model": cfg.base, "backend": cfg.backend, "query_instruction": instruction,
             "train_records": len(train_records), "eval_queries": len(evals),
