@@ -122,7 +122,7 @@ def write_beir(items: Sequence[RetrievalItem], outdir: str | Path, extra_corpus:
 
 def _require(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise DataError(f"the BEIR {what} does not exist" + (" (it is a directory)" if path.is_dir() else ""),
+        raise DataError(f"the BEIR {what} file does not exist" + (" (it is a directory)" if path.is_dir() else ""),
                         file=str(path), hint="a BEIR directory holds corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
     return path
 
@@ -262,8 +262,9 @@ def read_beir(directory: str | Path, split: str = "test", *,
         shown = ", ".join(unjudged[:_SHOW_IDS]) + (", ..." if len(unjudged) > _SHOW_IDS else "")
         raise DataError(f"{len(unjudged)} of {len(queries)} queries have no positive judgment (score > 0) in "
                         f"{qrels_path}: {shown}", file=str(queries_file), field="_id",
-                        hint="published BEIR sets list every split's queries; allow_unjudged=True "
-                             "(--allow-unjudged) skips them, as BEIR's and MTEB's loaders do")
+                        hint="published BEIR sets list every split's queries; allow_unjudged=True skips "
+                             "them, as BEIR's and MTEB's loaders do (CLI: `ragtune data to-beir DIR NEWDIR "
+                             "--allow-unjudged` writes a copy holding only the judged queries)")
     if unjudged:
         log.info("%s: skipping %d of %d queries with no positive judgment in %s (allow_unjudged)",
                  queries_file, len(unjudged), len(queries), qrels_path)
