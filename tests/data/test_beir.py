@@ -247,3 +247,25 @@ def test_cli_to_beir(tmp_path, capsys):
     assert "no positive judgment" in capsys.readouterr().err and not (tmp_path / "o3").exists()
     assert main(["data", "to-beir", str(tmp_path / "out"), str(tmp_path / "o3"), "--allow-unjudged"]) == 0
     assert "queries: 2" in capsys.readouterr().out
+
+
+class _TableEmbedder:
+    """Fixed vectors per text: enough to see which pool the evaluation ranks."""
+    VECS = {"qa": [1.0, 0.0], "pa": [0.8, 0.6], "qb": [0.0, 1.0], "pb": [0.0, 1.0], "near miss": [1.0, 0.0]}
+
+    def embed_queries(self, texts):
+        return [self.VECS[t] for t in texts]
+
+    embed_documents = embed_queries
+
+
+def test_embedder_evaluation_ranks_against_the_beir_corpus(tmp_path):
+    from ragtune.finetune.embed.evaluate import evaluate_embedder
+
+    items = [RetrievalItem("qa", ["pa"]), RetrievalItem("qb", ["pb"])]
+    write_beir(items, tmp_path / "b", ["near miss"])
+    evals, pool = load_eval_with_corpus(tmp_path / "b")
+    alone = evaluate_embedder(_TableEmbedder(), evals, [1])
+    pooled = evaluate_embedder(_TableEmbedder(), evals, [1], pool)
+    assert (alone["n_corpus"], alone["recall@1"]) == (2, 1.0)
+    assert (pooled["n_corpus"], pooled["recall@1"]) == (3, 0.5)   # the distractor outranks pa for qa
