@@ -1,4 +1,4 @@
-"""`ragtune data validate | convert | evalset | manuals | embed-pairs | mine-negatives | augment-json | synth | label`.
+"""`ragtune data validate | convert | evalset | manuals | embed-pairs | mine-negatives | augment-json | to-beir | synth | label`.
 
 Options that belong to a job's typed config (EmbedPairsConfig, MineNegativesConfig,
 AugmentJsonConfig) are generated from it, so flags, YAML (``--config``) and Python agree.
@@ -218,3 +218,21 @@ def _warn_teacher_errors(summary) -> None:
     failed = {k: v for k, v in summary.notes.items() if "teacher errors" in k and v}
     for key, n in failed.items():
         click.echo(f"warning: {n} {key}", err=True)
+
+
+@data.command("to-beir")
+@click.argument("evalset", metavar="EVAL", type=click.Path())
+@click.argument("outdir", metavar="OUTDIR", type=click.Path(file_okay=False))
+@click.option("--kb", "kb", multiple=True, type=click.Path(),
+              help="Distractor passages: a knowledge-base .txt (one per line), a directory of them, or a "
+                   "train .jsonl (its pos and neg). Repeatable.")
+@click.option("--split", default="test", show_default=True, help="Name of the qrels file (qrels/SPLIT.tsv).")
+@click.option("--allow-unjudged", is_flag=True,
+              help="EVAL is a BEIR directory: skip its queries with no positive judgment instead of failing.")
+@json_flag
+def to_beir_cmd(evalset, outdir, kb, split, allow_unjudged, as_json) -> None:
+    """Eval set EVAL ({query, corpus} lines, or a BEIR directory) -> the BEIR directory OUTDIR
+    (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) that BEIR, MTEB and FlagEmbedding evaluate."""
+    from ..data.beir import to_beir
+
+    _echo_summary(to_beir(evalset, outdir, kb, split, allow_unjudged=allow_unjudged), as_json)

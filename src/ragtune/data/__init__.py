@@ -5,6 +5,7 @@ Everything here imports only the standard library, pydantic and ragtune at impor
 pyarrow, transformers and sentence-transformers load inside the functions that need them.
 """
 from .augment import AugmentJsonConfig, augment_json, corrupt_json
+from .beir import read_beir, to_beir, write_beir
 from .convert import convert, reformat
 from .embed_pairs import DEFAULT_INSTRUCTION, EmbedPairsConfig, embed_pairs, split_indices
 from .formats import (
@@ -27,6 +28,6 @@ __all__ = [
     "Issue", "MineNegativesConfig", "Record", "Summary", "TEMPLATES", "ValidationReport",
     "alpaca_to_messages", "augment_json", "convert", "convert_record", "corrupt_json", "detect_format",
     "detect_record_format", "embed_pairs", "evalset", "fill_template", "messages_to_alpaca",
-    "mine_negatives", "normalize_alpaca", "plot_lengths", "read_records", "read_rows", "reformat", "resolve_template",
-    "split_indices", "squad_to_alpaca", "to_messages", "validate", "validate_path_or_raise",
+    "mine_negatives", "normalize_alpaca", "plot_lengths", "read_beir", "read_records", "read_rows", "reformat", "resolve_template",
+    "split_indices", "squad_to_alpaca", "to_beir", "to_messages", "validate", "validate_path_or_raise", "write_beir",
 ]

@@ -14,13 +14,11 @@ LEAD_METRICS = ("ndcg@10", "recall@1", "recall@5", "recall@100", "context_recall
 
 
 def evaluate_embedder(embedder, items: list[RetrievalItem], ks: Sequence[int],
-                      distractors: Sequence[str] = (), corpus_name: str = "eval") -> dict[str, Any]:
+                      distractors: Sequence[str] = ()) -> dict[str, Any]:
     """recall@k / MRR@k / NDCG@k and the chapter's context recall / relevance (top 1, Levenshtein
     match as ``ragtune eval retrieval``) of ``embedder`` on ``items``. The corpus is the items'
     passages plus ``distractors`` (other passages, e.g. the training ones: a realistic pool)."""
-    corpus, relevant = eval_corpus(items)
-    known = set(corpus)
-    corpus += [p for p in dict.fromkeys(distractors) if p not in known]
+    corpus, relevant = eval_corpus(items, distractors)
     q = embedder.embed_queries([it.query for it in items])
     c = embedder.embed_documents(corpus)
     ids, _ = top_k_ids(q, c, max(ks))
@@ -29,7 +27,8 @@ def evaluate_embedder(embedder, items: list[RetrievalItem], ks: Sequence[int],
     n = max(1, len(items))
     metrics["context_recall@1"] = sum(context_recall(t, it.corpus) for t, it in zip(top1, items)) / n
     metrics["context_relevance@1"] = sum(context_relevance(t, it.corpus) for t, it in zip(top1, items)) / n
-    metrics.update(n_queries=len(items), n_corpus=len(corpus), corpus=corpus_name)
+    n_relevant = len(set().union(*relevant)) if relevant else 0
+    metrics.update(n_queries=len(items), n_corpus=len(corpus), n_distractors=len(corpus) - n_relevant)
     return metrics
 
 
@@ -49,9 +48,8 @@ def comparison_markdown(base: dict, tuned: dict, ks: Sequence[int]) -> str:
     rows = ["| metric | base | tuned | delta |", "|---|---|---|---|"]
     for key in keys:
         rows.append(f"| {key} | {base[key]:.4f} | {tuned[key]:.4f} | {tuned[key] - base[key]:+.4f} |")
-    pool = ("the eval passages plus the training passages as distractors" if base.get("corpus") == "all"
-            else "the eval passages only")
-    rows.append(f"\n{base['n_queries']} held-out queries against {base['n_corpus']} passages ({pool}).")
+    rows.append(f"\n{base['n_queries']} held-out queries against {base['n_corpus']} passages "
+                f"({base.get('n_distractors', 0)} of them relevant to no held-out query).")
     worse = regressions(base, tuned, keys)
     if worse:
         rows.append(f"\n**The tuned model is below its base on: {', '.join(worse)}.**")

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...core.io import atomic_dir, atomic_write_json
 from ...core.log import get_logger
-from ...data.embed_sets import RetrievalItem, TrainRecord, load_eval, load_train
+from ...data.embed_sets import RetrievalItem, TrainRecord, load_eval_with_corpus, load_train
 from ..base import FinetuneResult
 from .config import EmbedFinetuneConfig
 from .data import query_instruction, split_train
@@ -56,20 +56,24 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
         keep = sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.max_samples))
         records = [records[i] for i in keep]
     if cfg.eval_file:
-        train_records, evals = records, load_eval(cfg.eval_file)
+        evals, pool = load_eval_with_corpus(cfg.eval_file)   # a BEIR dir: its whole corpus is the pool
+        train_records = records
     else:
+        pool = []
         train_records, evals = split_train(records, cfg.eval_split, cfg.seed)
     instruction = query_instruction(records, cfg.query_instruction)
     base_path = str(resolve_model(cfg.base, kind="embedding").path)
     torch.manual_seed(cfg.seed)
-    distractors = _distractors(cfg, all_records)   # the same pool whatever max_samples picks
+    # A BEIR eval dir brings its own corpus; eval_corpus=all adds the training file's passages
+    # (the same pool whatever max_samples picks).
+    distractors = list(dict.fromkeys([*pool, *_distractors(cfg, all_records)]))
     ks = sorted(set(cfg.eval_ks) | {int(cfg.eval_metric.split("@")[1])})
     if evals and len(evals) < MIN_EVAL_QUERIES:
         log.warning("only %d held-out queries: retrieval metrics on so few mean little (pass --eval-file "
                     "with more queries)", len(evals))
 
-    def score(m: Any, items: list[RetrievalItem]) -> dict[str, Any]:
-        return evaluate_embedder(SentenceTransformerEmbedder(m), items, ks, distractors, cfg.eval_corpus)
+    def score(m: Any, items: list[RetrievalItem], pool: list[str] | None = None) -> dict[str, Any]:
+        return evaluate_embedder(SentenceTransformerEmbedder(m), items, ks, distractors if pool is None else pool)
 
     model = load_sentence_transformer(base_path)
     base_metrics = score(model, evals) if evals else None
@@ -90,7 +94,8 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
 
             loss_history = train_sentence_transformers(cfg, model, train_records, instruction, tmp)
         else:
-            loss_history, extra = _train_ragtune(cfg, model, train_records, instruction, evals, score, out)
+            loss_history, extra = _train_ragtune(cfg, model, train_records, instruction, evals, distractors,
+                                                 score, out)
         train_seconds = time.perf_counter() - start
         model.max_seq_length = max(cfg.query_max_len, cfg.passage_max_len)
         # Saved with the model: encode_query() applies it, encode_document() does not.
@@ -146,8 +151,11 @@ def _distractors(cfg: EmbedFinetuneConfig, records: list[TrainRecord]) -> list[s
 
 
 def _train_ragtune(cfg: EmbedFinetuneConfig, model: Any, train_records: list[TrainRecord], instruction: str,
-                   evals: list[RetrievalItem], score: Any, out: Path) -> tuple[list[tuple[int, float]], dict[str, Any]]:
-    """ragtune's trainer, with a seeded dev slice of the eval set scored every ``eval_steps``."""
+                   evals: list[RetrievalItem], distractors: list[str], score: Any,
+                   out: Path) -> tuple[list[tuple[int, float]], dict[str, Any]]:
+    """ragtune's trainer, with a seeded dev slice of the eval set scored every ``eval_steps``
+    against its passages plus a seeded sample of the distractors (3 per dev query: the full pool
+    would cost minutes per evaluation on a CPU; the slice only has to rank checkpoints)."""
     import random
 
     from .data import training_rows
@@ -155,10 +163,12 @@ def _train_ragtune(cfg: EmbedFinetuneConfig, model: Any, train_records: list[Tra
 
     n_neg = cfg.train_group_size - 1
     cols = training_rows(train_records, n_neg, cfg.seed)
+    rng = random.Random(cfg.seed)
     dev = evals
     if len(evals) > cfg.dev_queries:
-        dev = [evals[i] for i in sorted(random.Random(cfg.seed).sample(range(len(evals)), cfg.dev_queries))]
-    evaluate = (lambda: score(model, dev)) if (dev and cfg.eval_steps) else None
+        dev = [evals[i] for i in sorted(rng.sample(range(len(evals)), cfg.dev_queries))]
+    dev_pool = rng.sample(distractors, min(len(distractors), 3 * len(dev)))
+    evaluate = (lambda: score(model, dev, dev_pool)) if (dev and cfg.eval_steps) else None
     try:
         hist = train_ragtune(cfg, model, cols, instruction, evaluate)
     except KeyboardInterrupt:
@@ -172,7 +182,7 @@ def _train_ragtune(cfg: EmbedFinetuneConfig, model: Any, train_records: list[Tra
         "rows": len(cols["query"]), "steps": hist.steps, "examples": hist.steps * cfg.per_device_train_batch_size,
         "train_loop_seconds": hist.train_seconds, "dev_eval_seconds": hist.eval_seconds,
         "train_seconds": hist.train_seconds,
-        "dev": {"queries": len(dev), "metric": cfg.eval_metric, "best_step": hist.best_step,
+        "dev": {"queries": len(dev), "distractors": len(dev_pool), "metric": cfg.eval_metric, "best_step": hist.best_step,
                 "best_value": hist.best_value, "history": hist.evals} if evaluate else None,
         "time_budget": {"minutes": cfg.time_budget_minutes, "plans": hist.plans} if cfg.time_budget_minutes else None,
     }
