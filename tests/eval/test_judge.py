@@ -26,6 +26,9 @@ def server(judge_server):
     judge_server.script.clear()
     judge_server.requests.clear()
     judge_server.fail_status = None
+    judge_server.delays.clear()
+    judge_server.models[:] = ["scripted-judge"]
+    judge_server.strict_model = False
     return judge_server
 
 
@@ -101,8 +104,9 @@ def test_answer_relevance_garbage_is_error(server, tiny_embedder_dir):
 
 def test_http_failure_and_missing_url_are_clear_errors(server, monkeypatch):
     server.fail_status = 500
-    with pytest.raises(BackendError, match="HTTP 500"):
-        Judge(server.base_url).chat([{"role": "user", "content": "hi"}])
+    with pytest.raises(BackendError, match="HTTP 500.*after 2 attempts"):
+        Judge(server.base_url, request_retries=1, backoff=0.01).chat([{"role": "user", "content": "hi"}])
+    assert len(server.requests) == 2   # a 5xx is retried
     for var in ("RAGTUNE_JUDGE_BASE_URL", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match="no judge URL"):
@@ -111,3 +115,35 @@ def test_http_failure_and_missing_url_are_clear_errors(server, monkeypatch):
     monkeypatch.setenv("RAGTUNE_JUDGE_API_KEY", "sk-env")
     j = Judge()
     assert j.base_url == server.base_url and j.api_key == "sk-env" and "sk-env" not in repr(j)
+
+
+def test_without_a_model_name_the_judge_takes_the_servers_first_model(server, monkeypatch):
+    """`ragtune serve` answers model "default" with a 404: the judge asks GET /models instead."""
+    monkeypatch.delenv("RAGTUNE_JUDGE_MODEL", raising=False)
+    server.models[:] = ["served-llm", "other"]
+    server.strict_model = True
+    server.script += [json.dumps({"statements": ["The pump runs at 5 bar."]}), json.dumps({"verdicts": [1]})]
+    judge = Judge(server.base_url)
+    assert judge.model is None and judge.model_name() == "served-llm"
+    r = get_metric("faithfulness", judge=judge).score(ITEM)
+    assert (r.status, r.value) == ("ok", 1.0)
+    assert [q["body"]["model"] for q in server.requests] == ["served-llm", "served-llm"]
+    with pytest.raises(BackendError, match="404"):        # a model the server does not serve: not retried
+        Judge(server.base_url, model="default").chat([{"role": "user", "content": "hi"}])
+    server.models.clear()
+    with pytest.raises(BackendError, match="lists none"):
+        Judge(server.base_url).model_name()
+
+
+def test_a_call_that_times_out_after_retries_is_an_error_for_that_item(server):
+    server.delays += [2.0, 2.0]
+    judge = Judge(server.base_url, model="m", timeout=0.3, request_retries=1, backoff=0.01)
+    r = get_metric("faithfulness", judge=judge).score(ITEM)
+    assert r.status == "error" and "timeout" in r.reason and "after 2 attempts" in r.reason
+    assert r.details == {"transient": True} and len(server.requests) == 2
+    # a slow first attempt, then an answer: retried and scored
+    server.requests.clear()
+    server.delays += [2.0]
+    server.script += [json.dumps({"statements": ["The pump runs at 5 bar."]}), json.dumps({"verdicts": [1]})]
+    assert get_metric("faithfulness", judge=judge).score(ITEM).value == 1.0
+    assert len(server.requests) == 3
