@@ -20,6 +20,7 @@ class ScriptedJudgeServer:
         self.delays: list[float] = []
         self.models: list[str] = ["scripted-judge"]
         self.strict_model = False
+        self.fail_from: int | None = None   # chat requests from this one on get fail_status
 
     def app(self):
         from fastapi import FastAPI, Request
@@ -35,14 +36,14 @@ class ScriptedJudgeServer:
         async def chat(request: Request):
             body = await request.json()
             self.requests.append({"body": body, "auth": request.headers.get("authorization")})
-            if self.delays:
+            content = self.script.pop(0) if self.script else "no more scripted answers"
+            if self.delays:   # the answer was taken already: a timed-out call consumes its scripted answer
                 await asyncio.sleep(self.delays.pop(0))
-            if self.fail_status:
+            if self.fail_status and (self.fail_from is None or len(self.requests) > self.fail_from):
                 return JSONResponse({"error": "boom"}, status_code=self.fail_status)
             if self.strict_model and body.get("model") not in self.models:
                 return JSONResponse({"error": {"message": f"model {body.get('model')!r} does not exist",
                                                "code": "model_not_found"}}, status_code=404)
-            content = self.script.pop(0) if self.script else "no more scripted answers"
             return {"id": "x", "object": "chat.completion", "model": body.get("model"),
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": content}}]}

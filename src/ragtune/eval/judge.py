@@ -219,7 +219,7 @@ class JudgeParams(Config):
     timeout: float = Field(120.0, gt=0, description="Seconds per judge call.")
     max_tokens: int = Field(1024, ge=1, description="Tokens the judge may answer per call.")
     request_retries: int = Field(2, ge=0, description="Extra attempts after a judge call times out (or a 5xx).")
-    concurrency: int = Field(4, ge=1, description="Items judged in parallel.")
+    concurrency: int = Field(1, ge=1, description="Items judged in parallel (judge calls in flight).")
 
 
 # parameters that change how the judge is reached, not what it answers (a resumed run may change them)

@@ -47,7 +47,7 @@ class MetricOptions(Config):
     judge_timeout: float = Field(120.0, gt=0, description="seconds per judge call")
     judge_max_tokens: int = Field(1024, ge=1, description="tokens the judge may answer per call")
     judge_request_retries: int = Field(2, ge=0, description="retries after a judge call times out (or gets a 5xx)")
-    judge_concurrency: int = Field(4, ge=1, description="items judged in parallel")
+    judge_concurrency: int = Field(1, ge=1, description="items judged in parallel (judge calls in flight)")
     relevance_questions: int = Field(3, ge=1, description="questions generated per answer for answer_relevance")
 
     @model_validator(mode="after")
