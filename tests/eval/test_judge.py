@@ -26,6 +26,10 @@ def server(judge_server):
     judge_server.script.clear()
     judge_server.requests.clear()
     judge_server.fail_status = None
+    judge_server.delays.clear()
+    judge_server.models[:] = ["scripted-judge"]
+    judge_server.strict_model = False
+    judge_server.fail_from = None
     return judge_server
 
 
@@ -101,8 +105,9 @@ def test_answer_relevance_garbage_is_error(server, tiny_embedder_dir):
 
 def test_http_failure_and_missing_url_are_clear_errors(server, monkeypatch):
     server.fail_status = 500
-    with pytest.raises(BackendError, match="HTTP 500"):
-        Judge(server.base_url).chat([{"role": "user", "content": "hi"}])
+    with pytest.raises(BackendError, match="HTTP 500.*after 2 attempts"):
+        Judge(server.base_url, request_retries=1, backoff=0.01).chat([{"role": "user", "content": "hi"}])
+    assert len(server.requests) == 2   # a 5xx is retried
     for var in ("RAGTUNE_JUDGE_BASE_URL", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match="no judge URL"):
@@ -111,3 +116,87 @@ def test_http_failure_and_missing_url_are_clear_errors(server, monkeypatch):
     monkeypatch.setenv("RAGTUNE_JUDGE_API_KEY", "sk-env")
     j = Judge()
     assert j.base_url == server.base_url and j.api_key == "sk-env" and "sk-env" not in repr(j)
+
+
+def test_without_a_model_name_the_judge_takes_the_servers_first_model(server, monkeypatch):
+    """`ragtune serve` answers model "default" with a 404: the judge asks GET /models instead."""
+    monkeypatch.delenv("RAGTUNE_JUDGE_MODEL", raising=False)
+    server.models[:] = ["served-llm", "other"]
+    server.strict_model = True
+    server.script += [json.dumps({"statements": ["The pump runs at 5 bar."]}), json.dumps({"verdicts": [1]})]
+    judge = Judge(server.base_url)
+    assert judge.model is None and judge.model_name() == "served-llm"
+    r = get_metric("faithfulness", judge=judge).score(ITEM)
+    assert (r.status, r.value) == ("ok", 1.0)
+    assert [q["body"]["model"] for q in server.requests] == ["served-llm", "served-llm"]
+    with pytest.raises(BackendError, match="404"):        # a model the server does not serve: not retried
+        Judge(server.base_url, model="default").chat([{"role": "user", "content": "hi"}])
+    server.models.clear()
+    with pytest.raises(BackendError, match="lists none"):
+        Judge(server.base_url).model_name()
+
+
+def test_a_call_that_times_out_after_retries_is_an_error_for_that_item(server):
+    server.delays += [2.0, 2.0]
+    judge = Judge(server.base_url, model="m", timeout=0.3, request_retries=1, backoff=0.01)
+    r = get_metric("faithfulness", judge=judge).score(ITEM)
+    assert r.status == "error" and "timeout" in r.reason and "after 2 attempts" in r.reason
+    assert r.details == {"transient": True} and len(server.requests) == 2
+    # a slow first attempt, then an answer: retried and scored
+    server.requests.clear()
+    server.delays += [2.0]
+    server.script += ["slow", json.dumps({"statements": ["The pump runs at 5 bar."]}), json.dumps({"verdicts": [1]})]
+    assert get_metric("faithfulness", judge=judge).score(ITEM).value == 1.0
+    assert len(server.requests) == 3
+
+
+def _statements(n: int = 1) -> list[str]:
+    return [json.dumps({"statements": [f"fact {k}" for k in range(n)]}), json.dumps({"verdicts": [1] * n})]
+
+
+def test_eval_llm_journals_judge_results_and_resumes_after_an_abort(server, tmp_path, monkeypatch):
+    """A timed-out item is an error (counted), a rejected request aborts the run but keeps what was
+    judged; the rerun asks only about the rest, and refuses a journal of other judge settings."""
+    from ragtune.core.errors import ConfigError
+    from ragtune.eval.runner import evaluate_llm
+
+    monkeypatch.delenv("RAGTUNE_JUDGE_MODEL", raising=False)
+    evalset = [{"context": f"context {k}", "question": f"question {k}?", "answers": f"answer {k}"} for k in range(3)]
+    (tmp_path / "ev.json").write_text(json.dumps(evalset))
+    (tmp_path / "preds.json").write_text(json.dumps([f"prediction {k}" for k in range(3)]))
+    out = tmp_path / "out"
+    out.mkdir()
+    server.models[:] = ["served-llm"]
+    server.strict_model = True          # as `ragtune serve`: "default" would be a 404
+    cfg = dict(evalset=str(tmp_path / "ev.json"), predictions=str(tmp_path / "preds.json"), output=str(out),
+               metrics=["faithfulness"], judge_base_url=server.base_url, judge_timeout=0.5,
+               judge_request_retries=0, judge_concurrency=1, judge_max_tokens=64)
+    # item 0 judged; item 1's first call times out; item 2's first call is rejected (a 400): abort
+    server.script += [*_statements(), "slow"]
+    server.delays += [0, 0, 2.0]
+    server.fail_status, server.fail_from = 400, 3
+    with pytest.raises(BackendError, match="HTTP 400"):
+        evaluate_llm(**cfg)
+    side = out / "eval-preds.partial.jsonl"
+    rows = [json.loads(line) for line in side.read_text().splitlines()]
+    assert rows[0]["meta"]["metrics"][0]["judge_model"] == "served-llm"
+    assert [(r["metric"], r["index"], r["result"]["status"]) for r in rows[1:]] == [("faithfulness", 0, "ok")]
+    assert all(q["body"]["model"] == "served-llm" and q["body"]["max_tokens"] == 64 for q in server.requests)
+    assert not list(out.glob("eval-*/"))
+
+    with pytest.raises(ConfigError, match="different"):     # other judge settings: refused, not mixed in
+        evaluate_llm(**{**cfg, "judge_max_tokens": 32})
+
+    # rerun (a longer timeout may change: it does not change answers): items 1 and 2 only
+    server.requests.clear()
+    server.fail_status = server.fail_from = None
+    server.script += [*_statements(2), "slow"]
+    server.delays += [0, 0, 2.0]
+    run = evaluate_llm(**{**cfg, "judge_timeout": 1.0})
+    assert len(server.requests) == 3
+    got = [row["scores"]["faithfulness"] for row in run.items]
+    assert [g["status"] for g in got] == ["ok", "ok", "error"]
+    assert "timeout" in got[2]["reason"] and got[2]["details"] == {"transient": True}
+    agg = run.summary["metrics"]["faithfulness"]
+    assert (agg["n_ok"], agg["n_error"], agg["judge_model"]) == (2, 1, "served-llm")
+    assert not side.exists()

@@ -3,7 +3,11 @@
 The :class:`Judge` is a frozen value (URL, key, model, sampling, retries): metrics pass their
 prompts per call and never set anything on it (LazyLLM's ResponseRelevancy mutated the caller's
 LLM prompt). Judge output must be JSON of an expected shape; malformed output is retried
-``max_retries`` times, then the item is recorded as ``status="error"`` with the raw text.
+``max_retries`` times, then the item is recorded as ``status="error"`` with the raw text. A call
+that times out (or gets a 5xx / 429) is retried ``request_retries`` times with backoff, then the
+item is recorded as an error with ``details.transient`` (not kept by a resumed run: asked again).
+Without a model name the judge asks the server (``GET /models``, the first one: what ``ragtune
+serve`` and vLLM serve).
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import abc
 import json
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +27,10 @@ from ..core.config import Config
 from ..core.errors import BackendError, ConfigError
 from .base import EvalItem, Metric, MetricResult, register_metric
 from .generation import clamped_cosine
+
+
+class JudgeUnavailable(BackendError):
+    """The judge did not answer one call (timeout, 5xx, 429) after all its retries."""
 
 
 class JudgeOutputError(Exception):
@@ -36,8 +46,9 @@ class Judge:
     """An OpenAI-compatible chat endpoint: POST ``{base_url}/chat/completions``.
 
     ``base_url`` / ``api_key`` / ``model`` default to $RAGTUNE_JUDGE_BASE_URL (or $OPENAI_BASE_URL),
-    $RAGTUNE_JUDGE_API_KEY (or $OPENAI_API_KEY) and $RAGTUNE_JUDGE_MODEL. ``base_url`` includes the
-    API prefix, e.g. ``http://127.0.0.1:8000/v1``.
+    $RAGTUNE_JUDGE_API_KEY (or $OPENAI_API_KEY) and $RAGTUNE_JUDGE_MODEL; without a model the
+    server's first model (``GET /models``). ``base_url`` includes the API prefix, e.g.
+    ``http://127.0.0.1:8000/v1``.
     """
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -46,6 +57,8 @@ class Judge:
     max_tokens: int = 1024
     timeout: float = 120.0
     max_retries: int = 2        # extra attempts after a malformed answer
+    request_retries: int = 2    # extra attempts after a timeout, 5xx or 429
+    backoff: float = 1.0        # seconds before the first retry, doubled each time
 
     def __post_init__(self):
         env = os.environ
@@ -55,22 +68,61 @@ class Judge:
                               hint="pass --judge-base-url / Judge(base_url=...) or set RAGTUNE_JUDGE_BASE_URL")
         object.__setattr__(self, "base_url", base.rstrip("/"))
         object.__setattr__(self, "api_key", self.api_key or env.get("RAGTUNE_JUDGE_API_KEY") or env.get("OPENAI_API_KEY"))
-        object.__setattr__(self, "model", self.model or env.get("RAGTUNE_JUDGE_MODEL") or "default")
+        object.__setattr__(self, "model", self.model or env.get("RAGTUNE_JUDGE_MODEL") or None)
+        object.__setattr__(self, "_server_model", None)   # a cache, not a setting (not a field)
+        object.__setattr__(self, "_lock", threading.Lock())
 
-    def chat(self, messages: Sequence[dict[str, str]]) -> str:
-        """One completion; transport/HTTP failures raise BackendError naming the URL."""
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def model_name(self) -> str:
+        """``model``, or the first model the server lists (asked once)."""
+        if self.model:
+            return self.model
         import httpx
 
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {"model": self.model, "messages": list(messages), "temperature": self.temperature,
+        with self._lock:   # type: ignore[attr-defined]
+            if self._server_model is None:   # type: ignore[attr-defined]
+                url = f"{self.base_url}/models"
+                try:
+                    resp = httpx.get(url, headers=self._headers(), timeout=self.timeout)
+                    data = resp.json()["data"] if resp.status_code == 200 else None
+                except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                    raise BackendError(f"no judge model named and {url} failed: {exc}",
+                                       hint="pass --judge-model / Judge(model=...)") from None
+                if not data or not isinstance(data[0], dict) or not data[0].get("id"):
+                    raise BackendError(f"no judge model named and {url} lists none (HTTP {resp.status_code}: "
+                                       f"{resp.text[:200]})", hint="pass --judge-model / Judge(model=...)")
+                object.__setattr__(self, "_server_model", str(data[0]["id"]))
+            return self._server_model   # type: ignore[attr-defined]
+
+    def chat(self, messages: Sequence[dict[str, str]]) -> str:
+        """One completion. A timeout, 5xx or 429 is retried ``request_retries`` times, then raises
+        :class:`JudgeUnavailable`; an unreachable server or another HTTP error raises BackendError
+        at once (every further call would fail the same way), naming the URL."""
+        import httpx
+
+        body = {"model": self.model_name(), "messages": list(messages), "temperature": self.temperature,
                 "max_tokens": self.max_tokens}
         url = f"{self.base_url}/chat/completions"
-        try:
-            resp = httpx.post(url, json=body, headers=headers, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise BackendError(f"judge at {url} is unreachable: {exc}") from None
-        if resp.status_code != 200:
-            raise BackendError(f"judge at {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
+        last = ""
+        for attempt in range(1 + self.request_retries):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = httpx.post(url, json=body, headers=self._headers(), timeout=self.timeout)
+            except httpx.TimeoutException:
+                last = f"no answer within {self.timeout:g} s (timeout)"
+                continue
+            except httpx.HTTPError as exc:
+                raise BackendError(f"judge at {url} is unreachable: {exc}") from None
+            if resp.status_code == 200:
+                break
+            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            if resp.status_code != 429 and resp.status_code < 500:
+                raise BackendError(f"judge at {url} answered {last}")
+        else:
+            raise JudgeUnavailable(f"judge at {url}: {last}, after {1 + self.request_retries} attempts")
         try:
             return resp.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError):
@@ -164,20 +216,40 @@ class JudgeParams(Config):
     base_url: str | None = Field(None, description="OpenAI-compatible judge URL (or $RAGTUNE_JUDGE_BASE_URL).")
     model: str | None = Field(None, description="Judge model name (or $RAGTUNE_JUDGE_MODEL).")
     max_retries: int = Field(2, ge=0, description="Extra attempts after a malformed judge answer.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per judge call.")
+    max_tokens: int = Field(1024, ge=1, description="Tokens the judge may answer per call.")
+    request_retries: int = Field(2, ge=0, description="Extra attempts after a judge call times out (or a 5xx).")
+    concurrency: int = Field(1, ge=1, description="Items judged in parallel (judge calls in flight).")
+
+
+# parameters that change how the judge is reached, not what it answers (a resumed run may change them)
+JUDGE_TRANSPORT = ("base_url", "timeout", "request_retries", "concurrency")
 
 
 class _JudgedMetric(Metric):
     Params = JudgeParams
     params: JudgeParams
+    concurrency: int
 
     def __init__(self, params: Any = None, *, judge: Judge | None = None, api_key: str | None = None,
                  **values: Any):
         super().__init__(params, **values)
-        self.judge = judge if judge is not None else Judge(self.params.base_url, api_key, self.params.model,
-                                                          max_retries=self.params.max_retries)
+        p = self.params
+        self.judge = judge if judge is not None else Judge(p.base_url, api_key, p.model, max_retries=p.max_retries,
+                                                          timeout=p.timeout, max_tokens=p.max_tokens,
+                                                          request_retries=p.request_retries)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "judge_url": self.judge.base_url, "judge_model": self.judge.model}
+        model = self.judge.model or self.judge._server_model   # type: ignore[attr-defined]
+        return {**super().describe(), "judge_url": self.judge.base_url, "judge_model": model}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides this metric's answers (for resuming): its parameters but how the judge is
+        reached, the judge model (asked of the server when not named) and sampling."""
+        params = {k: v for k, v in self.params.model_dump(mode="json").items() if k not in JUDGE_TRANSPORT}
+        return {"name": self.name, "params": params, "judge_model": self.judge.model_name(),
+                "temperature": self.judge.temperature, "max_tokens": self.judge.max_tokens,
+                "max_retries": self.judge.max_retries}
 
     def score(self, item: EvalItem) -> MetricResult:
         if not (item.prediction or "").strip():
@@ -186,6 +258,8 @@ class _JudgedMetric(Metric):
             return self._judge(item)
         except JudgeOutputError as exc:
             return MetricResult.error(str(exc), raw=exc.raw)
+        except JudgeUnavailable as exc:
+            return MetricResult.error(str(exc), transient=True)
 
     @abc.abstractmethod
     def _judge(self, item: EvalItem) -> MetricResult:

@@ -1,6 +1,15 @@
-"""``evaluate_llm``: score a predictions file against an eval set and write a run directory."""
+"""``evaluate_llm``: score a predictions file against an eval set and write a run directory.
+
+Judge results are resumable: each finished judge result is appended to a side file (see
+:class:`~ragtune.core.partial.PartialResults`) next to the run, ``OUTPUT/eval-<name>.partial.jsonl``
+(or ``RUN_DIR.partial.jsonl``); a rerun with the same eval set, predictions and judge settings asks
+the judge only about the items not there (nor those whose call timed out), and the side file is
+removed once the run is written.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -9,6 +18,7 @@ from pydantic import Field, model_validator
 from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.log import get_logger
+from ..core.partial import PartialResults
 from .base import EvalItem, Metric, MetricResult, list_metrics, metric_class
 from .data import load_evalset, load_predictions
 from .judge import _JudgedMetric
@@ -34,6 +44,10 @@ class MetricOptions(Config):
     judge_base_url: str | None = Field(None, description="OpenAI-compatible judge URL (faithfulness, answer_relevance)")
     judge_model: str | None = Field(None, description="judge model name")
     judge_retries: int = Field(2, ge=0, description="retries after malformed judge output")
+    judge_timeout: float = Field(120.0, gt=0, description="seconds per judge call")
+    judge_max_tokens: int = Field(1024, ge=1, description="tokens the judge may answer per call")
+    judge_request_retries: int = Field(2, ge=0, description="retries after a judge call times out (or gets a 5xx)")
+    judge_concurrency: int = Field(1, ge=1, description="items judged in parallel (judge calls in flight)")
     relevance_questions: int = Field(3, ge=1, description="questions generated per answer for answer_relevance")
 
     @model_validator(mode="after")
@@ -50,6 +64,7 @@ class LlmEvalConfig(MetricOptions):
     run_dir: str | None = Field(None, description="write the run to exactly this directory (replaced atomically) instead")
     name: str | None = Field(None, description="label of this run in reports (default: predictions file name)")
     judge_api_key: str | None = Field(None, description="judge API key (or $RAGTUNE_JUDGE_API_KEY)")
+    restart: bool = Field(False, description="ignore earlier partial judge results and start over")
 
     def execute(self) -> "EvalRun":
         return evaluate_llm(self)
@@ -59,7 +74,8 @@ class LlmEvalConfig(MetricOptions):
 # entry does not set it
 _DEFAULTS = {"embed": "embed", "batch_size": "batch_size", "tokenizer": "origin_tokenizer",
              "base_url": "judge_base_url", "model": "judge_model", "max_retries": "judge_retries",
-             "n": "relevance_questions"}
+             "n": "relevance_questions", "timeout": "judge_timeout", "max_tokens": "judge_max_tokens",
+             "request_retries": "judge_request_retries", "concurrency": "judge_concurrency"}
 
 
 def metric_specs(cfg: MetricOptions) -> list[tuple[str, dict[str, Any]]]:
@@ -105,17 +121,68 @@ def build_metrics(cfg: MetricOptions, api_key: str | None = None) -> list[Metric
     return metrics
 
 
-def score_items(items: list[EvalItem], metrics: list[Metric]) -> dict[str, list[MetricResult]]:
-    from tqdm.auto import tqdm
-
+def score_items(items: list[EvalItem], metrics: list[Metric],
+                partial: PartialResults | None = None) -> dict[str, list[MetricResult]]:
+    """Each metric's result per item. Judged metrics ask ``concurrency`` items at a time; with
+    ``partial``, results already there are reused and every new one is recorded as it finishes
+    (except a judge call that timed out: that item is asked again on the next run)."""
     results: dict[str, list[MetricResult]] = {}
     for metric in metrics:
-        if isinstance(metric, _JudgedMetric):   # one judge call per item: show progress
-            results[metric.name] = [metric.score(it) for it in tqdm(items, desc=metric.name, unit="item")]
+        if isinstance(metric, _JudgedMetric):
+            results[metric.name] = _judge_items(items, metric, partial)
         else:
             results[metric.name] = metric.score_batch(items)
         log.info("scored %s", metric.name)
     return results
+
+
+def _judge_items(items: list[EvalItem], metric: _JudgedMetric, partial: PartialResults | None) -> list[MetricResult]:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    out: list[MetricResult | None] = [None] * len(items)
+    if partial is not None:
+        for i in range(len(items)):
+            row = partial.done.get((metric.name, i))
+            if row is not None:
+                out[i] = MetricResult(**row["result"])
+    todo = [i for i, r in enumerate(out) if r is None]
+    if len(todo) < len(items):
+        log.info("%s: resuming, %d of %d items already judged in %s", metric.name, len(items) - len(todo),
+                 len(items), partial.path if partial else "")
+    with tqdm(total=len(items), initial=len(items) - len(todo), desc=metric.name, unit="item") as bar, \
+            ThreadPoolExecutor(max_workers=metric.concurrency) as pool:
+        futures = {pool.submit(metric.score, items[i]): i for i in todo}
+        try:
+            for fut in as_completed(futures):
+                i, result = futures[fut], fut.result()
+                out[i] = result
+                if partial is not None and not (result.details or {}).get("transient"):
+                    partial.add({"metric": metric.name, "index": i, "result": result.to_dict()})
+                bar.update(1)
+        except BaseException:   # an unreachable judge or a rejected request: stop (finished items are kept)
+            for f in futures:
+                f.cancel()
+            raise
+    final = [r for r in out if r is not None]
+    failed = sum(bool((r.details or {}).get("transient")) for r in final)
+    if failed:
+        log.info("%s: %d of %d judge calls failed (timeout / server error) and are recorded as errors; "
+                 "rerun the same command to ask the judge about them again", metric.name, failed, len(items))
+    return final
+
+
+def _partial_key(row: dict[str, Any]) -> tuple[str, int]:
+    return str(row["metric"]), int(row["index"])
+
+
+def judge_fingerprint(items: list[EvalItem], judged: list[_JudgedMetric]) -> dict[str, Any]:
+    """The data and the judge settings that decide judged results (not how the judge is reached)."""
+    data = json.dumps([[it.question, it.context, it.reference, it.all_answers, it.prediction] for it in items],
+                      ensure_ascii=False).encode()
+    return {"items_sha256": hashlib.sha256(data).hexdigest(), "items": len(items),
+            "metrics": [m.fingerprint() for m in judged]}
 
 
 def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
@@ -134,7 +201,18 @@ def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
     for item, pred in zip(items, preds):
         item.prediction = pred
     metrics = build_metrics(cfg, cfg.judge_api_key)
-    results = score_items(items, metrics)
+    judged = [m for m in metrics if isinstance(m, _JudgedMetric)]
+    partial = None
+    if judged:
+        side = (Path(str(cfg.run_dir) + ".partial.jsonl") if cfg.run_dir else
+                Path(str(cfg.output)) / f"eval-{cfg.name or Path(cfg.predictions).stem}.partial.jsonl")
+        partial = PartialResults(side, judge_fingerprint(items, judged), restart=cfg.restart, key=_partial_key)
+        log.info("judge results are recorded in %s as they finish (a rerun resumes from there)", side)
+    try:
+        results = score_items(items, metrics, partial)
+    finally:
+        if partial is not None:
+            partial.close()
 
     run_id = new_run_id()
     rows = [{"index": i, "question": it.question, "context": it.context, "reference": it.reference,
@@ -156,4 +234,6 @@ def evaluate_llm(cfg: LlmEvalConfig | None = None, **kwargs: Any) -> EvalRun:
         notes = "".join(f"\n> warning: {w}\n" for w in warnings)
         atomic_write_text(tmp / "report.md", markdown_table([run]) + notes)
         atomic_write_text(tmp / "report.html", render_html([run], title=f"ragtune eval: {summary['name']}"))
+    if partial is not None:
+        partial.path.unlink(missing_ok=True)
     return run

@@ -2,7 +2,7 @@
 
 Every finished item is appended to ``<output>.partial.jsonl`` (flushed and fsynced) as
 ``{"index": i, "prediction": ..., "finish_reason": ...}``; its first line records a fingerprint of
-the eval set and the generation settings. A rerun with the same settings skips the items already
+the eval set and the generation settings (:class:`~ragtune.core.partial.PartialResults`). A rerun with the same settings skips the items already
 there, so a killed run loses at most the batch in flight and never duplicates an item. At the end
 ``<output>`` is written atomically: a JSON list in eval-set order, each record the eval item plus
 ``prediction`` and ``finish_reason``; then the side file is removed.
@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from ..core.config import Config
 from ..core.errors import ConfigError, DataError
 from ..core.io import atomic_write_json, check_output
 from ..core.log import get_logger
+from ..core.partial import PartialResults
 from ..core.prompt import PromptConfig
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
 from ..data.squad import fill_template
@@ -186,58 +186,6 @@ def partial_path(output: str | os.PathLike) -> Path:
     return Path(str(output) + ".partial.jsonl")
 
 
-class PartialResults:
-    """Append-only JSONL of finished items; tolerant of a torn last line from a killed run."""
-
-    def __init__(self, path: Path, meta: dict[str, Any], restart: bool = False):
-        self.path, self.meta = path, meta
-        self.done: dict[int, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        if restart:
-            path.unlink(missing_ok=True)
-        if path.exists():
-            self._load()
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps({"meta": meta}, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        self._fh = open(path, "a", encoding="utf-8")
-
-    def _load(self) -> None:
-        raw = self.path.read_bytes()
-        good_end, lines = 0, raw.split(b"\n")
-        for n, line in enumerate(lines[:-1]):  # the piece after the last newline is torn or empty
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            if n == 0:
-                if row.get("meta") != self.meta:
-                    raise ConfigError(f"{self.path} holds partial results of a different eval set or different "
-                                      "settings", hint="rerun with the same settings, or pass --restart to start over")
-            else:
-                self.done.setdefault(int(row["index"]), row)
-            good_end += len(line) + 1
-        if good_end < len(raw):
-            with open(self.path, "r+b") as fh:  # drop the torn tail so appends stay valid JSONL
-                fh.truncate(good_end)
-
-    def add(self, index: int, prediction: str, finish_reason: str) -> None:
-        row = {"index": index, "prediction": prediction, "finish_reason": finish_reason}
-        with self._lock:
-            if index in self.done:
-                return
-            self.done[index] = row
-            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        self._fh.close()
-
-
 # -- running ------------------------------------------------------------------------------------------
 def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = True,
               on_item: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
@@ -259,7 +207,7 @@ def run_infer(cfg: InferConfig, *, engine: Any = None, show_progress: bool = Tru
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="infer", unit="item", disable=not show_progress)
 
     def record(index: int, text: str, reason: str) -> None:
-        partial.add(index, text, reason)
+        partial.add({"index": index, "prediction": text, "finish_reason": reason})
         bar.update(1)
         if on_item is not None:
             on_item(index)

@@ -62,7 +62,9 @@ def normalize(vecs):
 
 class SentenceTransformerEmbedder(Embedder):
     def __init__(self, model: Any, name: str | None = None, path: Path | None = None, batch_size: int = 64,
-                 show_progress: bool = False):
+                 show_progress: bool | None = None):
+        """``show_progress``: True always shows a progress bar, False never (a server), None (the
+        default) for large inputs only."""
         self.model = model
         self.path = path
         self.name = name or (path.name if path else type(model).__name__)
@@ -95,7 +97,8 @@ class SentenceTransformerEmbedder(Embedder):
     def _encode(self, texts: Sequence[str], query: bool, progress: bool):
         texts = list(texts)
         kwargs = dict(batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                      show_progress_bar=progress or self.show_progress or len(texts) > 8 * self.batch_size)
+                      show_progress_bar=progress or (len(texts) > 8 * self.batch_size if self.show_progress is None
+                                                     else self.show_progress))
         if hasattr(self.model, "encode_query"):  # sentence-transformers >= 5
             fn = self.model.encode_query if query else self.model.encode_document
             return normalize(fn(texts, **kwargs))

@@ -10,6 +10,7 @@ honour is a 400 naming it, and the Host check, API key and body limit live in :m
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import time
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -32,7 +34,7 @@ from .guards import LOOPBACK_HOSTS, RequestGuard, error_body
 # unless they hold their neutral value (LangChain & co send presence_penalty=0 on every request).
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call",
                 "logit_bias", "best_of", "suffix", "echo", "presence_penalty",
-                "frequency_penalty", "parallel_tool_calls", "stream_options", "modalities", "audio",
+                "frequency_penalty", "parallel_tool_calls", "modalities", "audio",
                 "prediction", "reasoning_effort", "web_search_options", "service_tier")
 # Accepted and without effect on the answer (OpenAI's abuse-monitoring and storage tags).
 _IGNORED = ("user", "metadata", "store")
@@ -61,6 +63,12 @@ Text = Annotated[str, AfterValidator(_valid_unicode)]
 Seed = Annotated[int, Field(ge=-(2 ** 63), le=2 ** 64 - 1)]
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    include_usage: bool = False   # a last chunk with empty choices and the usage, as OpenAI sends
+
+
 class _Sampling(BaseModel):
     # strict: no coercion ("max_tokens": true and "stream": "yes" are 400s, not 1 and True)
     model_config = ConfigDict(extra="allow", strict=True)
@@ -73,6 +81,7 @@ class _Sampling(BaseModel):
     stop: Text | list[Text] | None = None
     seed: Seed | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = 1
     response_format: Any = None   # validated by engine/constrained.py (its errors name the field)
 
@@ -118,8 +127,12 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     model: Text | None = None
     input: Text | list[Text]
-    encoding_format: Literal["float"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    # base64: little-endian float32 bytes (what the openai client asks for by default)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)   # the first N dimensions, L2-renormalised
+    # ragtune's extension (as Cohere / Voyage / vLLM name it): "query" applies the model's saved
+    # query instruction; documents ("document" / "passage") are embedded as they are.
+    input_type: Literal["query", "document", "passage"] = "document"
 
 
 def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: int = 256,
@@ -195,15 +208,16 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
         _check_extra_fields(req, ())
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
         _check_embedding_input(texts, isinstance(req.input, str), max_embedding_inputs)
-        if req.dimensions is not None and req.dimensions != engine.dimension:
-            raise APIError(400, f"dimensions={req.dimensions} is not supported: this model's vectors have "
-                                f"{engine.dimension} dimensions (they are not truncated)", param="dimensions")
+        if req.dimensions is not None and req.dimensions > engine.dimension:
+            raise APIError(400, f"dimensions={req.dimensions} is more than this model's {engine.dimension} "
+                                "dimensions", param="dimensions")
         try:
-            vectors, tokens = await asyncio.to_thread(engine.embed, texts)
+            vectors, tokens = await asyncio.to_thread(engine.embed, texts, req.input_type == "query")
         except PromptTooLongError as exc:
             raise APIError(400, exc.message, param="input", code="context_length_exceeded") from None
+        out = [_encode_embedding(v, req.dimensions, req.encoding_format) for v in vectors]
         return {"object": "list", "model": engine.name,
-                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(out)],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     return app
@@ -230,6 +244,20 @@ def _api_unicode(text: str, param: str) -> str:
         return _valid_unicode(text)
     except ValueError as exc:
         raise APIError(400, f"{param} {exc}", param=param) from None
+
+
+def _encode_embedding(vector: list[float], dimensions: int | None, encoding_format: str) -> list[float] | str:
+    """One vector as the response carries it: its first ``dimensions`` values scaled back to unit
+    length (as OpenAI's text-embedding-3 models shorten), as floats or as base64 of little-endian
+    float32 bytes (OpenAI's ``encoding_format: "base64"``)."""
+    vec = np.asarray(vector, dtype=np.float64)
+    if dimensions is not None and dimensions < len(vec):
+        vec = vec[:dimensions]
+        norm = float(np.linalg.norm(vec))
+        vec = vec / norm if norm > 0 else vec
+    if encoding_format == "base64":
+        return base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+    return vec.tolist()
 
 
 def _check_embedding_input(texts: list[str], single: bool, limit: int) -> None:
@@ -280,6 +308,9 @@ def _check_llm(engine: Any, req: _Sampling) -> None:
     _check_extra_fields(req, _UNSUPPORTED)
     if req.n != 1:
         raise APIError(400, "only n=1 is supported", param="n")
+    if req.stream_options is not None and req.stream_options.include_usage and not req.stream:
+        raise APIError(400, "stream_options.include_usage needs stream=true (a non-streaming answer "
+                            "always carries usage)", param="stream_options")
     if _requested_logprobs(req) is not None and not getattr(engine, "supports_logprobs", False):
         raise APIError(400, f"this server's engine ({type(engine).__name__}) does not return logprobs",
                        param="logprobs")
@@ -377,7 +408,8 @@ async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_t
                    "logprobs": _completion_logprobs(result, as_ids)})
         return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
                 "model": engine.name, "choices": [choice], "usage": usage}
-    return StreamingResponse(_sse(engine, future, deltas, rid, created, chat, request),
+    with_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return StreamingResponse(_sse(engine, future, deltas, rid, created, chat, request, include_usage=with_usage),
                              media_type="text/event-stream")
 
 
@@ -406,7 +438,9 @@ async def _result_unless_gone(future, request: Request | None):
 
 
 async def _sse(engine, future, deltas: asyncio.Queue, rid: str, created: int, chat: bool,
-               request: Request | None = None):
+               request: Request | None = None, include_usage: bool = False):
+    """The SSE stream; ``include_usage`` (``stream_options``): every chunk carries ``usage: null``
+    and a last chunk before ``[DONE]`` has empty ``choices`` and the usage, as OpenAI streams."""
     obj = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(delta: str | None, finish: str | None = None, first: bool = False) -> str:
@@ -417,6 +451,8 @@ async def _sse(engine, future, deltas: asyncio.Queue, rid: str, created: int, ch
         else:
             choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
         data = {"id": rid, "object": obj, "created": created, "model": engine.name, "choices": [choice]}
+        if include_usage:
+            data["usage"] = None
         return "data: " + json.dumps(data, ensure_ascii=False) + "\n\n"
 
     wrapped = asyncio.wrap_future(future)
@@ -442,6 +478,12 @@ async def _sse(engine, future, deltas: asyncio.Queue, rid: str, created: int, ch
             yield "data: " + json.dumps(error_body(f"generation failed: {exc}", "server_error")) + "\n\n"
             return
         yield chunk(None, finish=result.finish_reason)
+        if include_usage:
+            usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                     "total_tokens": result.prompt_tokens + result.completion_tokens}
+            data = {"id": rid, "object": obj, "created": created, "model": engine.name, "choices": [],
+                    "usage": usage}
+            yield "data: " + json.dumps(data, ensure_ascii=False) + "\n\n"
         yield "data: [DONE]\n\n"
     finally:
         # A client that disconnects mid-stream (Starlette cancels this generator) or that we saw
