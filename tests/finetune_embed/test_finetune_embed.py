@@ -19,7 +19,7 @@ def tuned(tiny_embedder_dir, tmp_path_factory):
     train, evalf = make_task(tmp)
     res = finetune_embedding(base=str(tiny_embedder_dir), train=str(train), eval_file=str(evalf),
                              output=str(tmp / "out"), num_train_epochs=5, learning_rate=1e-3,
-                             per_device_train_batch_size=16, dtype="fp32", logging_steps=5)
+                             per_device_train_batch_size=16, dtype="fp32", logging_steps=5, eval_corpus="eval")
     return res, tmp
 
 

@@ -43,6 +43,8 @@ class EmbedFinetuneConfig(FinetuneConfig):
     max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (before the epochs end).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (0, as the Hugging Face trainer's default).")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0: none).")
+    dropout: bool = Field(True, description="ragtune trainer: keep the model's dropout on while training "
+                          "(False: no dropout masks, ~20% faster on a CPU and deterministic).")
     matryoshka_dims: list[int] | None = Field(
         None, description="ragtune trainer: also train these leading dimensions (Matryoshka loss), e.g. [384, 128, 64].")
     max_samples: int | None = Field(None, ge=1, description="Use a seeded random N of the training records (logged, never silent).")

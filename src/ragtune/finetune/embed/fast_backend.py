@@ -31,9 +31,11 @@ from .config import EmbedFinetuneConfig
 
 log = get_logger(__name__)
 
-# Padded tokens per micro-batch: large enough that the matmuls stay efficient, small enough that
+# Padded tokens per micro-batch: measured on all-MiniLM-L6-v2 (64 financial passages, fwd+bwd):
+# one padded batch 6.7 s, 4096 tokens 3.6 s, 1024 tokens 2.8 s, 512 tokens 2.5-2.8 s (noise). Large
+# enough that the matmuls stay efficient, small enough that
 # a batch of similar-length texts is cut into several pieces.
-MICRO_BATCH_TOKENS = 4096
+MICRO_BATCH_TOKENS = 1024
 
 
 @dataclass
@@ -121,8 +123,9 @@ def batches_without_duplicates(rows: TrainRows, batch_size: int, rng: random.Ran
     return batches
 
 
-def micro_batches(text_ids: Sequence[int], lengths: Sequence[int], budget: int = MICRO_BATCH_TOKENS) -> list[list[int]]:
+def micro_batches(text_ids: Sequence[int], lengths: Sequence[int], budget: int | None = None) -> list[list[int]]:
     """Positions of ``text_ids`` grouped by length so each group pads to at most ``budget`` tokens."""
+    budget = budget or MICRO_BATCH_TOKENS
     order = sorted(range(len(text_ids)), key=lambda i: lengths[text_ids[i]])
     groups: list[list[int]] = []
     cur: list[int] = []
@@ -224,7 +227,7 @@ def train_ragtune(cfg: EmbedFinetuneConfig, model: Any, cols: dict[str, list[str
         model.eval()
         with torch.no_grad():
             metrics = evaluate()
-        model.train()
+        model.train(cfg.dropout)
         value = float(metrics[cfg.eval_metric])
         hist.evals.append({"step": step, **metrics})
         better = hist.best_value is None or value > hist.best_value
@@ -236,7 +239,7 @@ def train_ragtune(cfg: EmbedFinetuneConfig, model: Any, cols: dict[str, list[str
     started = time.perf_counter()
     eval_seconds = 0.0
     step = 0
-    model.train()
+    model.train(cfg.dropout)   # for these encoders train mode only switches dropout on
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, desc="embed fine-tune", unit="step")

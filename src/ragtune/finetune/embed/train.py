@@ -169,6 +169,8 @@ def _train_ragtune(cfg: EmbedFinetuneConfig, model: Any, train_records: list[Tra
         dev = [evals[i] for i in sorted(rng.sample(range(len(evals)), cfg.dev_queries))]
     dev_pool = rng.sample(distractors, min(len(distractors), 3 * len(dev)))
     evaluate = (lambda: score(model, dev, dev_pool)) if (dev and cfg.eval_steps) else None
+    if instruction:   # dev evaluations encode queries as the saved model will: with the instruction
+        model.prompts = {**(model.prompts or {}), "query": instruction}
     try:
         hist = train_ragtune(cfg, model, cols, instruction, evaluate)
     except KeyboardInterrupt:
