@@ -5,7 +5,7 @@ import pytest
 from ragtune.cli import main
 from ragtune.core.errors import ConfigError, DataError
 from ragtune.data import DEFAULT_INSTRUCTION, embed_pairs, split_indices
-from ragtune.data.embed_pairs import sample_negatives
+from ragtune.data.embed_pairs import one_line, sample_negatives
 
 from .helpers import read_jsonl, write_json
 
@@ -36,8 +36,14 @@ def test_outputs_and_shapes(tmp_path):
         assert len(row["pos"]) == 1 and len(row["neg"]) == 5 and len(set(row["neg"])) == 5
     for row in evals:
         assert set(row) == {"query", "corpus"} and all("\n" not in p for p in row["corpus"])
-    assert kb == list(dict.fromkeys(p for r in evals for p in r["corpus"]))   # one passage per line
-    assert len(kb) == summary.notes["kb passages"]
+    eval_passages = list(dict.fromkeys(p for r in evals for p in r["corpus"]))
+    # kb: all (default): the eval passages first, then every training passage (distractors)
+    assert kb == list(dict.fromkeys(eval_passages + [one_line(r["pos"][0]) for r in train]))   # one passage per line
+    assert len(kb) == summary.notes["kb passages"] > len(eval_passages)
+    assert summary.notes["kb"] == f"all: {len(eval_passages)} eval passages + {len(kb) - len(eval_passages)} others"
+    embed_pairs(src, tmp_path / "out_eval", neg_num=5, test_size=0.1, seed=7, kb="eval")
+    kb_eval = (tmp_path / "out_eval" / "kb" / "knowledge_base.txt").read_text(encoding="utf-8").splitlines()
+    assert kb_eval == eval_passages
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["records_out"] == 60
 
 

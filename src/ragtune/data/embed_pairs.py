@@ -5,7 +5,10 @@ Outputs in OUTDIR:
 - ``train.jsonl``: ``{"query", "pos": [passage], "neg": [passage x neg_num], "prompt": instruction}``
 - ``eval.jsonl``: ``{"query", "corpus": [passage, ...]}`` (rows of the held-out split; the same
   query asked twice has its passages merged)
-- ``kb/knowledge_base.txt``: the distinct eval passages, one per line.
+- ``kb/knowledge_base.txt``: one passage per line: with ``kb: all`` (default) every distinct passage
+  of the input (eval and training ones: retrieval has to find the right passage among all of
+  them, as in a real knowledge base); with ``kb: eval`` only the eval passages (the chapter's
+  set-up, which makes any retriever look better on small sets).
 - ``summary.json``: counts.
 Passages written to eval.jsonl and the knowledge base have line breaks replaced by spaces (and
 whitespace runs collapsed), so one line is one passage and an eval passage matches its KB line.
@@ -21,6 +24,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -41,6 +45,8 @@ class EmbedPairsConfig(Config):
     test_size: float = Field(0.1, description="Eval split: a fraction in (0,1) or a row count >= 1.")
     seed: int = Field(1314, description="Seed of the split and of negative sampling.")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="Query instruction stored as 'prompt'.")
+    kb: Literal["all", "eval"] = Field(
+        "all", description="Knowledge base: all passages (eval + training: realistic) or eval (the eval passages only).")
 
 
 def one_line(text: str) -> str:
@@ -127,12 +133,16 @@ def embed_pairs(path: str | os.PathLike, outdir: str | os.PathLike, config: Embe
             corpus.append(one_line(passages[i]))
     evalset = [{"query": q, "corpus": c} for q, c in eval_rows.items()]
     kb = list(dict.fromkeys(p for row in evalset for p in row["corpus"]))
+    n_eval_passages = len(kb)
+    if cfg.kb == "all":
+        kb = list(dict.fromkeys([*kb, *(one_line(passages[i]) for i in train_idx)]))
     atomic_write_jsonl(outdir / "train.jsonl", train)
     atomic_write_jsonl(outdir / "eval.jsonl", evalset)
     atomic_write_text(outdir / "kb" / "knowledge_base.txt", "\n".join(kb) + "\n")
     summary.records_out = len(train) + len(test_idx)
     summary.notes.update({"train rows": len(train), "eval rows": len(test_idx),
                           "eval queries (merged)": len(evalset), "kb passages": len(kb),
+                          "kb": f"{cfg.kb}: {n_eval_passages} eval passages + {len(kb) - n_eval_passages} others",
                           "negatives per row": cfg.neg_num, "config": cfg.to_dict()})
     atomic_write_json(outdir / "summary.json", summary.to_dict())
     return summary

@@ -115,7 +115,8 @@ def finetune_embedding(cfg: EmbedFinetuneConfig | None = None, /, **kw: Any) -> 
             "train_records": len(train_records), "eval_queries": len(evals),
             "eval_corpus": cfg.eval_corpus, "eval_passages": base_metrics["n_corpus"] if base_metrics else 0,
             "train_seconds": round(train_seconds, 2),
-            "examples_per_second": round(extra["examples"] / extra["train_seconds"], 2) if extra.get("train_seconds") else None,
+            "examples_per_second": (round(extra["examples"] / extra["train_loop_seconds"], 2)
+                                    if extra.get("train_loop_seconds") else None),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "loss_history": loss_history,
             "base": base_metrics, "tuned": tuned_metrics, **extra,
@@ -182,8 +183,8 @@ def _train_ragtune(cfg: EmbedFinetuneConfig, model: Any, train_records: list[Tra
         raise
     extra: dict[str, Any] = {
         "rows": len(cols["query"]), "steps": hist.steps, "examples": hist.steps * cfg.per_device_train_batch_size,
+        # train_seconds (the caller's) is the whole call; the loop's own time excludes dev evaluations
         "train_loop_seconds": hist.train_seconds, "dev_eval_seconds": hist.eval_seconds,
-        "train_seconds": hist.train_seconds,
         "dev": {"queries": len(dev), "distractors": len(dev_pool), "metric": cfg.eval_metric, "best_step": hist.best_step,
                 "best_value": hist.best_value, "history": hist.evals} if evaluate else None,
         "time_budget": {"minutes": cfg.time_budget_minutes, "plans": hist.plans} if cfg.time_budget_minutes else None,
