@@ -106,8 +106,8 @@ def main(argv=None) -> int:
         mined = work / "train_mined.jsonl"
         if not mined.exists():
             t0 = time.perf_counter()
-            mine_negatives(train_file, mined, MineNegativesConfig.build(model=args.base, range_for_sampling="3-50",
-                                                                        negative_number=10))
+            mine_negatives(train_file, mined, MineNegativesConfig.build(model=args.base, range="3-50",
+                                                                        neg_num=10))
             results["mining_seconds"] = round(time.perf_counter() - t0, 1)
         train_file = mined
 
