@@ -58,6 +58,4 @@ def test_missing_file_is_loaded_from_the_hub_once(dp, tmp_path, monkeypatch):
 
 def test_no_benchmark_script_hard_codes_a_machine_path():
     for script in sorted((REPO / "benchmarks").glob("*.py")):
-        if script.name == "finqa_embed.py":
-            continue
         assert "/work/shared" not in script.read_text(encoding="utf-8"), script.name
