@@ -106,7 +106,9 @@ def test_cli_export_writes_manifest_tokenizer_and_modelfile(g3_readable_dir, tmp
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-f16.gguf", "ragtune_export.json", "tokenizer"]
     manifest = json.loads((out / "ragtune_export.json").read_text())
     assert manifest["quant"] == "f16" and manifest["mode"] == "merged" and manifest["adapter_file"] is None
-    assert manifest["eos_token_ids"] == [2] and manifest["stop_tokens"] == ["<eos>"]
+    # EOS, then the plain template's own markers (so an Ollama answer stops where ragtune's does)
+    assert manifest["eos_token_ids"] == [2]
+    assert manifest["stop_tokens"] == ["<eos>", "\n### Instruction:", "### Response:", "\n\n### "]
     from ragtune.core.io import sha256_file
 
     for rel, info in manifest["files"].items():
@@ -117,6 +119,7 @@ def test_cli_export_writes_manifest_tokenizer_and_modelfile(g3_readable_dir, tmp
     assert ('TEMPLATE """{{ if .System }}{{ .System }}\n\n### Instruction:\n{{ .Prompt }}\n\n### Response:\n'
             '{{ else }}### Instruction:\n{{ .Prompt }}\n\n### Response:\n{{ end }}"""') in modelfile
     assert 'PARAMETER stop "<eos>"' in modelfile and "PARAMETER temperature 0" in modelfile
+    assert 'PARAMETER stop "### Response:"' in modelfile
     assert "PARAMETER num_ctx 1024" in modelfile
     assert "exported" in capsys.readouterr().out
 

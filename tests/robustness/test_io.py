@@ -113,3 +113,32 @@ def test_cli_turns_sigterm_into_a_clean_exit(tmp_path, tiny_llm_dir):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err, err[-2000:]
+
+
+def test_interrupts_are_deferred_to_the_end_of_an_update():
+    """A signal inside the block is delivered when it ends, to the handler that was there before:
+    an optimizer step and its step count happen together or not at all."""
+    import os
+    import signal
+
+    from ragtune.core.errors import Terminated, interrupts_deferred, sigterm_as_interrupt
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("weights")
+            done.append("step count")
+    assert done == ["weights", "step count"]
+    with sigterm_as_interrupt(), pytest.raises(Terminated):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("after SIGTERM")
+    assert done[-1] == "after SIGTERM"
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)   # a background job: SIGINT stays ignored
+    try:
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.errors import interrupts_deferred
 from ...core.log import get_logger
 from .config import EmbedFinetuneConfig
 
@@ -253,12 +254,13 @@ def train_ragtune(cfg: EmbedFinetuneConfig, model: Any, cols: dict[str, list[str
             p = encoder.encode([rows.texts[i] for i in p_ids], [rows.lengths[i] for i in p_ids], query=False)
             loss = contrastive_loss(q, p, scale, dims)
             loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
+            with interrupts_deferred():   # Ctrl-C saves whole steps only
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
             bar.update(1)
             if step % cfg.logging_steps == 0 or step == 1:
                 hist.loss.append((step, round(float(loss.detach()), 5)))

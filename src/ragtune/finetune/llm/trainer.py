@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...core.errors import ConfigError, Terminated  # Terminated: SIGTERM, handled like Ctrl-C
+from ...core.errors import ConfigError, Terminated, interrupts_deferred  # Terminated: SIGTERM, handled like Ctrl-C
 from ...core.errors import sigterm_as_interrupt as _sigterm_as_interrupt
 from ...core.log import get_logger, log_to_file
 from ..base import FinetuneResult
@@ -470,14 +470,15 @@ class Loop:
                         records_run += sum(len(getattr(self.train_set[i], "members", (i,))) for i in batches[b])
                         loss = self._global_sum(loss_sum, dist) / max(n_tok, 1)
                         checkpoint.check_finite(loss, state["step"] + 1, self.out)
-                        if cfg.max_grad_norm:
-                            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                        opt.step()
-                        sched.step()
-                        opt.zero_grad(set_to_none=True)
-                        seen = int(self._global_sum(seen, dist))
-                        state.update(step=state["step"] + 1, batch_in_epoch=b + 1, tokens=state["tokens"] + seen,
-                                     train_seconds=self.train_seconds())
+                        with interrupts_deferred():   # the update and its step count, or neither
+                            if cfg.max_grad_norm:
+                                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                            opt.step()
+                            sched.step()
+                            opt.zero_grad(set_to_none=True)
+                            seen = int(self._global_sum(seen, dist))
+                            state.update(step=state["step"] + 1, batch_in_epoch=b + 1,
+                                         tokens=state["tokens"] + seen, train_seconds=self.train_seconds())
                         tokens_run += seen
                         window.append(loss)
                         sched = self._plan_budget(state, opt, sched)
