@@ -195,5 +195,9 @@ def test_config_rejects_bad_eval_metric_and_dims():
         EmbedFinetuneConfig.build(train="t", output="o", eval_metric="accuracy")
     with pytest.raises(ConfigError, match="matryoshka_dims"):
         EmbedFinetuneConfig.build(train="t", output="o", matryoshka_dims=[0])
+    with pytest.raises(ConfigError, match="eval_steps, dropout: only ragtune's trainer"):
+        EmbedFinetuneConfig.build(train="t", output="o", trainer="sentence_transformers", eval_steps=5, dropout=False)
+    with pytest.raises(ConfigError, match="time_budget_minutes: only ragtune's trainer"):
+        EmbedFinetuneConfig.build(train="t", output="o", method="flagembedding", time_budget_minutes=3)
     cols = training_rows([], 1, 0)
     assert cols["query"] == []

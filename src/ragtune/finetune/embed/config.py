@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..base import FinetuneConfig
 
@@ -58,6 +58,21 @@ class EmbedFinetuneConfig(FinetuneConfig):
     @property
     def backend(self) -> str:
         return "flagembedding" if self.method == "flagembedding" else "sentence_transformers"
+
+    @model_validator(mode="after")
+    def _ragtune_trainer_options_only_there(self) -> "EmbedFinetuneConfig":
+        """Options only ragtune's trainer has are errors elsewhere, never silently ignored."""
+        other = "method flagembedding" if self.method == "flagembedding" else (
+            "trainer sentence_transformers" if self.trainer == "sentence_transformers" else None)
+        if other is None:
+            return self
+        used = [k for k in ("eval_steps", "time_budget_minutes", "matryoshka_dims") if getattr(self, k) is not None]
+        used += ["dropout"] if not self.dropout else []
+        used += ["trainer"] if self.method == "flagembedding" and "trainer" in self.model_fields_set else []
+        if used:
+            raise ValueError(f"{', '.join(used)}: only ragtune's trainer (method embedding, trainer ragtune) "
+                             f"has {'this' if len(used) == 1 else 'these'}; {other} would ignore it")
+        return self
 
     @field_validator("eval_metric")
     @classmethod
