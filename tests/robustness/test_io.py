@@ -124,11 +124,17 @@ def test_interrupts_are_deferred_to_the_end_of_an_update():
     from ragtune.core.errors import Terminated, interrupts_deferred, sigterm_as_interrupt
 
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("weights")
-            done.append("step count")
+    # Python's Ctrl-C handler, whatever this process inherited (a suite started with nohup or `&`
+    # inherits SIGINT ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("weights")
+                done.append("step count")
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert done == ["weights", "step count"]
     with sigterm_as_interrupt(), pytest.raises(Terminated):
         with interrupts_deferred():
