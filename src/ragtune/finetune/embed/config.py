@@ -68,7 +68,8 @@ class EmbedFinetuneConfig(FinetuneConfig):
             return self
         used = [k for k in ("eval_steps", "time_budget_minutes", "matryoshka_dims") if getattr(self, k) is not None]
         used += ["dropout"] if not self.dropout else []
-        used += ["trainer"] if self.method == "flagembedding" and "trainer" in self.model_fields_set else []
+        # by value, not by "was it given": a saved config (every field written) must load again
+        used += ["trainer"] if self.method == "flagembedding" and self.trainer != "ragtune" else []
         if used:
             raise ValueError(f"{', '.join(used)}: only ragtune's trainer (method embedding, trainer ragtune) "
                              f"has {'this' if len(used) == 1 else 'these'}; {other} would ignore it")
