@@ -161,3 +161,11 @@ def test_the_ui_chat_streams_through_the_same_parser(llm_server, llm_engine):
     assert parse_stream_line(": comment") is None and parse_stream_line("data: [DONE]").done
     with pytest.raises(Exception, match="boom"):
         parse_stream_line('data: {"error": {"message": "boom"}}')
+
+
+def test_a_failed_turn_is_reported_and_the_chat_goes_on(monkeypatch, capsys, readable_llm_dir):
+    long_turn = "where is the pump " * 20
+    rc, out, err = _chat(monkeypatch, capsys, ["--model", str(readable_llm_dir), "--max-model-len", "48",
+                                               "--max-tokens", "4"], f"{long_turn}\nhi\n")
+    assert rc == 1 and "context limit" in err and "Traceback" not in err
+    assert len(out.splitlines()) == 1 and out.strip()   # no blank line for the failed turn; the next one answered

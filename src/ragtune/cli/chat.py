@@ -65,16 +65,26 @@ def _loop(conversation, interactive: bool) -> bool:
         names = " vs ".join(s.label for s in conversation.sessions)
         _say(f"chatting with {names}; /help for commands, Ctrl-D to end", err=True, fg="cyan")
 
+    open_line = [False]   # an answer (or its label) is on stdout without its newline yet
+
+    def end_line() -> None:
+        if open_line[0]:
+            click.echo()
+            open_line[0] = False
+
     def on_start(session) -> None:
         if conversation.comparing:
             click.echo(click.style(f"[{session.label}]", fg="cyan", bold=True) + " ", nl=False)
+            open_line[0] = True
 
     def on_delta(piece: str) -> None:
         click.echo(piece, nl=False)
         sys.stdout.flush()
+        open_line[0] = True
 
     def on_end(reply) -> None:
-        click.echo()
+        open_line[0] = True   # an empty answer still gets its line
+        end_line()
         if reply.finish_reason == "length" and interactive:
             _say("(cut at --max-tokens)", err=True, fg="yellow")
 
@@ -124,12 +134,12 @@ def _loop(conversation, interactive: bool) -> bool:
         except KeyboardInterrupt as exc:
             if isinstance(exc, Terminated):
                 raise
-            click.echo()
+            end_line()
             _say("(answer stopped)", err=True, fg="yellow")
             if not interactive:
                 return failed
         except RagtuneError as exc:
-            click.echo()
+            end_line()
             failed = True
             hint = exc.hint or ("/reset starts a shorter conversation" if "context limit" in exc.message else None)
             _say("error: " + exc.message + (f"\n  hint: {hint}" if hint else ""), err=True, fg="red")
