@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("ragtune.cli.data", "data", "Validate and convert data; build eval sets and embedding sets."),
     "finetune": ("ragtune.cli.finetune", "finetune", "Fine-tune an LLM (lora|freeze|full) or an embedder."),
     "serve": ("ragtune.cli.serve", "serve", "Serve a model behind an OpenAI-compatible HTTP API."),
+    "chat": ("ragtune.cli.chat", "chat", "Chat with a model in the terminal (streamed; --compare base: base vs tuned)."),
     "infer": ("ragtune.cli.infer", "infer", "Batch inference over an eval set (local model or URL)."),
     "export": ("ragtune.cli.export", "export", "Export a fine-tune to GGUF (llama.cpp, Ollama Modelfile)."),
     "eval": ("ragtune.cli.eval", "eval_group", "Score predictions; compare runs side by side."),

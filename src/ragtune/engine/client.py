@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import BackendError, ConfigError
@@ -34,6 +35,49 @@ SOURCES: dict[str, tuple[str, str, str | None]] = {
     "ragtune": ("http://127.0.0.1:8000/v1", "RAGTUNE_API_KEY", None),
 }
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def api_base_url(url: str) -> str:
+    """A server's URL as the OpenAI API base: ``http://host:8000`` means ``http://host:8000/v1``;
+    a URL with a path (``.../v1``, ``.../compatible-mode/v1``) is kept as it is."""
+    from urllib.parse import urlparse
+
+    url = url.rstrip("/")
+    return url + "/v1" if urlparse(url).path in ("", "/") else url
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One ``data:`` line of an OpenAI chat-completions stream: new answer text, the finish
+    reason when this chunk has one, ``done`` at ``[DONE]``."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    done: bool = False
+
+
+def parse_stream_line(line: str, where: str = "the server") -> StreamEvent | None:
+    """A line of a ``stream: true`` chat-completions response (server-sent events): None for what
+    is not a ``data:`` line (blank separators, comments); an in-stream error chunk raises
+    :class:`BackendError` with the server's message. Used by ``ragtune chat`` and the UI's chat."""
+    import json
+
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return StreamEvent(done=True)
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        raise BackendError(f"{where} sent a stream line that is not JSON: {data[:200]!r}") from None
+    if not isinstance(chunk, dict):
+        raise BackendError(f"{where} sent a stream chunk that is not a JSON object: {data[:200]!r}")
+    if "error" in chunk:
+        err = chunk["error"]
+        raise BackendError(f"{where}: {err.get('message', err) if isinstance(err, dict) else err}")
+    choice = (chunk.get("choices") or [{}])[0]
+    return StreamEvent((choice.get("delta") or {}).get("content") or "", choice.get("finish_reason"))
 
 
 def _as_messages(x: str | Sequence[dict[str, str]]) -> list[dict[str, str]]:
@@ -157,13 +201,46 @@ class OnlineChatModule(_ChatModel):
             body["seed"] = settings["seed"]
         return body
 
-    def chat(self, x: str | Sequence[dict[str, str]], **overrides: Any) -> dict:
-        """The full response JSON of ``/chat/completions``."""
+    def _messages(self, x: str | Sequence[dict[str, str]]) -> list[dict[str, str]]:
         messages = _as_messages(x)
         if messages[0]["role"] != "system" and (self.prompt_cfg.system is not None or self.prompt_cfg.drop_builtin_system):
             messages.insert(0, {"role": "system", "content": self.prompt_cfg.system or ""})
+        return messages
+
+    def chat(self, x: str | Sequence[dict[str, str]], **overrides: Any) -> dict:
+        """The full response JSON of ``/chat/completions``."""
         return self.request("POST", "/chat/completions", {**self._body(self._settings(overrides)),
-                                                          "messages": messages})
+                                                          "messages": self._messages(x)})
+
+    def stream_chat(self, x: str | Sequence[dict[str, str]], on_delta: Callable[[str], None],
+                    **overrides: Any) -> tuple[str, str | None]:
+        """``/chat/completions`` with ``stream: true``: ``on_delta`` gets each piece of the answer as
+        it arrives; returns (the whole answer, finish_reason). Not retried once the request is
+        sent (part of the answer may have been shown); the model name lookup is."""
+        import httpx
+
+        body = {**self._body(self._settings(overrides)), "messages": self._messages(x), "stream": True}
+        where = f"{self.base_url}/chat/completions"
+        pieces: list[str] = []
+        finish: str | None = None
+        try:
+            with self._client().stream("POST", "/chat/completions", json=body) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise BackendError(f"{where} rejected the request: HTTP {resp.status_code}: {_error_message(resp)}")
+                for line in resp.iter_lines():
+                    event = parse_stream_line(line, where)
+                    if event is None:
+                        continue
+                    if event.done:
+                        break
+                    if event.text:
+                        pieces.append(event.text)
+                        on_delta(event.text)
+                    finish = event.finish_reason or finish
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{where} failed: {type(exc).__name__}: {exc}") from None
+        return "".join(pieces), finish
 
     def completion(self, prompt: str, **overrides: Any) -> dict:
         """The full response JSON of ``/completions`` (raw prompt, no chat template)."""

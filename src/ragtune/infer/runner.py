@@ -32,6 +32,7 @@ from ..core.prompt import PromptConfig
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
 from ..data.squad import fill_template
 from ..engine.base import ENGINES, EngineSettings, route_engine_settings
+from ..engine.client import api_base_url
 
 log = get_logger(__name__)
 
@@ -312,12 +313,6 @@ def _run_on_server_engine(cfg: InferConfig, inputs, todo: list[int], record) -> 
         running.stop()
 
 
-def _normalise_url(url: str) -> str:
-    from urllib.parse import urlparse
-
-    url = url.rstrip("/")
-    return url + "/v1" if urlparse(url).path in ("", "/") else url
-
 
 def _run_remote(cfg: InferConfig, inputs, todo: list[int], record) -> None:
     from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -325,7 +320,7 @@ def _run_remote(cfg: InferConfig, inputs, todo: list[int], record) -> None:
     from ..engine.client import OnlineChatModule
 
     assert cfg.url is not None
-    client = OnlineChatModule(base_url=_normalise_url(cfg.url), model=cfg.remote_model, api_key=cfg.api_key,
+    client = OnlineChatModule(base_url=api_base_url(cfg.url), model=cfg.remote_model, api_key=cfg.api_key,
                               timeout=cfg.timeout, retries=cfg.retries, max_tokens=cfg.max_tokens,
                               temperature=cfg.temperature, top_p=cfg.top_p, stop=cfg.stop, seed=cfg.seed)
     if cfg.prompt.system is not None or cfg.prompt.drop_builtin_system:

@@ -127,3 +127,17 @@ def _default_name(path: Path | None, ref: str, adapter: Path | None) -> str:
     if adapter is not None:
         return adapter.parent.name if adapter.name == "adapter" else adapter.name
     return ref.rstrip("/").split("/")[-1]
+
+
+def finetune_base(model: str | os.PathLike) -> str | None:
+    """The base model that the fine-tune at ``model`` was trained from (a fine-tune output dir, its
+    ``merged/`` or ``adapter/``, or a bare PEFT adapter); None when ``model`` is not a fine-tune
+    (a bundled name, a plain model dir, a hub id). What ``ragtune chat --compare base`` talks to."""
+    path = Path(os.fspath(model)).expanduser()
+    if path.name in ("merged", "adapter") and (path.parent / FINETUNE_MANIFEST).is_file():
+        path = path.parent
+    if (path / FINETUNE_MANIFEST).is_file():
+        return _base_from_manifest(path / FINETUNE_MANIFEST, _read_manifest(path / FINETUNE_MANIFEST))
+    if path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").exists():
+        return _adapter_base(path)
+    return None

@@ -21,6 +21,7 @@ from pydantic import Field
 from ..core.config import Config
 from ..core.errors import BackendError, ConfigError, RagtuneError
 from ..core.log import get_logger
+from ..engine.client import api_base_url
 
 log = get_logger(__name__)
 API_KEY_ENV = "RAGTUNE_TEACHER_API_KEY"
@@ -64,12 +65,6 @@ class Reply:
         return text.strip()
 
 
-def _normalise_url(url: str) -> str:
-    from urllib.parse import urlparse
-
-    url = url.rstrip("/")
-    return url + "/v1" if urlparse(url).path in ("", "/") else url
-
 
 class Teacher:
     """``Teacher(opts).chat_many([messages, ...], top_logprobs=5)`` -> ``[Reply | BackendError, ...]``."""
@@ -88,7 +83,7 @@ class Teacher:
     @property
     def name(self) -> str:
         if self.opts.is_url:
-            return f"{_normalise_url(self.opts.teacher)} ({self.model_name()})"
+            return f"{api_base_url(self.opts.teacher)} ({self.model_name()})"
         return f"{self.opts.teacher} (builtin engine)"
 
     def model_name(self) -> str:
@@ -108,7 +103,7 @@ class Teacher:
             from ..engine.client import OnlineChatModule
 
             key = self.opts.teacher_api_key or os.environ.get(API_KEY_ENV)
-            self._client = OnlineChatModule(base_url=_normalise_url(self.opts.teacher), model=self.opts.teacher_model,
+            self._client = OnlineChatModule(base_url=api_base_url(self.opts.teacher), model=self.opts.teacher_model,
                                             api_key=key, timeout=self.opts.timeout, retries=self.opts.retries)
         return self._client
 

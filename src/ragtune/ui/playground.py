@@ -250,6 +250,8 @@ async def _local(pg: Playground, req: ChatRequest, messages: list[dict[str, str]
 async def _remote(req: ChatRequest, messages: list[dict[str, str]]) -> AsyncIterator[str]:
     import httpx
 
+    from ..engine.client import parse_stream_line
+
     t = req.target
     key = t.api_key or (os.environ.get(t.api_key_env) if t.api_key_env else None)
     if t.api_key_env and not key:
@@ -270,17 +272,12 @@ async def _remote(req: ChatRequest, messages: list[dict[str, str]]) -> AsyncIter
                 raise ConfigError(f"{t.url} answered HTTP {resp.status_code}: {text[:500]}")
             finish = None
             async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
+                event = parse_stream_line(line, str(t.url))
+                if event is None:
                     continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+                if event.done:
                     break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    raise ConfigError(f"{t.url}: {chunk['error'].get('message', chunk['error'])}")
-                choice = (chunk.get("choices") or [{}])[0]
-                piece = (choice.get("delta") or {}).get("content")
-                if piece:
-                    yield _sse({"delta": piece})
-                finish = choice.get("finish_reason") or finish
+                if event.text:
+                    yield _sse({"delta": event.text})
+                finish = event.finish_reason or finish
         yield _sse({"finish_reason": finish})
