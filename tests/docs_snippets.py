@@ -17,16 +17,21 @@ FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 class Block:
     file: str        # relative to the repository root: README.md, docs/finetune.md
     index: int       # position among the file's fenced blocks (0-based)
+    repeat: int      # earlier blocks of the file with the same first line (ids stay unique)
     line: int        # 1-based line of the opening fence
     lang: str        # the info string ("" when the fence has none)
     text: str
 
     @property
     def id(self) -> str:
-        """``file#index:first line``: stable while the block's position and first line are."""
-        first = next((ln.strip() for ln in self.text.splitlines() if ln.strip()), "")
-        first = re.sub(r"\s+", " ", first)[:40].rstrip()
-        return f"{self.file}#{self.index}:{first}"
+        """``file:first line`` (``#k`` added for the k-th repeat of a first line): it does not move
+        when a block is added above, so the exemption table keeps naming the same blocks."""
+        return f"{self.file}:{first_line(self.text)}" + (f"#{self.repeat}" if self.repeat else "")
+
+
+def first_line(text: str) -> str:
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return re.sub(r"\s+", " ", first)[:40].rstrip()
 
 
 def doc_files(root: Path = ROOT) -> list[Path]:
@@ -51,7 +56,8 @@ def extract_blocks(path: Path, root: Path = ROOT) -> list[Block]:
         if j == len(lines):
             raise ValueError(f"{rel}:{i + 1}: unclosed code fence")
         body = "\n".join(ln[len(indent):] if ln.startswith(indent) else ln for ln in lines[i + 1:j])
-        blocks.append(Block(rel, len(blocks), i + 1, lang.lower(), body + "\n"))
+        repeat = sum(first_line(b.text) == first_line(body) for b in blocks)
+        blocks.append(Block(rel, len(blocks), repeat, i + 1, lang.lower(), body + "\n"))
         i = j + 1
     return blocks
 
