@@ -18,6 +18,17 @@ def test_unknown_key_names_it_and_the_valid_keys():
     assert "learning_rat" in msg and "did you mean 'learning_rate'" in msg and "cutoff_len" in msg
 
 
+@pytest.mark.parametrize(("other_tools_key", "ours"), [
+    ("base_model", "base"), ("model_name_or_path", "base"), ("output_dir", "output"), ("train_file", "train")])
+def test_keys_of_other_tools_point_to_ragtunes_names(other_tools_key, ours):
+    """HF Trainer / LLaMA-Factory spellings are errors (one vocabulary) that name ragtune's key."""
+    import ragtune as rt
+
+    for method in (rt.finetune.lora, rt.finetune.embedding):
+        with pytest.raises(ConfigError, match=f"'{other_tools_key}'.*did you mean '{ours}'"):
+            method.config(**{other_tools_key: "x"})
+
+
 def test_method_specific_keys_are_checked():
     import ragtune as rt
 

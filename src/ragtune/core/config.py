@@ -82,9 +82,16 @@ def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # -- error messages ---------------------------------------------------------------------------
+# Keys other tools (HF Trainer, LLaMA-Factory, FlagEmbedding) and older ragtune configs use for
+# ragtune's one vocabulary: too far apart for difflib, so the hint comes from this table.
+RENAMED_KEYS = {"base_model": "base", "model_name_or_path": "base", "output_dir": "output",
+                "train_file": "train", "train_data": "train", "dataset": "train"}
+
+
 def unknown_key_message(cls: type[Config], key: str, source: str | None = None) -> str:
     valid = sorted(cls.model_fields)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    renamed = RENAMED_KEYS.get(key)
+    close = [renamed] if renamed in valid else difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     where = f" in {source}" if source else ""
     msg = f"unknown key '{key}'{where} for {cls.__name__}"
     if close:
