@@ -184,7 +184,7 @@ def test_eval_llm_journals_judge_results_and_resumes_after_an_abort(server, tmp_
     assert all(q["body"]["model"] == "served-llm" and q["body"]["max_tokens"] == 64 for q in server.requests)
     assert not list(out.glob("eval-*/"))
 
-    with pytest.raises(ConfigError, match="different"):     # other judge settings: refused, not mixed in
+    with pytest.raises(ConfigError, match=r"other data or settings \(changed: metrics\)"):     # other judge settings: refused, not mixed in
         evaluate_llm(**{**cfg, "judge_max_tokens": 32})
 
     # rerun (a longer timeout may change: it does not change answers): items 1 and 2 only

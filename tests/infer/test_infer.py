@@ -106,7 +106,7 @@ def test_resume_tolerates_torn_line_and_rejects_other_settings(tmp_path, llm_eng
     side = partial_path(cfg.output)
     with open(side, "a") as fh:
         fh.write('{"index": 4, "predic')  # torn write of a killed process
-    with pytest.raises(ConfigError, match="different eval set or different settings"):
+    with pytest.raises(ConfigError, match="other data or settings"):
         run_infer(cfg.model_copy(update={"max_tokens": 5}), engine=llm_engine, show_progress=False)
     recorded: list[int] = []
     rows = run_infer(cfg, engine=llm_engine, show_progress=False, on_item=recorded.append)
