@@ -178,8 +178,11 @@ def recorded_instruction_template(model: str | None, explicit: str | None) -> st
 # -- resumable side file ------------------------------------------------------------------------------
 def fingerprint(cfg: InferConfig, items: list[dict]) -> dict[str, Any]:
     data = json.dumps(items, ensure_ascii=False, sort_keys=True).encode()
+    # everything the answers depend on: batch size and dtype too (low-precision batched greedy
+    # answers can flip at near-ties, docs/serve.md "Greedy results and batching")
     settings = cfg.model_dump(mode="json", include={"model", "adapter", "engine", "url", "remote_model", "template",
-                                                    "prompt", "max_tokens", "temperature", "top_p", "stop", "seed"})
+                                                    "prompt", "max_tokens", "temperature", "top_p", "stop", "seed",
+                                                    "batch_size", "extractive", "settings"})
     return {"evalset_sha256": hashlib.sha256(data).hexdigest(), "items": len(items), "settings": settings}
 
 
@@ -244,6 +247,7 @@ def _run_local(cfg: InferConfig, inputs, todo: list[int], record, engine=None) -
     owned = engine is None
     if owned:
         engine = _load_engine(cfg)
+    _say_batch_dependence(engine, cfg)
     prompt = cfg.prompt.over(engine.prompt)   # this run's prompt, passed per request
     constraints = _constraints(cfg, engine, todo) if cfg.extractive != "off" else None
     try:
@@ -284,6 +288,14 @@ def _constraints(cfg: InferConfig, engine: Any, todo: list[int]) -> list[Any]:
                             field="context")
         out.append(build_constraint(engine.tokenizer, context, cfg.extractive, engine.eos_ids, cfg.stop))
     return out
+
+
+def _say_batch_dependence(engine: Any, cfg: InferConfig) -> None:
+    dtype = str(getattr(getattr(engine, "model", None), "dtype", "")).replace("torch.", "")
+    if cfg.temperature == 0 and cfg.batch_size > 1 and dtype in ("bfloat16", "float16"):
+        log.info("greedy answers in %s can differ between batch sizes where two tokens are nearly tied; "
+                 "--dtype fp32 makes them independent of --batch-size (docs/serve.md: greedy results and batching)",
+                 dtype)
 
 
 def _load_engine(cfg: InferConfig):
