@@ -123,3 +123,27 @@ def test_normal_runs_print_no_warning_and_library_noise_is_quieted_at_cli_start_
     lines = probe.stdout.split()
     assert lines[0] == "None" and lines[2] == "error", probe.stdout
     assert "FutureWarning" not in probe.stderr, probe.stderr
+
+
+def test_model_loads_show_ragtunes_progress_not_transformers_per_load_bars(tmp_path, tiny_llm_dir):
+    """The walkthrough: "Loading weights" bars of every model load interleaved with the infer bar."""
+    import json
+    import os
+
+    evalset = tmp_path / "e.json"
+    evalset.write_text(json.dumps([{"instruction": f"q{i}", "output": "a"} for i in range(2)]))
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    out = run("infer", "--model", str(tiny_llm_dir), "--evalset", str(evalset), "--output", str(tmp_path / "p.json"),
+              "--max-tokens", "2", "--dtype", "fp32", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Loading weights" not in out.stderr and "infer: 100%" in out.stderr, out.stderr
+
+
+def test_a_missing_required_setting_names_its_flag(tmp_path):
+    """The walkthrough: `eval llm` without --evalset said "invalid value for 'evalset': {...}: Field required"."""
+    preds = tmp_path / "p.json"
+    preds.write_text('[{"index": 0, "prediction": "a"}]')
+    out = run("eval", "llm", "--predictions", str(preds), "--metrics", "exact", "--output", str(tmp_path / "x"))
+    assert out.returncode == 1
+    assert "missing required setting 'evalset'" in out.stderr and "give --evalset" in out.stderr, out.stderr
+    assert "Field required" not in out.stderr and "{...}" not in out.stderr

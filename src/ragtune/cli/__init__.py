@@ -106,14 +106,14 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     verbosity = 0 if quiet else (2 if verbose else 1)
     setup_logging(verbosity)
     if verbosity < 2:
-        quiet_third_party()
+        quiet_third_party(ctx.invoked_subcommand)
     ctx.obj = {"verbosity": verbosity}
 
 
 NOISY_LIBRARIES = r"(transformers|huggingface_hub|accelerate|peft|sentence_transformers|datasets|torch)(\.|$)"
 
 
-def quiet_third_party() -> None:
+def quiet_third_party(command: str | None = None) -> None:
     """At CLI start only (never when the library is imported): third-party FutureWarnings and
     transformers / huggingface_hub info-and-warning chatter are hidden, so what the console shows
     at WARNING is ragtune's own. Settings the user made in the environment win; ``-v`` shows it all.
@@ -124,6 +124,8 @@ def quiet_third_party() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if command != "models":   # transformers' per-load "Loading weights" / "Writing model shards" bars
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")   # (downloads in `models pull` keep theirs)
     warnings.filterwarnings("ignore", category=FutureWarning, module=NOISY_LIBRARIES)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=NOISY_LIBRARIES)
 

@@ -28,10 +28,19 @@ class Config(BaseModel):
     @classmethod
     def build(cls, source: str | None = None, /, **values: Any):
         """Validate ``values``; turn pydantic's errors into one :class:`ConfigError`."""
+        return cls._build(source, values)
+
+    @classmethod
+    def _build(cls, source: str | None, values: dict[str, Any], from_flags: bool = False):
         try:
             return cls(**values)
         except ValidationError as exc:
-            raise ConfigError(validation_message(cls, exc, source)) from None
+            missing = [str(e["loc"][0]) for e in exc.errors() if e.get("type") == "missing" and len(e["loc"]) == 1]
+            hint = None
+            if from_flags and missing:   # a command's top-level keys are its flags (--evalset = evalset:)
+                hint = "give " + ", ".join(f"--{k.replace('_', '-')}" for k in missing) + (
+                    " (or the same key in the --config file)" if len(missing) == 1 else " (or the same keys in the --config file)")
+            raise ConfigError(validation_message(cls, exc, source), hint=hint) from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, /, **overrides: Any):
@@ -43,8 +52,8 @@ class Config(BaseModel):
     def from_sources(cls, config: str | os.PathLike | None = None, /, **overrides: Any):
         """YAML file (optional) + overrides that are not None: how every CLI command builds its config."""
         if config:
-            return cls.from_yaml(config, **overrides)
-        return cls.build(None, **nest(overrides))
+            return cls._build(str(config), deep_merge(load_yaml_mapping(config), nest(overrides)), from_flags=True)
+        return cls._build(None, nest(overrides), from_flags=True)
 
     # -- output -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +122,9 @@ def validation_message(cls: type[Config], exc: ValidationError, source: str | No
         if isinstance(cause, ConfigError):  # a validator's own message is already complete
             prefix = "" if loc == "(config)" or loc in cause.message else f"{loc}: "
             lines.append(prefix + cause.message + (f" ({source})" if source and source not in cause.message else ""))
+            continue
+        if err.get("type") == "missing":
+            lines.append(f"missing required setting '{loc}'{where}")
             continue
         value = err.get("input")
         shown = repr(value) if not isinstance(value, Mapping) else "{...}"

@@ -42,7 +42,7 @@ log = get_logger(__name__)
 
 class InferSettings(Config):
     """How to generate (the ``llm.infer`` section of a run; part of every ``ragtune infer`` job)."""
-    template: str | None = Field(None, description="Prompt template with {field} placeholders (default: the chapter's CMRC template for context/question items).")
+    template: str | None = Field(None, description="Prompt template with {field} placeholders (default: the one recorded with a fine-tune --model, else the chapter's CMRC template for context/question items).")
     max_tokens: int = Field(64, ge=1, description="New tokens per item.")
     temperature: float = Field(0.0, ge=0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
