@@ -137,9 +137,9 @@ def score_items(items: list[EvalItem], metrics: list[Metric],
 
 
 def _judge_items(items: list[EvalItem], metric: _JudgedMetric, partial: PartialResults | None) -> list[MetricResult]:
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     from tqdm.auto import tqdm
+
+    from ..core.concurrency import as_completed_in_threads
 
     out: list[MetricResult | None] = [None] * len(items)
     if partial is not None:
@@ -151,20 +151,14 @@ def _judge_items(items: list[EvalItem], metric: _JudgedMetric, partial: PartialR
     if len(todo) < len(items):
         log.info("%s: resuming, %d of %d items already judged in %s", metric.name, len(items) - len(todo),
                  len(items), partial.path if partial else "")
-    with tqdm(total=len(items), initial=len(items) - len(todo), desc=metric.name, unit="item") as bar, \
-            ThreadPoolExecutor(max_workers=metric.concurrency) as pool:
-        futures = {pool.submit(metric.score, items[i]): i for i in todo}
-        try:
-            for fut in as_completed(futures):
-                i, result = futures[fut], fut.result()
-                out[i] = result
-                if partial is not None and not (result.details or {}).get("transient"):
-                    partial.add({"metric": metric.name, "index": i, "result": result.to_dict()})
-                bar.update(1)
-        except BaseException:   # an unreachable judge or a rejected request: stop (finished items are kept)
-            for f in futures:
-                f.cancel()
-            raise
+    with tqdm(total=len(items), initial=len(items) - len(todo), desc=metric.name, unit="item") as bar:
+        # an unreachable judge or a rejected request raises here and stops (finished items are kept);
+        # Ctrl-C / SIGTERM stop at once, not after the judge calls in flight (core/concurrency.py)
+        for i, result in as_completed_in_threads(lambda i: metric.score(items[i]), todo, metric.concurrency):
+            out[i] = result
+            if partial is not None and not (result.details or {}).get("transient"):
+                partial.add({"metric": metric.name, "index": i, "result": result.to_dict()})
+            bar.update(1)
     final = [r for r in out if r is not None]
     failed = sum(bool((r.details or {}).get("transient")) for r in final)
     if failed:

@@ -327,8 +327,7 @@ def _run_on_server_engine(cfg: InferConfig, inputs, todo: list[int], record) -> 
 
 
 def _run_remote(cfg: InferConfig, inputs, todo: list[int], record) -> None:
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
+    from ..core.concurrency import as_completed_in_threads
     from ..engine.client import OnlineChatModule
 
     assert cfg.url is not None
@@ -346,12 +345,5 @@ def _run_remote(cfg: InferConfig, inputs, todo: list[int], record) -> None:
         choice = client.chat(x)["choices"][0]
         return index, choice["message"]["content"] or "", choice.get("finish_reason") or "stop"
 
-    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-        futures = [pool.submit(one, i) for i in todo]
-        try:
-            for fut in as_completed(futures):
-                record(*fut.result())
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    for _, done in as_completed_in_threads(one, todo, cfg.concurrency):   # Ctrl-C stops at once
+        record(*done)

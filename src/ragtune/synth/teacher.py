@@ -132,7 +132,7 @@ class Teacher:
         return self._local(prompts, temperature, seed, top_logprobs)
 
     def _remote(self, prompts, temperature, seed, top_logprobs) -> list[Reply | BackendError]:
-        from concurrent.futures import ThreadPoolExecutor
+        from ..core.concurrency import map_in_threads
 
         model = self.model_name()
 
@@ -157,8 +157,7 @@ class Teacher:
             except (KeyError, IndexError, TypeError) as exc:
                 return BackendError(f"teacher answer is not in the OpenAI chat shape ({type(exc).__name__}: {exc})")
 
-        with ThreadPoolExecutor(max_workers=self.opts.concurrency) as pool:
-            return list(pool.map(one, prompts))
+        return map_in_threads(one, list(prompts), self.opts.concurrency)   # Ctrl-C stops at once
 
     def _local(self, prompts, temperature, seed, top_logprobs) -> list[Reply | BackendError]:
         from ..engine.base import SamplingParams
