@@ -92,7 +92,7 @@ def main() -> None:
     if args.skip_loop:
         return
 
-    path = resolve_model(args.model).path
+    path = getattr(engine.model, "name_or_path", None) or resolve_model(args.model).path   # a fine-tune dir: its merged/
     probe = {}
     models = {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):

@@ -25,6 +25,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
+
 from ..core.config import Config
 from ..core.errors import ConfigError, RagtuneError
 from ..core.prompt import PromptConfig, merge_stops, template_stops
@@ -249,6 +251,27 @@ def route_engine_settings(cls: type, data: Any) -> Any:
         given[key] = data.pop(key)   # an engine key of another engine is reported by engine_settings
     data["settings"] = engine_settings(engine, given, f"settings of engine '{engine}'")
     return data
+
+
+class EngineChoice(Config):
+    """Base of every config that names an engine (``engine``, declared by each with its own help)
+    and carries that engine's typed ``settings``: serve, infer, chat. Flat engine keys (CLI flags,
+    short YAML) route into ``settings``; an unknown engine name is an error naming the valid ones."""
+
+    settings: SerializeAsAny[EngineSettings] = Field(default_factory=EngineSettings,
+                                                     description="The engine's own settings (dtype, device ...).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_engine_settings(cls, data: Any) -> Any:
+        return route_engine_settings(cls, data)
+
+    @field_validator("engine", check_fields=False)
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(ENGINES.unknown_message(value))
+        return value
 
 
 def engine_settings_classes() -> tuple[type[EngineSettings], ...]:

@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.log import get_logger
 from ..core.prompt import PromptConfig
-from .base import ENGINES, EngineSettings, SamplingParams, get_engine, route_engine_settings
+from .base import ENGINES, EngineChoice, SamplingParams, get_engine
+from .client import is_http_url
 
 log = get_logger(__name__)
 Message = dict[str, str]
@@ -38,7 +38,7 @@ def _noop(_: str) -> None:
     return None
 
 
-class ChatConfig(Config):
+class ChatConfig(EngineChoice):
     """``ragtune chat``: which model(s) to talk to and how to sample."""
 
     model: str | None = Field(None, description="Local model: bundled name, dir, DIR/merged or a fine-tune output DIR.")
@@ -58,25 +58,11 @@ class ChatConfig(Config):
     retries: int = Field(2, ge=0, description="Retries of the model lookup at --url (with backoff).")
     prompt: PromptConfig = Field(default_factory=PromptConfig,
                                  description="Prompt settings over the fine-tune's recorded ones (system, drop_builtin_system, template).")
-    settings: SerializeAsAny[EngineSettings] = Field(default_factory=EngineSettings,
-                                                     description="The local engine's own settings (dtype, device ...).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _route_engine_settings(cls, data: Any) -> Any:
-        return route_engine_settings(cls, data)
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, value: str) -> str:
-        if value not in ENGINES:
-            raise ValueError(ENGINES.unknown_message(value))
-        return value
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not _is_url(value):
+        if value is not None and not is_http_url(value):
             raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
         return value
 
@@ -94,13 +80,6 @@ class ChatConfig(Config):
     def sampling(self) -> SamplingParams:
         return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                               seed=self.seed)
-
-
-def _is_url(value: str) -> bool:
-    from urllib.parse import urlparse
-
-    parsed = urlparse(value)
-    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
 
 
 @dataclass
@@ -297,7 +276,7 @@ def _compare_backend(cfg: ChatConfig, first: ChatBackend) -> tuple[ChatBackend, 
     from ..models.source import finetune_base
 
     ref = str(cfg.compare)
-    if _is_url(ref):
+    if is_http_url(ref):
         return RemoteBackend(ref, None, cfg.api_key, timeout=cfg.timeout, retries=cfg.retries), None
     if ref != "base":
         return EngineBackend(_load_engine(cfg, ref, None, cfg.prompt)), None

@@ -321,3 +321,11 @@ class PromptedLLM:
 
     def __call__(self, inputs: Any) -> Any:
         return self.llm(self.prompter.messages(inputs) if self.messages else self.prompter.text(inputs))
+
+
+def is_http_url(value: str) -> bool:
+    """An http(s) URL with a host (what --url of infer and chat accept)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from ..core.config import Config
 from ..core.errors import ConfigError, DataError
@@ -31,8 +31,8 @@ from ..core.partial import PartialResults
 from ..core.prompt import PromptConfig
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
 from ..data.squad import fill_template
-from ..engine.base import ENGINES, EngineSettings, route_engine_settings
-from ..engine.client import api_base_url
+from ..engine.base import ENGINES, EngineChoice
+from ..engine.client import api_base_url, is_http_url
 
 log = get_logger(__name__)
 
@@ -57,7 +57,7 @@ class InferSettings(Config):
                            "and the answer kept a substring of the context (span).")
 
 
-class InferConfig(InferSettings):
+class InferConfig(InferSettings, EngineChoice):
     """``ragtune infer``: predict every item of an eval set with a local model on any registered
     engine, or with an OpenAI-compatible server (``url``). Resumable (see the module docs)."""
 
@@ -71,27 +71,11 @@ class InferConfig(InferSettings):
     api_key: str | None = Field(None, description="Bearer key for --url (or $RAGTUNE_API_KEY).")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt settings (system, drop_builtin_system, template) over the model's saved ones.")
     restart: bool = Field(False, description="Ignore earlier partial results and start over.")
-    settings: SerializeAsAny[EngineSettings] = Field(default_factory=EngineSettings,
-                                                     description="The local engine's own settings (dtype, device ...).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _route_engine_settings(cls, data: Any) -> Any:
-        return route_engine_settings(cls, data)
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, value: str) -> str:
-        if value not in ENGINES:
-            raise ValueError(ENGINES.unknown_message(value))
-        return value
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        from urllib.parse import urlparse
-
-        if value is not None and (urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc):
+        if value is not None and not is_http_url(value):
             raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
         return value
 

@@ -6,20 +6,19 @@ import threading
 import time
 from typing import Any
 
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field
 
-from ..core.config import Config
 from ..core.errors import BackendError, ConfigError
 from ..core.log import get_logger
 from ..core.prompt import PromptConfig
-from ..engine.base import ENGINES, EngineSettings, get_engine, route_engine_settings
+from ..engine.base import ENGINES, EngineChoice, get_engine
 
 log = get_logger(__name__)
 API_KEY_ENV = "RAGTUNE_API_KEY"
 
 
 
-class ServeConfig(Config):
+class ServeConfig(EngineChoice):
     """``ragtune serve`` = ``rt.deploy.<engine>(...)`` = ``llm.deploy`` of a run: what to serve, on
     which engine, where. Engine settings (``dtype``, ``max_batch_size``, ``vllm_args`` ...) belong to
     the chosen engine's typed ``Settings`` and may be given flat here or under ``settings``; a setting
@@ -42,20 +41,6 @@ class ServeConfig(Config):
                                                "Guards a keyless local server against DNS rebinding.")
     prompt: PromptConfig = Field(default_factory=PromptConfig,
                                  description="Prompt settings over the fine-tune manifest's (system, drop_builtin_system, template).")
-    settings: SerializeAsAny[EngineSettings] = Field(default_factory=EngineSettings,
-                                                     description="The engine's own settings.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _route_engine_settings(cls, data: Any) -> Any:
-        return route_engine_settings(cls, data)
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, value: str) -> str:
-        if value not in ENGINES:
-            raise ValueError(ENGINES.unknown_message(value))
-        return value
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get(API_KEY_ENV) or None
