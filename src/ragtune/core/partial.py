@@ -10,6 +10,7 @@ what counts as finished.
 """
 from __future__ import annotations
 
+import abc
 import json
 import os
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 from .errors import ConfigError
 
 
-class AppendJournal:
+class AppendJournal(abc.ABC):
     """The JSONL file: meta line, load with torn-tail repair, fsynced appends, thread-safe."""
 
     def __init__(self, path: str | os.PathLike, meta: dict[str, Any], restart: bool = False):
@@ -61,9 +62,9 @@ class AppendJournal:
             raise ConfigError(f"{self.path} was written for other data or settings (changed: {', '.join(changed)})",
                               hint="rerun with the same settings to resume, or pass --restart to start over")
 
+    @abc.abstractmethod
     def _loaded(self, row: dict[str, Any]) -> None:
-        """One finished row read back from the file."""
-        raise NotImplementedError
+        """One finished row read back from the file (each kind of journal keeps its own index)."""
 
     def _append(self, row: dict[str, Any]) -> None:
         """Write one row durably (the caller holds ``self._lock``)."""
