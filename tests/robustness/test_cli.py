@@ -220,6 +220,9 @@ EVAL_CASES = [
          "--metrics exact", 1, ["a-file", "is a file"]),
     case("eval-run-dir-is-file", "eval llm --evalset {w}/eval.json --predictions {w}/preds.json --run-dir {w}/a-file "
          "--metrics exact", 1, ["a-file", "is a file"]),
+    case("eval-judge-url-not-http", "eval llm --evalset {w}/eval.json --predictions {w}/preds.json --output {w}/e "
+         "--metrics faithfulness --judge-base-url 127.0.0.1:8000/v1", 1,
+         ["judge_base_url", "not an http(s) URL"], ["e"]),
     case("compare-missing-run", "eval compare {w}/no-run-a {w}/no-run-b --output {w}/cmp", 2,
          ["no-run-a", "does not exist"], ["cmp"]),
 ]

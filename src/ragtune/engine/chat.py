@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ..core.errors import ConfigError
 from ..core.log import get_logger
 from ..core.prompt import PromptConfig
 from .base import ENGINES, EngineChoice, SamplingParams, get_engine
-from .client import is_http_url
+from .client import ServerUrl, is_http_url
 
 log = get_logger(__name__)
 Message = dict[str, str]
@@ -44,7 +44,7 @@ class ChatConfig(EngineChoice):
     model: str | None = Field(None, description="Local model: bundled name, dir, DIR/merged or a fine-tune output DIR.")
     adapter: str | None = Field(None, description="PEFT (LoRA) adapter dir applied on top of --model.")
     engine: str = Field("builtin", description="Engine for --model and --compare (in-process: builtin, llamacpp).")
-    url: str | None = Field(None, description="Chat with an OpenAI-compatible server instead (ragtune serve: http://127.0.0.1:8000).")
+    url: ServerUrl | None = Field(None, description="Chat with an OpenAI-compatible server instead (ragtune serve: http://127.0.0.1:8000).")
     api_key: str | None = Field(None, description="Bearer key for --url (or $RAGTUNE_API_KEY).")
     name: str | None = Field(None, description="Model name at --url (default: the server's first model); "
                              "with --model, the name shown.")
@@ -58,13 +58,6 @@ class ChatConfig(EngineChoice):
     retries: int = Field(2, ge=0, description="Retries of the model lookup at --url (with backoff).")
     prompt: PromptConfig = Field(default_factory=PromptConfig,
                                  description="Prompt settings over the fine-tune's recorded ones (system, drop_builtin_system, template).")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not is_http_url(value):
-            raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
-        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> "ChatConfig":

@@ -16,7 +16,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import AfterValidator
 
 from ..core.errors import BackendError, ConfigError
 from ..core.log import get_logger
@@ -324,8 +326,21 @@ class PromptedLLM:
 
 
 def is_http_url(value: str) -> bool:
-    """An http(s) URL with a host (what --url of infer and chat accept)."""
+    """An http(s) URL with a host (what every server-URL setting accepts)."""
     from urllib.parse import urlparse
 
     parsed = urlparse(value)
     return parsed.scheme in ("http", "https") and bool(parsed.netloc)
+
+
+def check_http_url(value: str) -> str:
+    """The validator behind :data:`ServerUrl`: a clear error at config time, not a connection error
+    (or a request to a relative path) at the first call."""
+    if not is_http_url(value):
+        raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+    return value
+
+
+# One type for every "OpenAI-compatible server URL" setting (infer/chat --url, the judge, run baselines,
+# the UI's remote target), so they all refuse the same bad input with the same message.
+ServerUrl = Annotated[str, AfterValidator(check_http_url)]

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from ..core.config import Config
 from ..core.errors import BackendError, ConfigError
+from ..engine.client import ServerUrl
 from .base import EvalItem, Metric, MetricResult, register_metric
 from .generation import clamped_cosine
 
@@ -213,7 +214,7 @@ def _verdicts(n: int):
 
 
 class JudgeParams(Config):
-    base_url: str | None = Field(None, description="OpenAI-compatible judge URL (or $RAGTUNE_JUDGE_BASE_URL).")
+    base_url: ServerUrl | None = Field(None, description="OpenAI-compatible judge URL (or $RAGTUNE_JUDGE_BASE_URL).")
     model: str | None = Field(None, description="Judge model name (or $RAGTUNE_JUDGE_MODEL).")
     max_retries: int = Field(2, ge=0, description="Extra attempts after a malformed judge answer.")
     timeout: float = Field(120.0, gt=0, description="Seconds per judge call.")

@@ -19,6 +19,7 @@ from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.log import get_logger
 from ..core.partial import PartialResults
+from ..engine.client import ServerUrl
 from .base import EvalItem, Metric, MetricResult, list_metrics, metric_class
 from .data import load_evalset, load_predictions
 from .judge import _JudgedMetric
@@ -41,7 +42,7 @@ class MetricOptions(Config):
     exact_mode: Literal["strict", "lenient", "both"] = Field(
         "strict", description="exact match: strict, lenient (all_answers, punctuation-insensitive) or both")
     batch_size: int = Field(32, ge=1, description="embedding batch size")
-    judge_base_url: str | None = Field(None, description="OpenAI-compatible judge URL (faithfulness, answer_relevance)")
+    judge_base_url: ServerUrl | None = Field(None, description="OpenAI-compatible judge URL (faithfulness, answer_relevance)")
     judge_model: str | None = Field(None, description="judge model name")
     judge_retries: int = Field(2, ge=0, description="retries after malformed judge output")
     judge_timeout: float = Field(120.0, gt=0, description="seconds per judge call")

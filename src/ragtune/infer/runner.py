@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ..core.config import Config
 from ..core.errors import ConfigError, DataError
@@ -32,7 +32,7 @@ from ..core.prompt import PromptConfig
 from ..data.squad import DEFAULT_TEMPLATE as CHAPTER_TEMPLATE
 from ..data.squad import fill_template
 from ..engine.base import ENGINES, EngineChoice
-from ..engine.client import api_base_url, is_http_url
+from ..engine.client import ServerUrl, api_base_url
 
 log = get_logger(__name__)
 
@@ -66,18 +66,11 @@ class InferConfig(InferSettings, EngineChoice):
     model: str | None = Field(None, description="Local model (name, dir, DIR/merged, fine-tune output DIR).")
     adapter: str | None = Field(None, description="PEFT adapter dir for --model.")
     engine: str = Field("builtin", description="Engine for --model (builtin, llamacpp, vllm ...).")
-    url: str | None = Field(None, description="OpenAI-compatible base URL instead of a local model.")
+    url: ServerUrl | None = Field(None, description="OpenAI-compatible base URL instead of a local model.")
     remote_model: str | None = Field(None, description="Model name at --url (default: the server's first model).")
     api_key: str | None = Field(None, description="Bearer key for --url (or $RAGTUNE_API_KEY).")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt settings (system, drop_builtin_system, template) over the model's saved ones.")
     restart: bool = Field(False, description="Ignore earlier partial results and start over.")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not is_http_url(value):
-            raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
-        return value
 
     def execute(self, engine: Any = None, *, show_progress: bool = True):
         """The job: predictions for every item, in eval-set order (see :func:`run_infer`)."""

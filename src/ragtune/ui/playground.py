@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.log import get_logger
+from ..engine.client import ServerUrl
 
 log = get_logger(__name__)
 DEFAULT_INSTRUCTION = ("You will act as an AI question-answering assistant. Answer the question from the "
@@ -49,15 +50,13 @@ class RetrievalRequest(Config):
 class ChatTarget(Config):
     kind: Literal["local", "remote"] = "local"
     model: str | None = Field(None, description="local: a model name, dir or fine-tune output; remote: the model name.")
-    url: str | None = Field(None, description="remote: OpenAI-compatible base URL (…/v1).")
+    url: ServerUrl | None = Field(None, description="remote: OpenAI-compatible base URL (…/v1).")
     api_key: str | None = Field(None, description="remote: API key (sent to that URL only, never stored).")
     api_key_env: str | None = Field(None, description="remote: environment variable holding the key.")
 
     @field_validator("url")
     @classmethod
-    def _http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
 

@@ -20,6 +20,7 @@ from ..core.errors import ConfigError
 from ..core.log import get_logger
 from ..core.prompt import PromptConfig
 from ..engine.base import ENGINES, engine_settings
+from ..engine.client import ServerUrl
 from ..eval.report import CompareConfig
 from ..eval.runner import LlmEvalConfig, MetricOptions, metric_specs
 from ..finetune import PATH_FIELDS, finetune_config
@@ -84,7 +85,7 @@ class EvalSection(MetricOptions):
 
 class Baseline(Config):
     name: str = Field(description="Label in the report, e.g. deepseek-v3.")
-    url: str = Field(description="OpenAI-compatible base URL.")
+    url: ServerUrl = Field(description="OpenAI-compatible base URL.")
     model: str | None = Field(None, description="Model name at the URL.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
 
