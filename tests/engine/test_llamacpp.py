@@ -47,6 +47,20 @@ def test_registered_with_typed_settings():
         ServeConfig.build(None, model="m", engine="builtin", slots=2)
     with pytest.raises(ConfigError, match="slots"):
         ServeConfig.build(None, model="m.gguf", engine="llamacpp", slots=0)
+    assert ServeConfig(model="m.gguf", engine="llamacpp", extra_buffers="off").settings.extra_buffers == "off"
+    with pytest.raises(ConfigError, match="extra_buffers"):
+        ServeConfig.build(None, model="m.gguf", engine="llamacpp", extra_buffers="maybe")
+
+
+def test_extra_buffers_auto_is_off_exactly_where_llama_cpp_reports_amx():
+    """On AMX CPUs ggml's AMX matmul segfaults on q8_0 weights (the q8_0 test below crashed there);
+    ``auto`` keeps llama.cpp's extra buffers everywhere else (repacked kernels are faster)."""
+    from ragtune.engine.llamacpp import _llama_cpp, _use_extra_buffers
+
+    lc = _llama_cpp()
+    amx = b"AMX_INT8 = 1" in lc.llama_print_system_info()
+    assert _use_extra_buffers(lc, "auto") is (not amx)
+    assert _use_extra_buffers(lc, "on") is True and _use_extra_buffers(lc, "off") is False
 
 
 def test_round_trip_same_prompt_ids_and_greedy_tokens_as_builtin(builtin, llama):
@@ -252,3 +266,31 @@ def test_infer_and_trainable_module_use_the_engine(g3_export, llama, tmp_path):
         assert module("the pump", max_tokens=6) == want[0].text
     finally:
         module.stop()
+
+
+def test_q8_0_export_is_byte_identical_to_llama_cpp_own_quantiser(g3_dir, tmp_path):
+    """ragtune writes q8_0 with gguf-py's numpy port of ggml's quantiser (no llama.cpp needed); it must
+    give the bytes ``llama-quantize ... Q8_0`` gives from the f32 export, tensor by tensor. So a q8_0
+    export that answers differently from f16 does so because of the q8_0 format and llama.cpp's q8_0
+    kernels, not because of the exporter (benchmarks/results/export.md)."""
+    import gguf
+
+    from ragtune.engine.llamacpp import _llama_cpp
+    from ragtune.export.gguf import write_gguf
+
+    f32 = write_gguf(g3_dir, tmp_path / "m-f32.gguf", "f32")
+    ours = write_gguf(g3_dir, tmp_path / "m-q8_0.gguf", "q8_0")
+    theirs = tmp_path / "m-llama-q8_0.gguf"
+    llama_cpp = _llama_cpp()  # with ragtune's log callback (under pytest's capture the default one crashes)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, 1
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(theirs).encode(), params) == 0
+    mine = {t.name: t for t in gguf.GGUFReader(str(ours)).tensors}
+    ref = {t.name: t for t in gguf.GGUFReader(str(theirs)).tensors}
+    assert sorted(mine) == sorted(ref)
+    quantised = [n for n, t in ref.items() if t.tensor_type == gguf.GGMLQuantizationType.Q8_0]
+    assert "token_embd.weight" in quantised and len(quantised) >= 20
+    for name, t in ref.items():
+        assert mine[name].tensor_type == t.tensor_type, name
+        if t.tensor_type == gguf.GGMLQuantizationType.Q8_0:
+            assert bytes(mine[name].data) == bytes(t.data), name

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import Field
 
@@ -55,6 +55,7 @@ class LlamaCppSettings(EngineSettings):
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
     max_model_len: int | None = Field(None, ge=16, description="Context limit per request (prompt + max_tokens); default: min(model's, 4096).")
     batch_tokens: int = Field(512, ge=16, description="Most tokens per llama.cpp decode call (prompt chunks + one per generating slot).")
+    extra_buffers: Literal["auto", "on", "off"] = Field("auto", description="llama.cpp's extra weight layouts (AMX, repacked CPU kernels); auto: off on CPUs with AMX, whose ggml matmul crashes on q8_0 weights (ggml-org/llama.cpp#20824), on elsewhere.")
 
 
 _LOG_CALLBACK: Any = None
@@ -78,6 +79,19 @@ def _llama_cpp():
         _LOG_CALLBACK = _route  # keep a reference: the C side holds only the pointer
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
     return llama_cpp
+
+
+def _use_extra_buffers(lc: Any, choice: str) -> bool:
+    """Whether llama.cpp may put weights into its extra buffer types. Measured on a Xeon with AMX
+    (llama-cpp-python 0.3.36): q8_0 models segfault in ggml's AMX matmul, the same models run with
+    the extra buffers off; so ``auto`` turns them off where this build reports AMX."""
+    if choice != "auto":
+        return choice == "on"
+    amx = b"AMX_INT8 = 1" in (lc.llama_print_system_info() or b"")
+    if amx:
+        log.info("llama.cpp: AMX CPU, extra weight buffers off (ggml's AMX matmul crashes on q8_0; "
+                 "extra_buffers: on to try them)")
+    return not amx
 
 
 # -- what to load ---------------------------------------------------------------------------------------
@@ -303,6 +317,7 @@ class LlamaCppEngine(Engine):
         self.name, self.prompt = source.name, prompt
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
+        mparams.use_extra_bufts = _use_extra_buffers(lc, settings.extra_buffers)
         self._model = lc.llama_model_load_from_file(str(source.gguf).encode(), mparams)
         if not self._model:
             raise BackendError(f"llama.cpp could not load {source.gguf}",
