@@ -39,7 +39,8 @@ def test_four_cells_retrieval_answers_report_and_resume(tmp_path, synth_dir, tin
     cfg = {"evalset": str(synth_dir / "eval.json"), "kb": str(synth_dir / "kb"), "output": str(out),
            "embeds": {"base": str(tiny_embedder_dir), "tuned": str(other_embedder)},
            "llms": {"base": str(readable_llm_dir), "tuned": llm_server.url + "/v1"},
-           "embed": str(tiny_embedder_dir), "topk": 2, "max_tokens": 6}
+           "embed": str(tiny_embedder_dir), "topk": 2, "max_tokens": 6,
+           "llm_dtype": "fp32"}  # as the server (fixture): local and HTTP answers compare exactly
     summary = evaluate_rag(**cfg)
     names = ["base embed + base LLM", "tuned embed + base LLM", "base embed + tuned LLM", "tuned embed + tuned LLM"]
     assert list(summary["cells"]) == names

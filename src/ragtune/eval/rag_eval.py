@@ -28,6 +28,7 @@ from pydantic import Field, field_validator, model_validator
 from ..core.errors import ConfigError, DataError
 from ..core.io import atomic_dir, atomic_write_json, atomic_write_text, new_run_id
 from ..core.log import get_logger
+from ..engine.client import is_http_url
 from .base import EvalItem, aggregate
 from .runner import MetricOptions, build_metrics, score_items
 from .runs import EvalRun
@@ -52,6 +53,7 @@ class RagEvalConfig(MetricOptions):
     template_lang: Literal["auto", "en", "zh"] = Field("auto", description="CMRC template language: per item 'lang' (auto) or fixed.")
     max_tokens: int = Field(64, ge=1, description="New tokens per answer.")
     llm_batch_size: int = Field(16, ge=1, description="Local LLM: prompts per batched generate.")
+    llm_dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="Local LLM precision: auto (bf16 where native), bf16, fp16, fp32 (greedy answers independent of batching, docs/serve.md).")
     concurrency: int = Field(8, ge=1, description="Requests in flight against an LLM URL.")
     spread: float = Field(0.3, ge=0, le=1, description="A continuous score differing by more than this is a disagreement.")
     judge_api_key: str | None = Field(None, description="Judge API key (or $RAGTUNE_JUDGE_API_KEY).")
@@ -135,9 +137,9 @@ def _infer_config(cfg: RagEvalConfig, llm: str, evalset: Path, output: Path):
 
     common = {"evalset": str(evalset), "output": str(output), "max_tokens": cfg.max_tokens,
               "batch_size": cfg.llm_batch_size, "concurrency": cfg.concurrency}
-    if llm.startswith(("http://", "https://")):
+    if is_http_url(llm):
         return InferConfig(url=llm, **common)
-    return InferConfig(model=llm, **common)
+    return InferConfig(model=llm, dtype=cfg.llm_dtype, **common)
 
 
 def _cell_inputs(cfg: RagEvalConfig, items: list[dict], ranked: list[list[str]]) -> list[dict]:
