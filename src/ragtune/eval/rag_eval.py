@@ -139,7 +139,8 @@ def _infer_config(cfg: RagEvalConfig, llm: str, evalset: Path, output: Path):
               "batch_size": cfg.llm_batch_size, "concurrency": cfg.concurrency}
     if is_http_url(llm):
         return InferConfig(url=llm, **common)
-    return InferConfig(model=llm, dtype=cfg.llm_dtype, **common)
+    # dtype is an engine setting: the config routes the flat key into its typed settings
+    return InferConfig.model_validate({"model": llm, "dtype": cfg.llm_dtype, **common})
 
 
 def _cell_inputs(cfg: RagEvalConfig, items: list[dict], ranked: list[list[str]]) -> list[dict]:
