@@ -145,8 +145,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for row, res in table.items():
         c, b = res["clean"], res["corrupted"]
-        lines.append(f"| {row} | {c['valid']:.0f}% | {c['schema']:.0f}% | {c['f1']:.1f} | {b['valid']:.0f}% "
-                     f"| {b['schema']:.0f}% | {b['f1']:.1f} |")
+        lines.append(f"| {row} | {c['valid']:.1f}% | {c['schema']:.1f}% | {c['f1']:.1f} | {b['valid']:.1f}% "
+                     f"| {b['schema']:.1f}% | {b['f1']:.1f} |")
     text = "\n".join(lines)
     print(text)
     if args.out:
