@@ -113,7 +113,7 @@ def test_http_failure_and_missing_url_are_clear_errors(server, monkeypatch):
     with pytest.raises(ConfigError, match="no judge URL"):
         Judge()
     monkeypatch.setenv("OPENAI_BASE_URL", "127.0.0.1:8000/v1")   # no scheme: refused up front, naming the variable
-    with pytest.raises(ConfigError, match=r"'127.0.0.1:8000/v1' \(from \$OPENAI_BASE_URL\) is not an http\(s\) URL"):
+    with pytest.raises(ConfigError, match=r"judge URL \(from \$OPENAI_BASE_URL\): '127.0.0.1:8000/v1' is not an http\(s\) URL"):
         Judge()
     monkeypatch.delenv("OPENAI_BASE_URL")
     monkeypatch.setenv("RAGTUNE_JUDGE_BASE_URL", server.base_url + "/")

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from ..core.config import Config
 from ..core.errors import BackendError, ConfigError
-from ..engine.client import ServerUrl, is_http_url
+from ..engine.client import ServerUrl, check_http_url
 from .base import EvalItem, Metric, MetricResult, register_metric
 from .generation import clamped_cosine
 
@@ -67,11 +67,12 @@ class Judge:
         if not base:
             raise ConfigError("no judge URL given",
                               hint="pass --judge-base-url / Judge(base_url=...) or set RAGTUNE_JUDGE_BASE_URL")
-        if not is_http_url(base):
+        try:
+            check_http_url(base)   # the ServerUrl rule, also for a URL from the environment
+        except ValueError as exc:
             where = ("base_url" if self.base_url else
                      "$RAGTUNE_JUDGE_BASE_URL" if env.get("RAGTUNE_JUDGE_BASE_URL") else "$OPENAI_BASE_URL")
-            raise ConfigError(f"judge URL {base!r} (from {where}) is not an http(s) URL",
-                              hint="e.g. http://127.0.0.1:8000/v1")
+            raise ConfigError(f"judge URL (from {where}): {exc}") from None
         object.__setattr__(self, "base_url", base.rstrip("/"))
         object.__setattr__(self, "api_key", self.api_key or env.get("RAGTUNE_JUDGE_API_KEY") or env.get("OPENAI_API_KEY"))
         object.__setattr__(self, "model", self.model or env.get("RAGTUNE_JUDGE_MODEL") or None)
