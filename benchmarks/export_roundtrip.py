@@ -4,6 +4,7 @@ export` at f16 / q8_0 / q4_k_m, against the builtin engine on the same CMRC test
     python benchmarks/export_roundtrip.py --run out/cmrc-run --n 100        # an existing fine-tune output
     python benchmarks/export_roundtrip.py --train-samples 400 --n 100       # trains a LoRA first
     python benchmarks/export_roundtrip.py --train-samples 16 --max-steps 4 --n 5 --quants f16   # smoke
+    python benchmarks/export_roundtrip.py --run out/cmrc-run --quants q8_0,q8_0:f16 --no-lora  # token_embd f16
 
 For each quant the merged fine-tune is exported (``ExportConfig(model=RUN, quant=Q)``) and decoded
 greedily by the llamacpp engine; the reference is the builtin engine on the merged weights, in fp32
@@ -83,7 +84,9 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="cap the training (smoke runs)")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--quants", default="f16,q8_0,q4_k_m")
+    ap.add_argument("--quants", default="f16,q8_0,q4_k_m",
+                    help="comma list; QUANT:TYPE keeps token_embd (gemma: also the output layer) at TYPE")
+    ap.add_argument("--no-lora", action="store_true", help="skip the base + GGUF LoRA export")
     ap.add_argument("--slots", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--workdir", default="/tmp/export_roundtrip")
@@ -130,13 +133,17 @@ def main() -> None:
         engine.close()
         print(f"{label}: same as builtin fp32 {same(results[label]['texts'], ref32)}/{len(ids)}", flush=True)
 
-    for quant in args.quants.split(","):
+    for spec in args.quants.split(","):
+        quant, _, embedding = spec.partition(":")
         t0 = time.perf_counter()
-        res = ExportConfig(model=str(run), output=str(work / f"gguf-{quant}"), quant=quant).execute()
-        llama(f"llama.cpp {quant} (merged)", res.output, time.perf_counter() - t0, res.model_file)
-    t0 = time.perf_counter()
-    lora = ExportConfig(model=str(run), output=str(work / "gguf-f16-lora"), quant="f16", lora=True).execute()
-    llama("llama.cpp f16 base + GGUF LoRA", lora.output, time.perf_counter() - t0, lora.adapter_file)
+        res = ExportConfig(model=str(run), output=str(work / f"gguf-{spec.replace(':', '-emb-')}"), quant=quant,
+                           token_embedding_type=embedding or None).execute()
+        label = f"llama.cpp {quant}" + (f", token_embd {embedding}" if embedding else "") + " (merged)"
+        llama(label, res.output, time.perf_counter() - t0, res.model_file)
+    if not args.no_lora:
+        t0 = time.perf_counter()
+        lora = ExportConfig(model=str(run), output=str(work / "gguf-f16-lora"), quant="f16", lora=True).execute()
+        llama("llama.cpp f16 base + GGUF LoRA", lora.output, time.perf_counter() - t0, lora.adapter_file)
 
     n = len(items)
     lines = [f"Fine-tune: `{run}`; {n} CMRC test items (seed {SEED}), {args.max_tokens} new tokens greedy, "
@@ -151,7 +158,7 @@ def main() -> None:
         lines.append(f"| {label} | {mb} | {ex} | {same(r['texts'], ref32)}/{n} | {same(r['texts'], ref_auto)}/{n} "
                      f"| {s['em']:.1f} | {s['f1']:.1f} | {n / r['seconds']:.3f} |")
     merged16 = results.get("llama.cpp f16 (merged)")
-    if merged16:
+    if merged16 and "llama.cpp f16 base + GGUF LoRA" in results:
         lines += ["", f"LoRA export vs merged export (both f16, llama.cpp): "
                       f"{same(results['llama.cpp f16 base + GGUF LoRA']['texts'], merged16['texts'])}/{n} same answers."]
     table = "\n".join(lines)

@@ -268,29 +268,51 @@ def test_infer_and_trainable_module_use_the_engine(g3_export, llama, tmp_path):
         module.stop()
 
 
-def test_q8_0_export_is_byte_identical_to_llama_cpp_own_quantiser(g3_dir, tmp_path):
+@pytest.mark.parametrize("embedding", [None, "f16"])
+def test_q8_0_export_is_byte_identical_to_llama_cpp_own_quantiser(g3_dir, tmp_path, embedding):
     """ragtune writes q8_0 with gguf-py's numpy port of ggml's quantiser (no llama.cpp needed); it must
-    give the bytes ``llama-quantize ... Q8_0`` gives from the f32 export, tensor by tensor. So a q8_0
-    export that answers differently from f16 does so because of the q8_0 format and llama.cpp's q8_0
-    kernels, not because of the exporter (benchmarks/results/export.md)."""
+    give the bytes ``llama-quantize ... Q8_0`` gives from the f32 export, tensor by tensor, also with
+    ``--token-embedding-type f16``. So a q8_0 export that answers differently from f16 does so
+    because of the q8_0 format and llama.cpp's q8_0 kernels, not because of the exporter
+    (benchmarks/results/export.md)."""
     import gguf
 
     from ragtune.engine.llamacpp import _llama_cpp
     from ragtune.export.gguf import write_gguf
 
     f32 = write_gguf(g3_dir, tmp_path / "m-f32.gguf", "f32")
-    ours = write_gguf(g3_dir, tmp_path / "m-q8_0.gguf", "q8_0")
+    ours = write_gguf(g3_dir, tmp_path / "m-q8_0.gguf", "q8_0", token_embedding_type=embedding)
     theirs = tmp_path / "m-llama-q8_0.gguf"
     llama_cpp = _llama_cpp()  # with ragtune's log callback (under pytest's capture the default one crashes)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype, params.nthread = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, 1
+    if embedding == "f16":
+        params.token_embedding_type = llama_cpp.GGML_TYPE_F16
     assert llama_cpp.llama_model_quantize(str(f32).encode(), str(theirs).encode(), params) == 0
     mine = {t.name: t for t in gguf.GGUFReader(str(ours)).tensors}
     ref = {t.name: t for t in gguf.GGUFReader(str(theirs)).tensors}
     assert sorted(mine) == sorted(ref)
     quantised = [n for n, t in ref.items() if t.tensor_type == gguf.GGMLQuantizationType.Q8_0]
-    assert "token_embd.weight" in quantised and len(quantised) >= 20
+    assert ("token_embd.weight" in quantised) is (embedding is None) and len(quantised) >= 20
+    assert ref["token_embd.weight"].tensor_type.name == ("Q8_0" if embedding is None else "F16")
     for name, t in ref.items():
         assert mine[name].tensor_type == t.tensor_type, name
-        if t.tensor_type == gguf.GGMLQuantizationType.Q8_0:
+        if t.tensor_type != gguf.GGMLQuantizationType.F32:
             assert bytes(mine[name].data) == bytes(t.data), name
+
+
+def test_q4_k_m_export_takes_the_token_embedding_type(g3_dir, tmp_path):
+    import gguf
+
+    from ragtune.export.gguf import write_gguf
+
+    def types(**kw) -> dict[str, str]:
+        out = write_gguf(g3_dir, tmp_path / f"m{len(kw)}.gguf", "q4_k_m", **kw)
+        return {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+
+    default, f16 = types(), types(token_embedding_type="f16")
+    assert default["token_embd.weight"] != "F16" and f16["token_embd.weight"] == "F16"
+    # the rest is llama.cpp's k-quant mix (on the tiny model's 64-wide rows: its q5_0/q8_0 fallbacks)
+    assert {k: v for k, v in f16.items() if k != "token_embd.weight"} == \
+        {k: v for k, v in default.items() if k != "token_embd.weight"}
+    assert "F32" not in {v for k, v in f16.items() if k.endswith(("attn_q.weight", "ffn_up.weight"))}

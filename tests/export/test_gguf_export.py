@@ -72,11 +72,27 @@ def test_quantised_weights_are_within_the_format_error(g3_dir, tmp_path, quant, 
     assert 0 < err <= max_rel
 
 
+@pytest.mark.parametrize("embedding_type,kind", [("f16", "F16"), ("f32", "F32")])
+def test_token_embedding_type_keeps_the_tied_output_layer_apart_from_quant(g3_dir, tmp_path, embedding_type, kind):
+    out = write_gguf(g3_dir, tmp_path / "m.gguf", "q8_0", token_embedding_type=embedding_type)
+    types = {t.name: t.tensor_type.name for t in _reader(out).tensors}
+    assert types["token_embd.weight"] == kind
+    assert types["blk.0.ffn_down.weight"] == "Q8_0"
+    assert sum(v == "Q8_0" for v in types.values()) == 21  # every other 2-D weight stays q8_0
+    got, hf = _tensors(out), _hf(g3_dir)
+    ref = hf["model.embed_tokens.weight"]
+    np.testing.assert_array_equal(got["token_embd.weight"], ref.astype(np.float16).astype(np.float32)
+                                  if kind == "F16" else ref)
+    assert _reader(out).fields["general.file_type"].contents() == 7  # still a q8_0 model (as llama-quantize)
+
+
 def test_write_is_atomic_and_refuses_unknown_quant(g3_dir, tmp_path):
     from ragtune.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown quant 'q3'"):
         write_gguf(g3_dir, tmp_path / "m.gguf", "q3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown token embedding type 'q4_0'; valid: f32, f16, q8_0"):
+        write_gguf(g3_dir, tmp_path / "m.gguf", "q8_0", token_embedding_type="q4_0")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -97,6 +113,20 @@ def test_refuses_unsupported_architectures_naming_them(g3_dir, tmp_path):
     with pytest.raises(ExportError, match="MambaForCausalLM cannot be exported.*supported: Gemma3ForCausalLM") as e:
         write_gguf(other, tmp_path / "m.gguf")
     assert "convert_hf_to_gguf.py" in (e.value.hint or "")
+
+
+def test_cli_token_embedding_type_is_written_and_recorded(g3_readable_dir, tmp_path, capsys):
+    out = tmp_path / "exp"
+    rc = main(["-q", "export", str(g3_readable_dir), "--output", str(out), "--token-embedding-type", "f16"])
+    assert rc == 0, capsys.readouterr().err
+    manifest = json.loads((out / "ragtune_export.json").read_text())
+    assert manifest["quant"] == "q8_0" and manifest["token_embedding_type"] == "f16"
+    types = {t.name: t.tensor_type.name for t in _reader(out / "model-q8_0.gguf").tensors}
+    assert types["token_embd.weight"] == "F16" and types["blk.0.attn_q.weight"] == "Q8_0"
+    rc = main(["-q", "export", str(g3_readable_dir), "--output", str(tmp_path / "bad"), "--token-embedding-type", "q4_0"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "token-embedding-type" in err and "q4_0" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_export_writes_manifest_tokenizer_and_modelfile(g3_readable_dir, tmp_path, capsys):

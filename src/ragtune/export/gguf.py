@@ -34,6 +34,10 @@ log = get_logger(__name__)
 
 Quant = Literal["f32", "f16", "q8_0", "q4_k_m"]
 QUANTS: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
+# types token_embd.weight may be given apart from --quant (llama-quantize --token-embedding-type);
+# for a tied model (gemma) it is also the output layer, the one matmul whose rounding every token sees
+EmbeddingType = Literal["f32", "f16", "q8_0"]
+EMBEDDING_TYPES: tuple[str, ...] = ("f32", "f16", "q8_0")
 # general.file_type values (llama.cpp's llama_ftype)
 _FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}
 
@@ -293,12 +297,14 @@ def _is_quantizable(gguf_name: str, data) -> bool:
     return data.ndim == 2 and not gguf_name.endswith("_norm.weight")
 
 
-def _encode(data, quant: Quant, gguf_name: str):
+def _encode(data, quant: Quant, gguf_name: str, embedding_type: EmbeddingType | None = None):
     """(array, raw ggml type or None) for one tensor at ``quant`` (q4_k_m: written f32, quantised
-    afterwards by llama.cpp)."""
+    afterwards by llama.cpp, which also applies ``embedding_type`` then)."""
     import numpy as np
     from gguf import GGMLQuantizationType, quants
 
+    if gguf_name == "token_embd.weight" and embedding_type is not None and quant != "q4_k_m":
+        quant = embedding_type
     if data.ndim < 2 or not _is_quantizable(gguf_name, data) or quant in ("f32", "q4_k_m"):
         return data.astype(np.float32), None
     if quant == "f16":
@@ -363,15 +369,19 @@ def _check_reference_hparams(reference: Path, arch: Arch, hparams: dict[str, Any
 
 def write_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike, quant: Quant = "f16", *,
                name: str | None = None, reference_gguf: str | os.PathLike | None = None,
-               chat_template: str | None = None, threads: int | None = None) -> Path:
+               chat_template: str | None = None, threads: int | None = None,
+               token_embedding_type: EmbeddingType | None = None) -> Path:
     """Convert ``model_dir`` (HF layout: config.json, *.safetensors, tokenizer) into ``out_file``.
 
     ``reference_gguf``: the GGUF the model derives from; its tokenizer and metadata are copied
     (default: the bundled gemma-3-270m GGUF when the vocabulary matches it). ``chat_template``
     overrides/sets ``tokenizer.chat_template`` (default: the HF tokenizer's, else the reference's).
-    Written under a temporary name and renamed: a killed export leaves no half file."""
+    ``token_embedding_type``: the type of ``token_embd.weight`` when it should differ from ``quant``
+    (llama-quantize's ``--token-embedding-type``). Written under a temporary name and renamed: a killed export leaves no half file."""
     if quant not in QUANTS:
         raise ConfigError(f"unknown quant {quant!r}; valid: {', '.join(QUANTS)}")
+    if token_embedding_type is not None and token_embedding_type not in EMBEDDING_TYPES:
+        raise ConfigError(f"unknown token embedding type {token_embedding_type!r}; valid: {', '.join(EMBEDDING_TYPES)}")
     model_dir, out_file = Path(model_dir), Path(out_file)
     started = time.time()
     cfg = read_config(model_dir)
@@ -386,20 +396,22 @@ def write_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike, quant:
     f32 = tmp.with_name(tmp.name + ".f32")
     try:
         count = _write(model_dir, f32 if quant == "q4_k_m" else tmp, cfg, arch, hparams, quant,
-                       name or model_dir.name, reference, template)
+                       name or model_dir.name, reference, template, token_embedding_type)
         if quant == "q4_k_m":
-            quantize_k(f32, tmp, "q4_k_m", threads=threads)
+            quantize_k(f32, tmp, "q4_k_m", threads=threads, token_embedding_type=token_embedding_type)
         os.replace(tmp, out_file)
     finally:
         tmp.unlink(missing_ok=True)
         f32.unlink(missing_ok=True)
-    log.info("wrote %s (%d tensors, %s, %.1f MB) in %.0fs", out_file, count, quant,
+    log.info("wrote %s (%d tensors, %s%s, %.1f MB) in %.0fs", out_file, count, quant,
+             f", token_embd {token_embedding_type}" if token_embedding_type else "",
              out_file.stat().st_size / 1e6, time.time() - started)
     return out_file
 
 
 def _write(model_dir: Path, target: Path, cfg: dict[str, Any], arch: Arch, hparams: dict[str, Any],
-           quant: Quant, name: str, reference: Path | None, template: str | None) -> int:
+           quant: Quant, name: str, reference: Path | None, template: str | None,
+           embedding_type: EmbeddingType | None = None) -> int:
     import gguf
 
     writer = gguf.GGUFWriter(str(target), arch.gguf_arch)
@@ -417,7 +429,7 @@ def _write(model_dir: Path, target: Path, cfg: dict[str, Any], arch: Arch, hpara
         writer.add_chat_template(template)
     count = 0
     for gguf_name, data in _tensors(model_dir, cfg, arch):
-        array, raw = _encode(data, quant, gguf_name)
+        array, raw = _encode(data, quant, gguf_name, embedding_type)
         writer.add_tensor(gguf_name, array, raw_dtype=raw)
         count += 1
     writer.write_header_to_file()
@@ -438,7 +450,8 @@ def _hf_chat_template(model_dir: Path) -> str | None:
     return None
 
 
-def quantize_k(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:
+def quantize_k(src: Path, dst: Path, quant: str, threads: int | None = None,
+               token_embedding_type: EmbeddingType | None = None) -> None:
     """k-quants by llama.cpp's own quantiser (``llama_model_quantize``, as ``llama-quantize``)."""
     try:
         import llama_cpp
@@ -449,6 +462,9 @@ def quantize_k(src: Path, dst: Path, quant: str, threads: int | None = None) -> 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads or max(1, (os.cpu_count() or 1))
+    if token_embedding_type is not None:
+        params.token_embedding_type = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16,
+                                       "q8_0": llama_cpp.GGML_TYPE_Q8_0}[token_embedding_type]
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0:
         raise ExportError(f"llama.cpp could not quantise {src} to {quant} (error {rc})")

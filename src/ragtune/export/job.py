@@ -39,6 +39,7 @@ class ExportConfig(Config):
     output: str = Field(description="Output folder (replaced atomically when it exists).")
     format: Literal["gguf"] = Field("gguf", description="Export format (gguf: llama.cpp, Ollama, LM Studio).")
     quant: Literal["f32", "f16", "q8_0", "q4_k_m"] = Field("q8_0", description="Weight type: f16, q8_0 (numpy quantiser), q4_k_m (llama.cpp's), f32.")
+    token_embedding_type: Literal["f32", "f16", "q8_0"] | None = Field(None, description="Type of the token embedding (for tied models such as gemma also the output layer) when it should differ from --quant, as llama-quantize --token-embedding-type; default: --quant's.")
     lora: bool = Field(False, description="Keep the LoRA separate: base GGUF + GGUF LoRA adapter, instead of merged weights.")
     ollama: bool = Field(False, description="Also write an Ollama Modelfile (template, stop tokens, parameters).")
     name: str | None = Field(None, description="Model name in the GGUF metadata (default: the source folder's name).")
@@ -145,7 +146,8 @@ def export_model(cfg: ExportConfig) -> ExportResult:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         _copy_config_files(base_dir, weights_dir)
         write_gguf(weights_dir, tmp / model_file, cfg.quant, name=name, threads=cfg.threads,
-                   chat_template=getattr(tokenizer, "chat_template", None) or None)
+                   chat_template=getattr(tokenizer, "chat_template", None) or None,
+                   token_embedding_type=cfg.token_embedding_type)
         if adapter_file:
             from .lora import write_lora_gguf
 
@@ -164,7 +166,8 @@ def export_model(cfg: ExportConfig) -> ExportResult:
             atomic_write_text(tmp / "Modelfile", modelfile(model_file, tokenizer=tokenizer, prompt=prompt,
                                                             stop=stop, adapter_file=adapter_file, num_ctx=num_ctx))
         manifest = {
-            "format": "gguf", "quant": cfg.quant, "mode": "lora" if cfg.lora else "merged",
+            "format": "gguf", "quant": cfg.quant, "token_embedding_type": cfg.token_embedding_type,  # null: the quant's own rule
+            "mode": "lora" if cfg.lora else "merged",
             "model_file": model_file, "adapter_file": adapter_file, "tokenizer": "tokenizer",
             "name": name, "source": str(cfg.model), "adapter": str(source.adapter) if source.adapter else None,
             "base_model_path": str(base_dir), "prompt": prompt.model_dump(mode="json"),
