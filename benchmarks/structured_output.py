@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--workdir", default="/tmp/structured_output")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--redo", action="store_true", help="decode again even where WORKDIR/predictions has the row")
     args = ap.parse_args()
 
     from ragtune.engine.builtin import BuiltinEngine
@@ -128,9 +129,14 @@ def main() -> None:
         for row in [r for r in wanted if r.removesuffix("+schema") == model_key]:
             table[row] = {}
             for set_name, rows in sets.items():
+                pred_file = work / "predictions" / f"{row}__{set_name}.json"
+                cached = None if args.redo or not pred_file.exists() else json.loads(pred_file.read_text(encoding="utf-8"))
+                if cached is not None and len(cached) == len(rows):  # a finished row of an earlier (cut) run
+                    table[row][set_name] = {**scores(rows, cached), "s": None}
+                    print(row, set_name, "(from", pred_file, ")", json.dumps(table[row][set_name]), flush=True)
+                    continue
                 preds, secs = predict(engine, rows, args.max_tokens, row.endswith("+schema"))
                 table[row][set_name] = {**scores(rows, preds), "s": secs}
-                pred_file = work / "predictions" / f"{row}__{set_name}.json"
                 pred_file.parent.mkdir(parents=True, exist_ok=True)
                 pred_file.write_text(json.dumps(preds, ensure_ascii=False, indent=1), encoding="utf-8")
                 print(row, set_name, json.dumps(table[row][set_name]), flush=True)
