@@ -26,3 +26,16 @@ def test_drop_last_and_sharding():
     r0, r1 = (micro_batches(batch, 2, 2, 2, r) for r in (0, 1))
     assert r0 == [[10, 11], [14, 15]] and r1 == [[12, 13], [16, 17]]
     assert micro_batches(batch, 2, 4, 1, 0) == [[10, 11], [12, 13], [14, 15], [16, 17]]
+
+
+def test_split_by_attention_area_bounds_rows_times_length_squared():
+    from ragtune.finetune.llm.batching import split_by_attention_area
+
+    lengths = {0: 2048, 1: 2000, 2: 1500, 3: 900, 4: 1024, 5: 100}
+    area = 4 * 1024 ** 2                       # 4 unpacked rows of cutoff 1024
+    chunks = split_by_attention_area([0, 1, 2, 3], lengths, area)
+    assert chunks == [[0], [1], [2], [3]]      # 2 x 2048^2 > 4 x 1024^2; 1500 + 900 would be 2 x 1500^2 > area
+    assert split_by_attention_area([4, 3, 5, 5], lengths, area) == [[4, 3, 5, 5]]   # unpacked-sized: untouched
+    for chunk in split_by_attention_area([2, 3, 5, 5, 4], lengths, area):
+        assert len(chunk) == 1 or len(chunk) * max(lengths[i] for i in chunk) ** 2 <= area
+    assert [i for c in split_by_attention_area([2, 3, 5, 5, 4], lengths, area) for i in c] == [2, 3, 5, 5, 4]

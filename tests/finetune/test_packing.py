@@ -128,3 +128,36 @@ def test_trainer_packs_and_reports_it(tiny_llm_dir, tmp_path):
                                per_device_train_batch_size=2, cutoff_len=256, pack_shared_prefix=False)
     assert off.metrics["packing"] is None and off.metrics["train_sequences"] == 12
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["packing"]["sequences"] == 4
+
+
+def test_long_packs_are_split_into_smaller_micro_batches_with_the_same_training(tiny_llm_dir, tmp_path, monkeypatch):
+    """Packs up to 2 x cutoff_len would need 4x an unpacked batch's attention memory; the trainer cuts
+    such micro-batches (batching.split_by_attention_area) and must train exactly as without the cut."""
+    import torch
+    from safetensors.torch import load_file
+
+    import ragtune as rt
+    from ragtune.finetune.llm import batching
+
+    train = write_json(tmp_path / "t.json", shared_context_records(4, 4, seed=2, words=20))
+    calls: list[list[list[int]]] = []
+    real = batching.split_by_attention_area
+
+    def spy(micro, lengths, max_area):
+        chunks = real(micro, lengths, max_area)
+        calls.append(chunks)
+        return chunks
+
+    def run(name):
+        rt.finetune.lora.run(str(tiny_llm_dir), str(train), str(tmp_path / name), max_steps=2, dtype="fp32",
+                             per_device_train_batch_size=2, cutoff_len=160, pack_max_len=640, merge=False)
+        return load_file(str(tmp_path / name / "adapter" / "adapter_model.safetensors"))
+
+    monkeypatch.setattr(batching, "split_by_attention_area", spy)
+    split = run("split")
+    assert any(len(chunks) > 1 for chunks in calls)          # packs longer than cutoff_len were cut
+    monkeypatch.setattr(batching, "split_by_attention_area", lambda micro, lengths, max_area: [list(micro)])
+    whole = run("whole")
+    assert set(split) == set(whole)
+    for name in whole:
+        torch.testing.assert_close(split[name], whole[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -380,12 +380,15 @@ class Loop:
         batch, so no communication is needed), times world size because DDP averages gradients."""
         import contextlib
 
-        from .batching import labelled_tokens, micro_batches
+        from .batching import labelled_tokens, micro_batches, split_by_attention_area
 
         cfg, dist = self.cfg, self.dist
         n_tokens = sum(labelled_tokens(self.train_set[i]) for i in batch)
         micros = micro_batches(batch, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
                                dist.world, dist.rank)
+        # no micro-batch may need more attention memory than an unpacked one of cutoff_len rows
+        max_area = cfg.per_device_train_batch_size * cfg.cutoff_len ** 2
+        micros = [chunk for micro in micros for chunk in split_by_attention_area(micro, self.lengths, max_area)]
         loss_sum, seen = 0.0, 0
         for k, micro in enumerate(micros):
             items = [self.train_set[i] for i in micro]
