@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import span_items, write_json
 
 
@@ -51,3 +53,42 @@ def test_sigterm_checkpoints_and_resume_ends_on_the_same_curve(tiny_llm_dir, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resumed from {ckpts[-1]}" in (out / "train.log").read_text()
     assert _losses(out) == _losses(ref)                     # the same curve, step for step
+
+
+def test_a_resumed_time_budget_run_keeps_its_plan_and_its_clock(tiny_llm_dir, tmp_path):
+    """Killed after the time budget's plans (warm-up, 10%, 25%), a resumed run goes on with the same
+    plan and LR schedule. Before, it planned again from a rate that counted the earlier evals and one
+    step, and stopped the 58-min CMRC run at 52 minutes."""
+    train = write_json(tmp_path / "t.json", span_items(200, seed=3))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ragtune.cli", "finetune", "llm", "--base", str(tiny_llm_dir), "--train", str(train),
+           "--output", str(out), "--per-device-train-batch-size", "2", "--dtype", "fp32", "--num-train-epochs", "1000",
+           "--no-pack-shared-prefix", "--save-steps", "1000", "--time-budget", "24s"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log_file = out / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log_file.exists() and log_file.read_text().count("steps planned") >= 3):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    ckpt = sorted((out / "checkpoints").glob("step-*"))[-1]
+    clock = json.loads((ckpt / "state.json").read_text())["clock"]
+    assert len(clock["budget"]["plans"]) == 3 and clock["replanned"] == [0.1, 0.25]
+    stopped_at = int(ckpt.name.split("-")[1])
+
+    done = subprocess.run(cmd + ["--resume", "true"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = log_file.read_text()
+    assert f"resumed from {ckpt}" in text
+    assert text.count("steps planned") == 3                  # no plan after the resume
+    metrics = json.loads((out / "metrics.json").read_text())
+    plan = metrics["time_budget"]
+    assert plan["plans"] == clock["budget"]["plans"]
+    assert stopped_at < metrics["steps"] and abs(metrics["steps"] - plan["planned_steps"]) <= 0.3 * plan["planned_steps"]
+    assert 0.9 * 24 - 6 <= plan["actual_train_s"] <= 24 + 5          # both parts count against the budget
+    assert metrics["train_runtime_s"] == pytest.approx(plan["actual_train_s"], abs=1.0)
+    lrs = [h["lr"] for h in metrics["history"] if "lr" in h]
+    assert lrs[-1] < 0.2 * max(lrs)                               # the cosine schedule ran to its planned end

@@ -449,6 +449,7 @@ class Loop:
         if found is not None:
             path, state = found
             checkpoint.load(path, self.model, opt, sched)
+            sched = self._restore_clock(state, opt, sched)
             log.info("resumed from %s (step %d)", path, state["step"])
         elif dist.main:
             (self.out / PROGRESS_FILE).unlink(missing_ok=True)   # a fresh start: a fresh progress log
@@ -459,7 +460,7 @@ class Loop:
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not dist.main, desc="finetune",
                    unit="step", dynamic_ncols=True)
         self.model.train()
-        started, tokens_run, records_run, window = time.perf_counter(), 0, 0, []
+        started, tokens_run, window = time.perf_counter(), 0, []
         self.started, self.seconds_before = started, float(state.get("train_seconds", 0.0))
         self.last_save = time.monotonic()
         try:
@@ -470,7 +471,7 @@ class Loop:
                         if state["step"] >= self.total_steps or self.stop_reason:
                             break
                         loss_sum, n_tok, seen = self.step(batches[b])
-                        records_run += sum(len(getattr(self.train_set[i], "members", (i,))) for i in batches[b])
+                        records = sum(len(getattr(self.train_set[i], "members", (i,))) for i in batches[b])
                         loss = self._global_sum(loss_sum, dist) / max(n_tok, 1)
                         checkpoint.check_finite(loss, state["step"] + 1, self.out)
                         with interrupts_deferred():   # the update and its step count, or neither
@@ -481,7 +482,8 @@ class Loop:
                             opt.zero_grad(set_to_none=True)
                             seen = int(self._global_sum(seen, dist))
                             state.update(step=state["step"] + 1, batch_in_epoch=b + 1,
-                                         tokens=state["tokens"] + seen, train_seconds=self.train_seconds())
+                                         tokens=state["tokens"] + seen, train_seconds=self.train_seconds(),
+                                         records=state.get("records", 0) + records)
                         tokens_run += seen
                         window.append(loss)
                         sched = self._plan_budget(state, opt, sched)
@@ -493,16 +495,16 @@ class Loop:
                             self._log_eval(state)
         except KeyboardInterrupt as exc:
             bar.close()
-            path = save_checkpoint(self.out, self.model, opt, sched, state, dist, None)
+            path = self._save(opt, sched, state, None)
             why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
             log.warning("%s at step %d; checkpoint %s (continue with --resume)", why, state["step"], path)
             raise
         bar.close()
-        elapsed = time.perf_counter() - started
+        elapsed = self.train_seconds()   # a resumed run reports all of its training, not its last part
         if (self.val_set or self.dev) and self.last_eval_step != state["step"]:
             self._log_eval(state)
         if cfg.save_steps is None or state["step"] % cfg.save_steps:
-            save_checkpoint(self.out, self.model, opt, sched, state, dist, cfg.save_total_limit)
+            self._save(opt, sched, state, cfg.save_total_limit)
         train_losses = [h["loss"] for h in self.history if "loss" in h]
         eval_losses = [h["eval_loss"] for h in self.history if "eval_loss" in h]
         devs = [h for h in self.history if "dev" in h]
@@ -512,7 +514,7 @@ class Loop:
         return {"method": cfg.method, "steps": state["step"], "epochs": state["step"] / self.steps_per_epoch,
                 "train_samples": self.records, "train_sequences": len(self.train_set),
                 "val_samples": len(self.val_set), "packing": self.packing or None,
-                "records_per_second": round(records_run / elapsed, 3) if elapsed > 0 else None,
+                "records_per_second": round(state.get("records", 0) / elapsed, 3) if elapsed > 0 else None,
                 "first_loss": train_losses[0] if train_losses else None,
                 "final_loss": train_losses[-1] if train_losses else None,
                 "eval_loss": eval_losses[-1] if eval_losses else None,
@@ -521,7 +523,7 @@ class Loop:
                         if self.best else None,
                 "stopped": self.stop_reason, "time_budget": self.budget or None,
                 "train_tokens": state["tokens"], "train_runtime_s": round(elapsed, 3),
-                "tokens_per_second": round(tokens_run / elapsed, 2) if elapsed > 0 else None,
+                "tokens_per_second": round(state["tokens"] / elapsed, 2) if elapsed > 0 else None,
                 "dtype": str(self.dtype).replace("torch.", ""), "world_size": dist.world,
                 "history": self.history}
 
@@ -530,6 +532,28 @@ class Loop:
     eval_seconds = 0.0        # wall time spent in evals (the time budget plans steps without it)
     eval_count = 0
     _plan_anchor: tuple[int, float] = (0, 0.0)
+
+    # what the time budget and the eval clock know, kept in every checkpoint: a resumed run goes on
+    # with the same plan (steps, LR schedule) instead of planning again from a rate its evals distort
+    _CLOCK = ("eval_seconds", "eval_count", "last_eval_time")
+
+    def _save(self, opt, sched, state: dict, limit: int | None):
+        state["clock"] = {**{k: getattr(self, k) for k in self._CLOCK}, "budget": self.budget or None,
+                          "replanned": sorted(self._replanned), "plan_anchor": list(self._plan_anchor)}
+        return save_checkpoint(self.out, self.model, opt, sched, state, self.dist, limit)
+
+    def _restore_clock(self, state: dict, opt, sched):
+        clock = state.get("clock") or {}
+        for k in self._CLOCK:
+            if k in clock:
+                setattr(self, k, clock[k])
+        if clock.get("budget") and self.cfg.time_budget_seconds == clock["budget"]["budget_s"]:
+            self.budget = clock["budget"]
+            self._replanned = set(clock.get("replanned", []))
+            self._plan_anchor = tuple(clock.get("plan_anchor", (0, 0.0)))  # type: ignore[assignment]
+            self.total_steps = int(self.budget["planned_steps"])
+            return self._rescheduled(opt, sched, state["step"])   # the plan's LR schedule, at this step
+        return sched
 
     def _sync_stop(self) -> None:
         """Under torchrun every rank stops at the same step (rank 0 decides dev-metric stops)."""
@@ -650,7 +674,7 @@ class Loop:
         if self.dist.world > 1:   # every rank must agree (FSDP gathers the weights collectively)
             due_by_time = self._global_sum(float(due_by_time), self.dist) > 0
         if (cfg.save_steps and step % cfg.save_steps == 0) or due_by_time:
-            save_checkpoint(self.out, self.model, opt, sched, state, self.dist, cfg.save_total_limit)
+            self._save(opt, sched, state, cfg.save_total_limit)
             self.last_save = time.monotonic()
 
     def _progress(self, entry: dict) -> None:
