@@ -18,6 +18,16 @@ def test_epoch_batches_deterministic_complete_and_grouped():
     assert spread(a) < 0.2 * spread(plain)                          # far less padding
 
 
+def test_the_epochs_longest_sample_is_in_the_first_batch_across_windows():
+    # 4 x 50 = 200 samples per length-grouping window; the longest sample sits in a later window
+    lengths = [10 + (i * 7) % 50 for i in range(2000)]
+    lengths[1733] = 999
+    for epoch in range(3):
+        batches = epoch_batches(lengths, 4, seed=1, epoch=epoch, group_by_length=True)
+        assert 1733 in batches[0]
+        assert sorted(i for b in batches for i in b) == list(range(2000))
+
+
 def test_drop_last_and_sharding():
     batches = epoch_batches(list(range(10)), 4, seed=0, epoch=0, group_by_length=False, drop_last=True)
     assert [len(b) for b in batches] == [4, 4]

@@ -26,8 +26,10 @@ def epoch_batches(lengths: Sequence[int], global_batch: int, seed: int, epoch: i
     if drop_last and batches and len(batches[-1]) < global_batch:
         batches.pop()
     if group_by_length:
-        # keep the longest batch first (an out-of-memory shows at step 1, not after an hour)
-        head, rest = batches[:1], batches[1:]
+        # the batch with the longest sample of the whole epoch first (an out-of-memory shows at step 1,
+        # not after an hour); the first window's longest is not it once there are several windows
+        first = max(range(len(batches)), key=lambda k: (max(lengths[i] for i in batches[k]), -k))
+        head, rest = [batches[first]], batches[:first] + batches[first + 1:]
         perm = torch.randperm(len(rest), generator=g).tolist()
         batches = head + [rest[i] for i in perm]
     return batches
