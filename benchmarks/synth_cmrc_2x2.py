@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import cmrc_sft
-from synth_common import DATA, teacher_url, write_passages
+from data_paths import data_file
+from synth_common import teacher_url, write_passages
 
 RESULTS = Path(__file__).parent / "results" / "synth_2x2.md"
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     work = Path(args.workdir)
-    test_rows = json.loads((DATA / "cmrc2018" / "test.json").read_text(encoding="utf-8"))
+    test_rows = json.loads((data_file("cmrc2018/test.json", flag="$RAGTUNE_DATA_DIR")).read_text(encoding="utf-8"))
     contexts = list(dict.fromkeys(r["context"] for r in test_rows))[: args.passages]
     docs = write_passages(contexts, work / "docs", "cmrc-test")
 
@@ -87,7 +88,7 @@ def human_check(work: Path, contexts: list[str], summary: dict) -> str:
 
     synth_eval = json.loads((work / "run" / "synth" / "out" / "eval.json").read_text(encoding="utf-8"))
     held = {" ".join(e["context"].split()) for e in synth_eval}
-    rows = json.loads((DATA / "cmrc2018" / "test.json").read_text(encoding="utf-8"))
+    rows = json.loads((data_file("cmrc2018/test.json", flag="$RAGTUNE_DATA_DIR")).read_text(encoding="utf-8"))
     items = [{"question": r["question"], "answers": r["answers"]["text"], "context": " ".join(r["context"].split()),
               "lang": "zh"} for r in rows if " ".join(r["context"].split()) in held]
     path = work / "human_eval.json"

@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import cmrc_sft
-from synth_common import DATA, teacher_url, write_passages
+from data_paths import data_file
+from synth_common import teacher_url, write_passages
 
 RESULTS = Path(__file__).parent / "results" / "synth_cmrc.md"
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     work = Path(args.workdir)
-    train_rows = json.loads((DATA / "cmrc2018" / "train.json").read_text(encoding="utf-8"))
+    train_rows = json.loads((data_file("cmrc2018/train.json", flag="$RAGTUNE_DATA_DIR")).read_text(encoding="utf-8"))
     contexts = sorted({r["context"] for r in train_rows})
     random.Random(cmrc_sft.SEED).shuffle(contexts)
     picked = contexts[: args.passages]
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     human_file.write_text(json.dumps(human[: len(synth)], ensure_ascii=False), encoding="utf-8")
 
     recipe = dict(cmrc_sft.RECIPE, **({"max_steps": args.max_steps} if args.max_steps else {}))
-    test = cmrc_sft.test_file(work, DATA / "cmrc2018" / "test.json", args.test_n)
+    test = cmrc_sft.test_file(work, data_file("cmrc2018/test.json", flag="$RAGTUNE_DATA_DIR"), args.test_n)
     runs = {"base": "gemma-3-270m"}
     for name, data in (("synth-tuned", work / "synth" / "sft.json"), ("human-tuned", human_file)):
         cmrc_sft.train(work, name, data, recipe, None)

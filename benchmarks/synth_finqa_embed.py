@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth_common import DATA, teacher_url, write_passages
+from data_paths import data_file
+from synth_common import teacher_url, write_passages
 
 RESULTS = Path(__file__).parent / "results" / "synth_finqa.md"
 SEED = 1314
@@ -36,7 +37,7 @@ def human_split(work: Path) -> Path:
 
     out = work / "human"
     if not (out / "train.jsonl").exists():
-        embed_pairs(DATA / "financial_qa_10k" / "data.json", out, seed=SEED)
+        embed_pairs(data_file("financial_qa_10k/data.json", flag="$RAGTUNE_DATA_DIR"), out, seed=SEED)
     return out
 
 
