@@ -65,16 +65,18 @@ def test_a_resumed_time_budget_run_keeps_its_plan_and_its_clock(tiny_llm_dir, tm
     cmd = [sys.executable, "-m", "ragtune.cli", "finetune", "llm", "--base", str(tiny_llm_dir), "--train", str(train),
            "--output", str(out), "--per-device-train-batch-size", "2", "--dtype", "fp32", "--num-train-epochs", "1000",
            "--no-pack-shared-prefix", "--save-steps", "1000", "--time-budget", "24s"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the child's output goes to a file: a pipe nobody reads fills up and blocks it mid-run
+    with open(tmp_path / "first.err", "w") as err_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file, text=True)
     log_file = out / "train.log"
     deadline = time.time() + 120
     while time.time() < deadline and not (log_file.exists() and log_file.read_text().count("steps planned") >= 3):
         time.sleep(0.05)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
-    ckpt = sorted((out / "checkpoints").glob("step-*"))[-1]
+    proc.wait(timeout=120)
+    assert proc.returncode == 143, (tmp_path / "first.err").read_text()[-2000:]
+    ckpt = max((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     clock = json.loads((ckpt / "state.json").read_text())["clock"]
     assert len(clock["budget"]["plans"]) == 3 and clock["replanned"] == [0.1, 0.25]
     stopped_at = int(ckpt.name.split("-")[1])

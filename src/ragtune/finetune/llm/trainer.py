@@ -484,11 +484,15 @@ class Loop:
                             state.update(step=state["step"] + 1, batch_in_epoch=b + 1,
                                          tokens=state["tokens"] + seen, train_seconds=self.train_seconds(),
                                          records=state.get("records", 0) + records)
+                            # in the same block: a SIGTERM deferred to its end must not checkpoint a
+                            # step whose loss is missing from the history (a resumed curve lost it)
+                            entry: dict[str, Any] = {"step": state["step"], "loss": loss}
+                            self.history.append(entry)
                         tokens_run += seen
                         window.append(loss)
                         sched = self._plan_budget(state, opt, sched)
                         self._sync_stop()
-                        self._after_step(state, loss, window, tokens_run, started, bar, opt, sched, sched.get_last_lr()[0])
+                        self._after_step(state, entry, window, tokens_run, started, bar, opt, sched, sched.get_last_lr()[0])
                     else:
                         state.update(epoch=state["epoch"] + 1, batch_in_epoch=0)
                         if cfg.eval_steps is None and (self.val_set or self.dev):
@@ -649,16 +653,15 @@ class Loop:
             new.step()
         return new
 
-    def _after_step(self, state, loss, window, tokens_run, started, bar, opt, sched, lr):
+    def _after_step(self, state, entry, window, tokens_run, started, bar, opt, sched, lr):
         cfg = self.cfg
-        step = state["step"]
+        step, loss = state["step"], entry["loss"]
         rate = tokens_run / max(time.perf_counter() - started, 1e-9)
         if bar.total != self.total_steps:   # the time budget planned another number of steps
             bar.total = self.total_steps
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}")
-        entry = {"step": step, "loss": loss, "lr": lr, "tokens_per_second": round(rate, 2)}
-        self.history.append(entry)
+        entry.update(lr=lr, tokens_per_second=round(rate, 2))   # already in the history (see run)
         self._progress(entry)
         if step % cfg.logging_steps == 0 or step == 1:
             log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, self.total_steps, sum(window) / len(window),
