@@ -211,6 +211,6 @@ def resume_point(out: Path, cfg: Any, identity: dict[str, Any]) -> tuple[Path, d
                           hint="resume with the settings and data it was trained with, or start over with "
                                "overwrite_output_dir=True (--overwrite-output-dir) or another output dir")
     if path != checkpoints(out)[0]:
-        log.warning("resuming from %s, the newest valid checkpoint", path)
+        log.info("resuming from %s, the newest valid checkpoint (the damaged newer ones are warned above)", path)
     return path, state
 
