@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     work = Path(args.workdir)
-    test_rows = json.loads((data_file("cmrc2018/test.json", flag="$RAGTUNE_DATA_DIR")).read_text(encoding="utf-8"))
+    test_rows = json.loads(data_file("cmrc2018/test.json", flag="$RAGTUNE_DATA_DIR").read_text(encoding="utf-8"))
     contexts = list(dict.fromkeys(r["context"] for r in test_rows))[: args.passages]
     docs = write_passages(contexts, work / "docs", "cmrc-test")
 
@@ -75,20 +75,19 @@ def main(argv=None) -> int:
             f"stages: {[(r.name, r.status, round(r.seconds)) for r in runner.results]}; wall {wall:.0f} s.\n\n"
             + (report / "report.md").read_text(encoding="utf-8").split("\n## Items where")[0] + "\n")
     if args.human_check:
-        text += human_check(work, contexts, summary)
+        text += human_check(work, test_rows, summary)
     print(text)
     if not args.no_write:
         RESULTS.write_text(text, encoding="utf-8")
     return 0
 
 
-def human_check(work: Path, contexts: list[str], summary: dict) -> str:
+def human_check(work: Path, rows: list[dict], summary: dict) -> str:
     """The same four cells on the HUMAN questions of the held-out passages (reference only)."""
     from ragtune.eval.rag_eval import evaluate_rag
 
     synth_eval = json.loads((work / "run" / "synth" / "out" / "eval.json").read_text(encoding="utf-8"))
     held = {" ".join(e["context"].split()) for e in synth_eval}
-    rows = json.loads((data_file("cmrc2018/test.json", flag="$RAGTUNE_DATA_DIR")).read_text(encoding="utf-8"))
     items = [{"question": r["question"], "answers": r["answers"]["text"], "context": " ".join(r["context"].split()),
               "lang": "zh"} for r in rows if " ".join(r["context"].split()) in held]
     path = work / "human_eval.json"

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     work = Path(args.workdir)
-    train_rows = json.loads((data_file("cmrc2018/train.json", flag="$RAGTUNE_DATA_DIR")).read_text(encoding="utf-8"))
+    train_rows = json.loads(data_file("cmrc2018/train.json", flag="$RAGTUNE_DATA_DIR").read_text(encoding="utf-8"))
     contexts = sorted({r["context"] for r in train_rows})
     random.Random(cmrc_sft.SEED).shuffle(contexts)
     picked = contexts[: args.passages]

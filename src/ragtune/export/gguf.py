@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..core.errors import ConfigError, RagtuneError
 from ..core.log import get_logger
@@ -33,11 +33,11 @@ from ..core.log import get_logger
 log = get_logger(__name__)
 
 Quant = Literal["f32", "f16", "q8_0", "q4_k_m"]
-QUANTS: tuple[str, ...] = ("f32", "f16", "q8_0", "q4_k_m")
+QUANTS: tuple[str, ...] = get_args(Quant)
 # types token_embd.weight may be given apart from --quant (llama-quantize --token-embedding-type);
 # for a tied model (gemma) it is also the output layer, the one matmul whose rounding every token sees
 EmbeddingType = Literal["f32", "f16", "q8_0"]
-EMBEDDING_TYPES: tuple[str, ...] = ("f32", "f16", "q8_0")
+EMBEDDING_TYPES: tuple[str, ...] = get_args(EmbeddingType)
 # general.file_type values (llama.cpp's llama_ftype)
 _FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}
 

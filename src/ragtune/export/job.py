@@ -26,7 +26,7 @@ from ..core.errors import ConfigError
 from ..core.log import get_logger
 from ..core.prompt import PromptConfig
 from ..engine.llamacpp import EXPORT_MANIFEST
-from .gguf import ExportError, read_config, write_gguf
+from .gguf import EmbeddingType, ExportError, Quant, read_config, write_gguf
 
 log = get_logger(__name__)
 
@@ -38,8 +38,8 @@ class ExportConfig(Config):
     adapter: str | None = Field(None, description="PEFT (LoRA) adapter dir over --model.")
     output: str = Field(description="Output folder (replaced atomically when it exists).")
     format: Literal["gguf"] = Field("gguf", description="Export format (gguf: llama.cpp, Ollama, LM Studio).")
-    quant: Literal["f32", "f16", "q8_0", "q4_k_m"] = Field("q8_0", description="Weight type: f16, q8_0 (numpy quantiser), q4_k_m (llama.cpp's), f32.")
-    token_embedding_type: Literal["f32", "f16", "q8_0"] | None = Field(None, description="Type of the token embedding (for tied models such as gemma also the output layer) when it should differ from --quant, as llama-quantize --token-embedding-type; default: --quant's.")
+    quant: Quant = Field("q8_0", description="Weight type: f16, q8_0 (numpy quantiser), q4_k_m (llama.cpp's), f32.")
+    token_embedding_type: EmbeddingType | None = Field(None, description="Type of the token embedding (for tied models such as gemma also the output layer) when it should differ from --quant, as llama-quantize --token-embedding-type; default: --quant's.")
     lora: bool = Field(False, description="Keep the LoRA separate: base GGUF + GGUF LoRA adapter, instead of merged weights.")
     ollama: bool = Field(False, description="Also write an Ollama Modelfile (template, stop tokens, parameters).")
     name: str | None = Field(None, description="Model name in the GGUF metadata (default: the source folder's name).")
