@@ -87,3 +87,17 @@ def test_time_budget_plans_the_steps_and_ends_in_time(tiny_llm_dir, span_file, t
     # planned again at 10% and 25% of the budget from the steady rate (the warm-up's includes one-off costs)
     assert [p["at_step"] for p in plan["plans"]] == sorted(p["at_step"] for p in plan["plans"])
     assert len(plan["plans"]) == 3 and plan["plans"][-1]["at_s"] >= 0.25 * 12
+
+
+@pytest.mark.parametrize("method, extra", [("full", {"train_embeddings": False}), ("freeze", {})])
+def test_dev_metric_decodes_mixed_precision_weights(tiny_llm_dir, span_file, tmp_path, method, extra):
+    """bf16: what trains keeps fp32 masters beside frozen bf16 weights; the dev decode runs under the
+    training autocast (it used to fail with 'expected m1 and m2 to have the same dtype')."""
+    import ragtune as rt
+
+    res = getattr(rt.finetune, method).run(str(tiny_llm_dir), str(span_file), str(tmp_path / "o"), max_steps=2,
+                                           per_device_train_batch_size=4, val_size=8, eval_steps=1, dtype="bf16",
+                                           dev_metrics=["exact"], dev_max_tokens=2, pack_shared_prefix=False,
+                                           **extra)
+    devs = _dev(tmp_path / "o")
+    assert [d["step"] for d in devs] == [1, 2] and res.metrics["best"]["step"] in (1, 2)

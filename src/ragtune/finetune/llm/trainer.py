@@ -706,7 +706,8 @@ class Loop:
             entry["eval_loss"] = eval_loss
             log.info("step %d eval loss %.4f", state["step"], eval_loss)
         if self.dev is not None and self.dist.main:
-            entry["dev"] = self.dev.run(self.model, self.tokenizer)
+            with self._ctx():   # fp32 masters beside frozen bf16 weights (full, freeze) need the autocast
+                entry["dev"] = self.dev.run(self.model, self.tokenizer)
             log.info("step %d dev %s (%.0f s)", state["step"],
                      ", ".join(f"{k} {v:.4f}" for k, v in entry["dev"].items() if v is not None), self.dev.seconds)
             self._track_best(state, entry["dev"])
