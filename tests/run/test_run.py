@@ -281,3 +281,23 @@ def test_missing_input_of_any_stage_names_its_key_path(tmp_path, squad_files, ti
         main_cfg.preflight()
     assert exc.value.hint and "create it first" in exc.value.hint
     assert not (tmp_path / "run").exists()
+
+
+def test_prepare_data_reports_what_it_rejected(tmp_path, squad_files, caplog):
+    """A CMRC eval row with an empty question cannot be scored: prepare_data leaves it out and says so
+    (the stage log and summary.json), the record's id named; nothing is dropped silently."""
+    import logging
+
+    from ragtune.workflow.jobs import PrepareDataJob
+
+    rows = json.loads((squad_files / "test.json").read_text())
+    rows[1] = {**rows[1], "id": "TRIAL_20_QUERY_0", "question": " "}
+    (tmp_path / "test.json").write_text(json.dumps(rows))
+    job = PrepareDataJob(train=str(squad_files / "train.json"), eval=str(tmp_path / "test.json"),
+                         output=str(tmp_path / "prep"))
+    with caplog.at_level(logging.INFO, logger="ragtune"):
+        info = job.execute()
+    assert info["eval_items"] == len(rows) - 1
+    written = json.loads((tmp_path / "prep" / "summary.json").read_text())
+    assert [s["rejected"] for s in written["summaries"]] == [{}, {"empty question or context": 1}]
+    assert "rejected (empty question or context): 1  e.g. record 1 (id TRIAL_20_QUERY_0)" in caplog.text

@@ -23,8 +23,11 @@ from pydantic import Field, SerializeAsAny, field_validator
 
 from ..core.config import Config
 from ..core.io import atomic_write_json
+from ..core.log import get_logger
 from ..finetune import FinetuneConfig, finetune_config
 from ..launch import LauncherConfig
+
+log = get_logger("workflow.jobs")
 
 
 class PrepareDataJob(Config):
@@ -43,16 +46,17 @@ class PrepareDataJob(Config):
         from .. import data as rd
 
         out = Path(self.output)
-        info: dict[str, Any] = {}
+        summaries = []
         if _is_squad(self.train):
-            info["train"] = str(rd.squad_to_alpaca(self.train, out / "train.json", template=self.template,
-                                                    template_lang=self.template_lang))
+            summaries.append(rd.squad_to_alpaca(self.train, out / "train.json", template=self.template,
+                                                template_lang=self.template_lang))
         else:
-            info["train"] = str(rd.reformat(self.train, out / "train.json", to="messages"))
+            summaries.append(rd.reformat(self.train, out / "train.json", to="messages"))
+        info: dict[str, Any] = {}
         if self.eval:
             target = out / "eval_all.json"
             if _is_squad(self.eval):
-                rd.evalset(self.eval, target)
+                summaries.append(rd.evalset(self.eval, target))
             else:
                 atomic_write_json(target, [r.data for r in rd.read_rows(self.eval)])
             items = json.loads(target.read_text(encoding="utf-8"))
@@ -61,6 +65,11 @@ class PrepareDataJob(Config):
                 items = [items[i] for i in idx]
             atomic_write_json(out / "eval.json", items)
             info["eval_items"] = len(items)
+        # what was converted and what was rejected, and why: in the stage log and beside the data
+        for summary in summaries:
+            log.info("%s", summary)
+        info["summaries"] = [s.to_dict() for s in summaries]
+        atomic_write_json(out / "summary.json", info)
         return info
 
 
