@@ -501,7 +501,7 @@ class Loop:
             bar.close()
             path = self._save(opt, sched, state, None)
             why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-            log.warning("%s at step %d; checkpoint %s (continue with --resume)", why, state["step"], path)
+            log.info("%s at step %d; checkpoint %s (continue with --resume)", why, state["step"], path)
             raise
         bar.close()
         elapsed = self.train_seconds()   # a resumed run reports all of its training, not its last part
