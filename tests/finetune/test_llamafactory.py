@@ -35,6 +35,8 @@ def test_alpaca_files(tmp_path):
     assert args["output_dir"].endswith("out/adapter")
     export = yaml.safe_load(files["export"].read_text())
     assert export["adapter_name_or_path"] == args["output_dir"] and export["export_dir"].endswith("out/merged")
+    with pytest.raises(ConfigError, match="LLaMA-Factory holds out single records"):   # not silently ignored
+        write_job_files(_cfg(tmp_path, data, val_size=0.1, val_split="prompt_group"), "/models/base", bf16=True)
 
 
 def test_messages_files_and_freeze(tmp_path):

@@ -161,3 +161,45 @@ def test_long_packs_are_split_into_smaller_micro_batches_with_the_same_training(
     assert set(split) == set(whole)
     for name in whole:
         torch.testing.assert_close(split[name], whole[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_prompt_groups_are_the_passages(tiny_llm_dir):
+    from ragtune.finetune.llm.data import prompt_groups
+
+    rows = shared_context_records(5, 3, seed=2, words=30)
+    _, samples = _samples(tiny_llm_dir, rows)
+    groups = prompt_groups(samples)
+    passage = [r["instruction"].split("\nQuestion")[0] for r in rows]
+    assert len(set(groups)) == 5
+    assert all((groups[i] == groups[j]) == (passage[i] == passage[j]) for i in range(15) for j in range(15))
+
+
+def test_val_split_holds_out_whole_passages(tiny_llm_dir):
+    from ragtune.finetune.llm.data import held_out_indices, validation_indices
+
+    rows = shared_context_records(10, 4, seed=3, words=30)
+    _, samples = _samples(tiny_llm_dir, rows)
+    passage = [r["instruction"].split("\nQuestion")[0] for r in rows]
+    held = held_out_indices(samples, 6, seed=7)
+    assert len(held) == 8 and len({passage[i] for i in held}) == 2          # 6 asked: 2 whole passages of 4
+    trained = {passage[i] for i in range(40) if i not in held}
+    assert not trained & {passage[i] for i in held}
+    assert held_out_indices(samples, 6, seed=7, val_split="record") == validation_indices(40, 6, 7)
+    distinct = [{"instruction": f"Question {i}: " + " ".join(random.Random(i).choices(WORDS, k=40)), "output": "x"}
+                for i in range(30)]
+    _, singles = _samples(tiny_llm_dir, distinct)
+    assert held_out_indices(singles, 5, seed=1) == validation_indices(30, 5, 1)   # no groups: the record split
+
+
+def test_trainer_holds_out_passages_for_eval_and_dev(tiny_llm_dir, tmp_path):
+    import ragtune as rt
+    from ragtune.core.errors import DataError
+
+    rows = shared_context_records(6, 3, seed=4, words=30)
+    train = write_json(tmp_path / "t.json", rows)
+    res = rt.finetune.lora.run(str(tiny_llm_dir), str(train), str(tmp_path / "out"), max_steps=1, dtype="fp32",
+                               per_device_train_batch_size=2, cutoff_len=256, val_size=2, merge=False)
+    assert res.metrics["val_samples"] == 3 and res.metrics["train_samples"] == 15
+    with pytest.raises(DataError, match="every prompt group"):
+        rt.finetune.lora.run(str(tiny_llm_dir), str(train), str(tmp_path / "all"), max_steps=1, dtype="fp32",
+                             cutoff_len=256, val_size=17)

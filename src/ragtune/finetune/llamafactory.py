@@ -108,6 +108,10 @@ def train_args(cfg: LlamaFactoryConfig, model_dir: str, dataset_dir: Path, bf16:
     if cfg.save_steps:
         args["save_steps"] = cfg.save_steps
     if cfg.val_size:
+        if "val_split" in cfg.model_fields_set and cfg.val_split == "prompt_group":
+            raise ConfigError("val_split: prompt_group is the builtin trainer's; LLaMA-Factory holds out single "
+                              "records", hint="set val_split: record, or use method lora/freeze/full")
+        log.info("LLaMA-Factory holds out val_size=%s as single records (val_split=record)", cfg.val_size)
         args.update(val_size=cfg.val_size, eval_strategy="steps",
                     eval_steps=cfg.eval_steps or cfg.save_steps or 100,
                     per_device_eval_batch_size=cfg.per_device_eval_batch_size)

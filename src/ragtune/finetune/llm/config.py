@@ -26,6 +26,10 @@ class LLMFinetuneConfig(FinetuneConfig):
     cutoff_len: int = Field(1024, ge=8, description="Max tokens per sample (prompt + answer).")
     max_samples: int | None = Field(None, ge=1, description="Use at most this many samples (default: all).")
     val_size: float = Field(0.0, ge=0, description="Held-out fraction (<1) or count (>=1) for eval loss.")
+    val_split: Literal["prompt_group", "record"] = Field(
+        "prompt_group", description="prompt_group: hold out whole groups of records that share a prompt prefix "
+        "(a passage and all its questions; at least val_size records), so eval loss and dev metrics measure unseen "
+        "passages; record: single records.")
     per_device_train_batch_size: int = Field(4, ge=1, description="Micro-batch size per process.")
     per_device_eval_batch_size: int = Field(4, ge=1, description="Eval batch size per process.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")

@@ -21,6 +21,8 @@ from typing import Any
 
 from ...core.log import get_logger
 from .data import IGNORE, Sample
+from .data import common_prefix as _common_prefix
+from .data import prompt_len as _prompt_len
 
 log = get_logger(__name__)
 
@@ -36,19 +38,6 @@ class Pack:
 
     def __len__(self) -> int:
         return len(self.input_ids)
-
-
-def _prompt_len(sample: Sample) -> int:
-    """Tokens before the first labelled one."""
-    return next((i for i, lab in enumerate(sample.labels) if lab != IGNORE), len(sample.labels))
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def single(sample: Sample, index: int) -> Pack:

@@ -66,7 +66,7 @@ def prepare(cfg: LLMFinetuneConfig, method: Any):
     from transformers import AutoTokenizer
 
     from ...models import resolve_model
-    from .data import split_validation, tokenized_dataset, usage_message
+    from .data import held_out_indices, split_validation, tokenized_dataset, usage_message
     from .methods import meta_model
 
     cfg.require_paths()
@@ -87,17 +87,23 @@ def prepare(cfg: LLMFinetuneConfig, method: Any):
     samples, total = tokenized_dataset(cfg.train, tokenizer, model_dir, cfg.prompt_config(), cfg.cutoff_len,
                                 cfg.max_samples, cfg.tokenize_cache)
     samples = method.attach_targets(cfg, tokenizer, samples)
-    train, val = split_validation(samples, cfg.val_size, cfg.seed)
+    held = held_out_indices(samples, cfg.val_size, cfg.seed, cfg.val_split, cfg.pack_min_prefix)
+    train, val = split_validation(samples, held)
+    if held:
+        log.info("held out %d of %d records (val_split=%s%s)", len(held), len(samples), cfg.val_split,
+                 ": whole prompt groups, so no held-out passage is trained on" if cfg.val_split == "prompt_group"
+                 else "")
     if not getattr(cfg, "fsdp", False):   # FSDP-sharded full models are too big for a meta copy check
         method.check(cfg, meta_model(model_dir))
     usage = usage_message(len(samples), total, cfg.train, cfg.max_samples)
-    return model_dir, tokenizer, train, val, usage, dev_items(cfg, len(samples))
+    return model_dir, tokenizer, train, val, usage, dev_items(cfg, held)
 
 
-def dev_items(cfg: LLMFinetuneConfig, n_samples: int):
-    """The seeded dev slice of the dev metrics (None when none are configured)."""
+def dev_items(cfg: LLMFinetuneConfig, held: list[int]):
+    """The seeded dev slice of the dev metrics (None when none are configured): from ``dev_file``, or
+    the held-out records ``held`` of the val split."""
     from . import dev
-    from .data import load_conversations, validation_indices
+    from .data import load_conversations
 
     if not cfg.dev_metrics:
         return None
@@ -108,7 +114,7 @@ def dev_items(cfg: LLMFinetuneConfig, n_samples: int):
             raise ConfigError("dev_metrics need held-out records: set val_size (records kept out of training) "
                               "or dev_file (an eval set)")
         convs = load_conversations(str(cfg.train), cfg.max_samples)
-        items = dev.from_conversations([convs[i] for i in validation_indices(n_samples, cfg.val_size, cfg.seed)])
+        items = dev.from_conversations([convs[i] for i in held])
     return dev.seeded_slice(items, cfg.dev_samples, cfg.seed)
 
 
