@@ -41,15 +41,31 @@ def test_prefix_cache_gives_the_same_outputs(tiny_llm_dir, sampled):
     assert all(len(c.token_ids) <= 6 for c in a)
 
 
-def test_prompts_longer_than_the_sliding_window_take_the_plain_path(tiny_llm_dir):
-    """Middle padding would shift sliding-window distances: such prompts are not grouped."""
+def test_prompts_longer_than_the_sliding_window_reuse_the_cache_with_the_same_outputs(tiny_llm_dir):
+    """Rows stay [padding][prompt], so sliding-window distances are the plain path's at any length."""
     from ragtune.engine.base import SamplingParams
     from ragtune.engine.builtin import BuiltinEngine
 
     engine = BuiltinEngine.load(str(tiny_llm_dir), dtype="fp32", device="cpu", prefix_min_tokens=8)
-    long = _prompts(engine.tokenizer, n_passages=1, questions=3, words=70, lone=False)   # > 64-token window
-    assert min(len(p) for p in long) > 64
+    long = _prompts(engine.tokenizer, n_passages=2, questions=3, words=70, lone=False)   # > 64-token window
+    assert min(len(p) for p in long) > 64 + 8
     plain = BuiltinEngine.load(str(tiny_llm_dir), dtype="fp32", device="cpu", prefix_cache=False)
-    params = SamplingParams(max_tokens=4)
-    assert [c.token_ids for c in engine.generate_ids(long, params)] == [c.token_ids for c in plain.generate_ids(long, params)]
-    assert engine.stats()["prefix_cache"]["groups"] == 0
+    params = SamplingParams(max_tokens=12)
+    a, b = engine.generate_ids(long, params), plain.generate_ids(long, params)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    assert engine.stats()["prefix_cache"]["groups"] == 2 and engine.stats()["prefix_cache"]["prefix_tokens_saved"] > 0
+
+
+def test_groups_share_batches(tiny_llm_dir):
+    """Several passages' questions decode in one batch (a random sample has ~1.4 per passage)."""
+    from ragtune.engine.base import SamplingParams
+    from ragtune.engine.builtin import BuiltinEngine
+
+    engine = BuiltinEngine.load(str(tiny_llm_dir), dtype="fp32", device="cpu", prefix_min_tokens=8)
+    prompts = _prompts(engine.tokenizer, n_passages=5, questions=2)
+    plain = BuiltinEngine.load(str(tiny_llm_dir), dtype="fp32", device="cpu", prefix_cache=False)
+    params = SamplingParams(max_tokens=6)
+    a, b = engine.generate_ids(prompts, params), plain.generate_ids(prompts, params)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    stats = engine.stats()
+    assert stats["prefix_cache"]["groups"] == 5 and stats["batch_size_histogram"] == {10: 1, 1: 1}

@@ -256,12 +256,16 @@ class BuiltinEngine(Engine):
             self._worker.join(timeout=30)
 
     # -- one batched generate -----------------------------------------------------------------------
-    def run_batch(self, reqs: Sequence[_Request], prefix: Sequence[int] | None = None,
-                  prefix_kv: Any = None) -> list[Completion]:
-        """One ``generate`` over ``reqs`` (left-padded). With ``prefix`` (shared by every request) and
-        its cached keys/values, the rows are [prefix][padding][rest] and only the rest is computed."""
+    def run_batch(self, reqs: Sequence[_Request], cached: Sequence[tuple[int, Any]] | None = None) -> list[Completion]:
+        """One ``generate`` over ``reqs``, left-padded: rows are [padding][prompt], as in the plain path.
+
+        ``cached``: per row, (n, the keys/values of its prompt's first n tokens) from :meth:`_prefix_kv`.
+        Only the last ``width`` columns are computed, ``width`` being the longest uncached part in the
+        batch; each row takes the tokens before those from its cache (a row whose uncached part is
+        shorter recomputes a few prefix tokens). The real tokens stay contiguous, so positions and
+        sliding-window distances are the plain path's, for prompts of any length, and rows with
+        different prefixes (several passages) share one batch."""
         import contextlib
-        import copy
 
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
@@ -269,19 +273,18 @@ class BuiltinEngine(Engine):
         from .constrained import batch_processor
 
         params = reqs[0].params
-        p = len(prefix) if prefix is not None else 0
-        width = max(len(r.ids) - p for r in reqs)
-        input_ids = torch.full((len(reqs), p + width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(reqs), p + width), dtype=torch.long)
-        for i, r in enumerate(reqs):  # left padding of the part after the prefix: next token at p + width
-            rest = r.ids[p:]
-            if p:
-                input_ids[i, :p] = torch.tensor(prefix)
-                mask[i, :p] = 1
-            input_ids[i, p + width - len(rest):] = torch.tensor(rest)
-            mask[i, p + width - len(rest):] = 1
-        tracker = _RowTracker(self.tokenizer, reqs, p + width, self.eos_ids)
-        constrain = batch_processor([r.params.response_format for r in reqs], self.grammar_context, p + width,
+        total = max(len(r.ids) for r in reqs)
+        reuse = [0] * len(reqs)
+        if cached is not None:
+            width = max(len(r.ids) - n for r, (n, _) in zip(reqs, cached))
+            reuse = [max(0, len(r.ids) - width) for r in reqs]
+        input_ids = torch.full((len(reqs), total), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(reqs), total), dtype=torch.long)
+        for i, r in enumerate(reqs):
+            input_ids[i, total - len(r.ids):] = torch.tensor(r.ids)
+            mask[i, total - len(r.ids):] = 1
+        tracker = _RowTracker(self.tokenizer, reqs, total, self.eos_ids)
+        constrain = batch_processor([r.params.response_format for r in reqs], self.grammar_context, total,
                                     lambda i: tracker.results[i] is not None)
         gen = GenerationConfig(max_new_tokens=max(r.params.max_tokens for r in reqs),
                                do_sample=not params.greedy, pad_token_id=self.pad_id,
@@ -297,14 +300,13 @@ class BuiltinEngine(Engine):
 
             if all(c is not None for c in constraints):   # the output layer over the allowed rows only
                 restricted = RestrictedHead(self.model, constraints)
-            extra["logits_processor"] = LogitsProcessorList([SpanProcessor(constraints, p + width, self.tokenizer,
+            extra["logits_processor"] = LogitsProcessorList([SpanProcessor(constraints, total, self.tokenizer,
                                                                            self.eos_ids)])
         if constrain is not None:  # response_format rows (engine/constrained.py)
             extra.setdefault("logits_processor", LogitsProcessorList()).append(constrain)
-        if prefix_kv is not None:
-            cache = copy.deepcopy(prefix_kv)
-            cache.batch_repeat_interleave(len(reqs))
-            extra["cache"] = cache
+        if cached is not None and max(reuse):
+            extra["cache"] = _batch_cache([kv for _, kv in cached], reuse)
+            self.prefix_stats["prefix_tokens_saved"] += sum(reuse)
         with self._model_lock, torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
@@ -344,15 +346,18 @@ class BuiltinEngine(Engine):
             out.append(TokenLogprob(int(tid), pieces[n], float(chosen[n]), top))
         return out
 
-    def _prefix_kv(self, prefix: Sequence[int]):
-        """The keys/values of ``prefix`` (batch 1), computed once for every prompt that starts with it."""
+    def _prefix_kv(self, prefix: Sequence[int]) -> list[tuple[Any, Any]]:
+        """Per layer the keys/values (batch 1) of ``prefix``, computed once for every prompt that starts
+        with it. A config-less DynamicCache keeps every position in every layer (a sliding-window
+        layer's cache would keep only the last window), so any first n tokens can be reused."""
         import torch
         from transformers import DynamicCache
 
         with self._model_lock, torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
+            cache = DynamicCache()
             self.model(input_ids=torch.tensor([list(prefix)], device=self.device), cache=cache, use_cache=True)
-        return cache
+        self.prefix_stats["prefix_tokens_saved"] -= len(prefix)
+        return [(keys, values) for keys, values, _ in cache]
 
     def grammar_context(self):
         """The constrained-decoding index of this engine's vocabulary (built on first use)."""
@@ -383,31 +388,42 @@ class BuiltinEngine(Engine):
             if progress is not None:
                 progress(chunk, done)
 
-        groups, singles = self._shared_prefix_groups(prompts, params) if self.prefix_cache else ([], None)
-        for prefix_len, members in groups:
-            prefix = prompts[members[0]][:prefix_len]
-            kv = self._prefix_kv(prefix)
-            self.prefix_stats["groups"] += 1
-            self.prefix_stats["items"] += len(members)
-            self.prefix_stats["prefix_tokens_saved"] += prefix_len * (len(members) - 1)
-            members = sorted(members, key=lambda i: len(prompts[i]))
-            for start in range(0, len(members), self.max_batch_size):
-                chunk = members[start:start + self.max_batch_size]
-                finish(chunk, self.run_batch([request(i) for i in chunk], prefix, kv))
-        rest = singles if singles is not None else list(range(len(prompts)))
-        order = sorted(rest, key=lambda i: len(prompts[i]))
+        groups, singles = self._shared_prefix_groups(prompts) if self.prefix_cache else ([], list(range(len(prompts))))
+        self._run_groups(prompts, groups, request, finish)
+        order = sorted(singles, key=lambda i: len(prompts[i]))
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start:start + self.max_batch_size]
             finish(chunk, self.run_batch([request(i) for i in chunk]))
         return out  # type: ignore[return-value]
 
-    def _shared_prefix_groups(self, prompts: Sequence[list[int]], params: SamplingParams):
-        """([(prefix length, member indices)], indices of the rest). A group's prefix stops before its
-        members' last prompt token (generation needs one token to compute). Rows padded in the middle
-        would shift sliding-window distances, so a group is formed only where prompt + new tokens fit
-        in the window: outputs are then exactly those of the plain path."""
-        window = _sliding_window(self.model)
-        limit = (window - params.max_tokens) if window else None
+    def _run_groups(self, prompts: Sequence[list[int]], groups: list[tuple[int, list[int]]],
+                    request: Callable[[int], _Request], finish: Callable[[list[int], list[Completion]], None]) -> None:
+        """The grouped prompts in length-sorted batches of ``max_batch_size`` across groups (a random
+        eval sample has ~1.4 questions per passage: one batch per group would be a batch of ~2). A
+        group's prefix is computed when its first member's batch comes and dropped after its last."""
+        owner = {i: g for g, (_, members) in enumerate(groups) for i in members}
+        left = {g: len(members) for g, (_, members) in enumerate(groups)}
+        kvs: dict[int, list[tuple[Any, Any]]] = {}
+        order = sorted(owner, key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start:start + self.max_batch_size]
+            for g in dict.fromkeys(owner[i] for i in chunk):
+                if g not in kvs:
+                    prefix_len, members = groups[g]
+                    kvs[g] = self._prefix_kv(prompts[members[0]][:prefix_len])
+                    self.prefix_stats["groups"] += 1
+                    self.prefix_stats["items"] += len(members)
+            finish(chunk, self.run_batch([request(i) for i in chunk],
+                                         [(groups[owner[i]][0], kvs[owner[i]]) for i in chunk]))
+            for i in chunk:
+                left[owner[i]] -= 1
+                if not left[owner[i]]:
+                    del kvs[owner[i]]
+
+    def _shared_prefix_groups(self, prompts: Sequence[list[int]]) -> tuple[list[tuple[int, list[int]]], list[int]]:
+        """([(prefix length, member indices)], indices of the rest): consecutive prompts in sorted order
+        that share at least ``prefix_min_tokens``. A group's prefix stops before its members' last
+        prompt token (generation needs one token to compute)."""
         order = sorted(range(len(prompts)), key=lambda i: prompts[i])
         groups: list[tuple[int, list[int]]] = []
         singles: list[int] = []
@@ -421,17 +437,14 @@ class BuiltinEngine(Engine):
                 singles.extend(current)
 
         for i in order:
-            fits = limit is None or len(prompts[i]) <= limit
-            if current and fits:
+            if current:
                 common = min(shared, _common_prefix(prompts[current[0]], prompts[i]), len(prompts[i]) - 1)
                 if common >= self.prefix_min_tokens:
                     current.append(i)
                     shared = common
                     continue
             close()
-            current, shared = ([i], len(prompts[i]) - 1) if fits else ([], 0)
-            if not fits:
-                singles.append(i)
+            current, shared = [i], len(prompts[i]) - 1
         close()
         return groups, singles
 
@@ -483,19 +496,31 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def _batch_cache(kvs: Sequence[list[tuple[Any, Any]]], reuse: Sequence[int]):
+    """A DynamicCache for a left-padded batch: row i holds the first ``reuse[i]`` positions of its
+    prefix's keys/values, right-aligned at the cache end; the columns before are padding (masked)."""
+    from transformers import DynamicCache
+
+    length = max(reuse)
+    layers = []
+    for layer in range(len(kvs[0])):
+        k0, v0 = kvs[0][layer]
+        keys = k0.new_zeros((len(kvs), k0.shape[1], length, k0.shape[3]))
+        values = v0.new_zeros((len(kvs), v0.shape[1], length, v0.shape[3]))
+        for row, (kv, n) in enumerate(zip(kvs, reuse)):
+            if n:
+                keys[row, :, length - n:] = kv[layer][0][0, :, :n]
+                values[row, :, length - n:] = kv[layer][1][0, :, :n]
+        layers.append((keys, values))
+    return DynamicCache(ddp_cache_data=layers)
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _sliding_window(model: Any) -> int | None:
-    cfg = getattr(model.config, "get_text_config", lambda: model.config)()
-    types = getattr(cfg, "layer_types", None) or []
-    window = getattr(cfg, "sliding_window", None)
-    return int(window) if window and "sliding_attention" in types else None
 
 
 def _context_limit(model: Any) -> int:
