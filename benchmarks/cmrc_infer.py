@@ -2,10 +2,13 @@
 and with extractive decoding (vocab / span), for speed (items/s) and quality (exact, CMRC EM/F1, origin).
 
     python benchmarks/cmrc_infer.py --model RUN_DIR/finetune_llm/model [--items 200] [--out benchmarks/results/cmrc_infer.md]
+    python benchmarks/cmrc_infer.py --model M --passages 50 --variants plain,prefix-cache   # every question of 50 passages
 
 Each variant runs in its own process, one after another (one model on the 2 cores at a time), on the
 same items, with the same greedy settings as `ragtune run` (max_tokens 64, batch 16). The sample is the
-seeded 200 of `ragtune run`'s prepare_data (seed 2026), so results line up with BENCHMARKS.md.
+seeded 200 of `ragtune run`'s prepare_data (seed 2026), so results line up with BENCHMARKS.md; with
+``--passages N`` it is every question of N seeded passages instead (the structure of the whole test
+set, ~3.9 questions per passage, where a random sample has ~1.4).
 """
 from __future__ import annotations
 
@@ -30,14 +33,19 @@ VARIANTS = {
 }
 
 
-def sample(n: int, seed: int, work: Path) -> Path:
+def sample(n: int, seed: int, work: Path, passages: int | None = None) -> Path:
     from ragtune.data.squad import evalset
 
     full = work / "test_all.json"
     evalset(data_file("cmrc2018/test.json", flag="CMRC_TEST", explicit=os.environ.get("CMRC_TEST")), full)
     rows = json.loads(full.read_text(encoding="utf-8"))
-    picked = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
-    out = work / f"test_{n}.json"
+    if passages:
+        contexts = sorted({r["context"] for r in rows})
+        chosen = set(random.Random(seed).sample(contexts, min(passages, len(contexts))))
+        picked = [i for i, r in enumerate(rows) if r["context"] in chosen]
+    else:
+        picked = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
+    out = work / f"test_{len(picked)}.json"
     out.write_text(json.dumps([rows[i] for i in picked], ensure_ascii=False), encoding="utf-8")
     return out
 
@@ -70,6 +78,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", help="a fine-tune output dir (or any model)")
     ap.add_argument("--items", type=int, default=200)
+    ap.add_argument("--passages", type=int, help="every question of this many seeded passages (not --items)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma list of: " + ", ".join(VARIANTS))
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cmrc_infer.md"))
@@ -78,10 +88,16 @@ def main() -> None:
     if args.child:
         return child(args.model, args.child[0], args.child[1], args.child[2], args.threads)
     work = Path(tempfile.mkdtemp(prefix="cmrc_infer_"))
-    evalset = sample(args.items, args.seed, work)
+    variants = [v.strip() for v in args.variants.split(",")]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or "plain" not in variants:
+        raise SystemExit(f"--variants: unknown {unknown}; plain (the reference) is required")
+    evalset = sample(args.items, args.seed, work, args.passages)
+    items = json.loads(evalset.read_text(encoding="utf-8"))
+    n_items, n_passages = len(items), len({r["context"] for r in items})
     load_before = os.getloadavg()
     rows = {}
-    for name in VARIANTS:
+    for name in variants:
         preds = work / f"{name.replace(' ', '_')}.json"
         proc = subprocess.run([sys.executable, __file__, "--model", args.model, "--threads", str(args.threads),
                                "--child", str(evalset), name, str(preds)], capture_output=True, text=True)
@@ -89,19 +105,21 @@ def main() -> None:
         if proc.returncode != 0 or not lines:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         seconds = json.loads(lines[-1][7:])["seconds"]
-        rows[name] = {"seconds": seconds, "items_s": args.items / seconds, **score(evalset, preds, work)}
+        rows[name] = {"seconds": seconds, "items_s": n_items / seconds, **score(evalset, preds, work)}
         print(name, rows[name], file=sys.stderr, flush=True)
     plain = rows["plain"]
     same = {}
     base_preds = json.loads((work / "plain.json").read_text(encoding="utf-8"))
-    for name in VARIANTS:
+    for name in variants:
         preds = json.loads((work / f"{name.replace(' ', '_')}.json").read_text(encoding="utf-8"))
         same[name] = sum(a["prediction"] == b["prediction"] for a, b in zip(base_preds, preds)) / len(preds)
     lines = ["# CMRC2018 inference: shared-prefix KV reuse and extractive decoding", "",
-             f"Command: `python benchmarks/cmrc_infer.py --model {args.model} --items {args.items}`  ",
+             f"Command: `python benchmarks/cmrc_infer.py {' '.join(sys.argv[1:])}`  ",
              f"Date: {datetime.date.today()}; load average {load_before[0]:.1f} before, "
              f"{os.getloadavg()[0]:.1f} after (2-core CPU).  ",
-             f"Seeded {args.items}-item test sample (seed {args.seed}); greedy, max_tokens 64, batch 16.", "",
+             f"{n_items} test items over {n_passages} passages ({n_items / n_passages:.2f} questions each; "
+             f"{'every question of seeded passages' if args.passages else 'seeded item sample'}, seed {args.seed}); "
+             "greedy, max_tokens 64, batch 16.", "",
              "| variant | items/s | speed-up | same answers as plain | exact | CMRC EM | CMRC F1 | origin |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():

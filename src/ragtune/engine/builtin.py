@@ -355,7 +355,10 @@ class BuiltinEngine(Engine):
 
         with self._model_lock, torch.inference_mode():
             cache = DynamicCache()
-            self.model(input_ids=torch.tensor([list(prefix)], device=self.device), cache=cache, use_cache=True)
+            # logits_to_keep=1: projecting every prefix position onto the 262k-row vocabulary cost
+            # Gemma 3 more than the rest of the prefill (measured: 20 s of 23 s for 32 CMRC items)
+            self.model(input_ids=torch.tensor([list(prefix)], device=self.device), cache=cache, use_cache=True,
+                       logits_to_keep=1)
         self.prefix_stats["prefix_tokens_saved"] -= len(prefix)
         return [(keys, values) for keys, values, _ in cache]
 
