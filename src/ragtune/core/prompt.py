@@ -384,3 +384,13 @@ def resolve_prompt(explicit: PromptConfig | None, recorded: RecordedPrompt | Pro
     if overridden:
         log.info("explicit prompt settings override the recorded ones: %s", overridden)
     return explicit.over(base)
+
+
+def common_prefix(a, b) -> int:
+    """Length of the common prefix of two token sequences: what prompts about one passage share (the
+    trainer's packing and val split, the engine's prefix cache)."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from ..core.errors import RagtuneError
 from ..core.log import get_logger
-from ..core.prompt import PromptConfig, build_prompt, encode_prompt, resolve_prompt
+from ..core.prompt import PromptConfig, build_prompt, common_prefix, encode_prompt, resolve_prompt
 from .base import ENGINES, Completion, Engine, EngineSettings, Messages, PromptTooLongError, SamplingParams
 
 log = get_logger(__name__)
@@ -441,7 +441,7 @@ class BuiltinEngine(Engine):
 
         for i in order:
             if current:
-                common = min(shared, _common_prefix(prompts[current[0]], prompts[i]), len(prompts[i]) - 1)
+                common = min(shared, common_prefix(prompts[current[0]], prompts[i]), len(prompts[i]) - 1)
                 if common >= self.prefix_min_tokens:
                     current.append(i)
                     shared = common
@@ -516,14 +516,6 @@ def _batch_cache(kvs: Sequence[list[tuple[Any, Any]]], reuse: Sequence[int]):
                 values[row, :, length - n:] = kv[layer][1][0, :, :n]
         layers.append((keys, values))
     return DynamicCache(ddp_cache_data=layers)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _context_limit(model: Any) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ...core.errors import DataError
 from ...core.log import get_logger
+from ...core.prompt import common_prefix
 
 log = get_logger(__name__)
 IGNORE = -100
@@ -119,14 +120,6 @@ def tqdm_if_long(items):
 def prompt_len(sample: Sample) -> int:
     """Tokens before the first labelled one."""
     return next((i for i, lab in enumerate(sample.labels) if lab != IGNORE), len(sample.labels))
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def prompt_groups(samples: Sequence[Sample], min_prefix: int = 32) -> list[int]:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.log import get_logger
+from ...core.prompt import common_prefix as _common_prefix
 from .data import IGNORE, Sample
-from .data import common_prefix as _common_prefix
 from .data import prompt_len as _prompt_len
 
 log = get_logger(__name__)
