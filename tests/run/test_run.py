@@ -216,6 +216,34 @@ def test_sweep_validates_every_point_runs_the_grid_and_ranks(tmp_path, squad_fil
     assert capsys.readouterr().err.count("running ->") == 0
 
 
+def test_sweep_recipes_set_several_keys_per_point_crossed_with_the_grid(tmp_path, squad_files, tiny_llm_dir,
+                                                                       tiny_embedder_dir):
+    from ragtune.core.errors import ConfigError
+    from ragtune.workflow.sweep import SweepConfig
+
+    cfg = write_config(tmp_path / "run.yaml", squad_files, tiny_llm_dir, tiny_embedder_dir, tmp_path / "unused")
+    run = yaml.safe_load(cfg.read_text())
+    recipes = {"lora-r8": {"llm.finetune.lora_rank": 8, "llm.finetune.lora_alpha": 16},
+               "full": {"llm.method": "full", "llm.finetune.learning_rate": 1e-4}}
+    sweep = SweepConfig.build("sweep", run=run, recipes=recipes, grid={"llm.finetune.num_train_epochs": [1, 2]},
+                              output=str(tmp_path / "s"))
+    points = dict(sweep.points())
+    assert sorted(points) == ["full,num_train_epochs=1", "full,num_train_epochs=2",
+                              "lora-r8,num_train_epochs=1", "lora-r8,num_train_epochs=2"]
+    lora, full = points["lora-r8,num_train_epochs=2"].llm, points["full,num_train_epochs=1"].llm
+    assert (lora.method, lora.finetune["lora_rank"], lora.finetune["lora_alpha"], lora.finetune["num_train_epochs"]) == (
+        "lora", 8, 16, 2)
+    assert (full.method, full.finetune["learning_rate"], full.finetune["num_train_epochs"]) == ("full", 1e-4, 1)
+    assert points["full,num_train_epochs=2"].run_dir == str(tmp_path / "s" / "full,num_train_epochs=2")
+    only = SweepConfig.build("sweep", run=run, recipes=recipes, output=str(tmp_path / "s"))
+    assert sorted(name for name, _ in only.points()) == ["full", "lora-r8"]
+    for bad, words in [({"recipes": {}, "grid": {}}, "needs a grid"),
+                       ({"recipes": recipes, "grid": {"llm.method": ["lora"]}}, "llm.method: set by both"),
+                       ({"recipes": {"x": {"llm.finetune.lora_rnak": 4}}}, "sweep point x")]:
+        with pytest.raises(ConfigError, match=words):
+            SweepConfig.build("sweep", run=run, output=str(tmp_path / "s"), **bad).points()
+
+
 def test_eval_items_are_asked_with_the_training_template(tmp_path, squad_files, tiny_llm_dir, tiny_embedder_dir):
     """data.template_lang zh trains on the Chinese template: inference must use it too."""
     from ragtune.data.squad import TEMPLATES

@@ -4,6 +4,9 @@
     grid:                            # dotted key -> values; every combination is one run
       llm.finetune.learning_rate: [1.0e-4, 2.0e-4]
       llm.method: [lora, full]
+    recipes:                         # optional: named sets of dotted keys, each crossed with the grid
+      lora-r64: {llm.finetune.lora_rank: 64, llm.finetune.lora_alpha: 128}
+      full: {llm.method: full, llm.finetune.learning_rate: 1.0e-4}
     rank_by: dev.cmrc_f1             # dev.<metric> (held-out training records: the honest choice) or
                                      # eval.<metric> (the tuned model on the eval set)
     output: runs/sweep-cmrc          # each run in output/<name>/, the report in output/
@@ -19,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..core.config import Config
 from ..core.errors import ConfigError
@@ -31,16 +34,31 @@ log = get_logger(__name__)
 
 class SweepConfig(Config):
     run: dict[str, Any] = Field(description="The run config every grid point starts from.")
-    grid: dict[str, list[Any]] = Field(description="Dotted keys (llm.finetune.learning_rate) -> values to try.")
+    grid: dict[str, list[Any]] = Field(default_factory=dict,
+                                       description="Dotted keys (llm.finetune.learning_rate) -> values to try.")
+    recipes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named recipes, each a set of dotted keys -> one value, crossed with the grid: points "
+                    "that differ in several keys at once (LoRA at one lr, full fine-tuning at another).")
     rank_by: str = Field("dev.exact", description="dev.<metric> or eval.<metric>.")
     output: str = Field(description="Directory of the runs and the report.")
 
     @field_validator("grid")
     @classmethod
     def _non_empty(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
-            raise ValueError("grid needs at least one key, each with a non-empty list of values")
+        if any(not isinstance(v, list) or not v for v in grid.values()):
+            raise ValueError("each grid key needs a non-empty list of values")
         return grid
+
+    @model_validator(mode="after")
+    def _some_points(self) -> SweepConfig:
+        if not self.grid and not self.recipes:
+            raise ValueError("a sweep needs a grid (dotted key -> values) or recipes (name -> dotted keys)")
+        shared = sorted({k for r in self.recipes.values() for k in r} & set(self.grid))
+        if shared:
+            # a key in both would be set twice per point: which wins is a guess, so refuse it
+            raise ValueError(f"{', '.join(shared)}: set by both grid and recipes; keep each key in one of them")
+        return self
 
     @field_validator("rank_by")
     @classmethod
@@ -52,10 +70,13 @@ class SweepConfig(Config):
     def points(self) -> list[tuple[str, RunConfig]]:
         """(name, validated run config) per combination, in grid order."""
         keys = list(self.grid)
+        recipes: list[tuple[str, dict[str, Any]]] = list(self.recipes.items()) or [("", {})]
         out = []
-        for values in itertools.product(*(self.grid[k] for k in keys)):
+        for (recipe, overrides), values in itertools.product(recipes, itertools.product(*(self.grid[k] for k in keys))):
             data = json.loads(json.dumps(self.run))
-            parts = []
+            parts = [recipe] if recipe else []
+            for key, value in overrides.items():
+                _set(data, key, value)
             for key, value in zip(keys, values):
                 _set(data, key, value)
                 parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
@@ -64,7 +85,8 @@ class SweepConfig(Config):
             try:
                 out.append((name, RunConfig.build(f"sweep point {name}", **data)))
             except ConfigError as exc:
-                raise ConfigError(f"sweep point {name}: {exc.message}", hint=exc.hint) from None
+                message = exc.message if f"sweep point {name}" in exc.message else f"sweep point {name}: {exc.message}"
+                raise ConfigError(message, hint=exc.hint) from None
         return out
 
     def execute(self) -> dict[str, Any]:
@@ -90,7 +112,7 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
         run_config(run)
         rows.append(_row(name, Path(run.run_dir), cfg.rank_by))
     rows.sort(key=lambda r: (r["rank_value"] is None, -(r["rank_value"] or 0)))
-    report = {"rank_by": cfg.rank_by, "grid": cfg.grid, "runs": rows}
+    report = {"rank_by": cfg.rank_by, "grid": cfg.grid, "recipes": cfg.recipes, "runs": rows}
     _write(Path(cfg.output), report)
     return report
 
