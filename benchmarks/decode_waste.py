@@ -3,6 +3,8 @@
 HF ``generate`` keeps a finished row in the batch until the batch's longest row stops. This runs
 the plain path (no prefix cache) over the seeded 200 CMRC test items and counts, per batch, the
 row-steps used (each row's own completion tokens) against those spent (rows x the longest row).
+That is what the engine spent up to commit ed9984c (the 2026-12-03 numbers in BENCHMARKS.md); since
+then its own decode loop drops a row the step it finishes, so "spent" here is an upper bound.
 
     python benchmarks/decode_waste.py MODEL [WORKDIR]
 """

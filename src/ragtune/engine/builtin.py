@@ -1,12 +1,12 @@
 """The builtin engine: transformers on CPU or CUDA, with dynamic batching.
 
 Concurrent requests go into a queue; a worker thread takes the first one, waits ``batch_wait_ms``
-for more (up to ``max_batch_size``), left-pads them and runs ONE ``model.generate``. Requests with
-different sampling settings (temperature, top_p, seed) go into separate batches, because
-``generate`` applies one sampling config to the whole batch. Per-request ``max_tokens``, stop
-strings, EOS and streaming are handled per row by a stopping criterion (:class:`_RowTracker`),
-which ``generate`` calls after every decoding step with the whole batch: it finishes rows
-independently (transformers keeps finished rows padded) and pushes newly decoded text to
+for more (up to ``max_batch_size``), left-pads them and decodes them together in ragtune's own loop
+(:meth:`BuiltinEngine._decode`: ``generate``'s greedy/sampling step, but a finished row leaves the
+batch). Requests with different sampling settings (temperature, top_p, seed) go into separate
+batches, because one sampling config applies to the whole batch. Per-request ``max_tokens``, stop
+strings, EOS and streaming are handled per row by :class:`_RowTracker`, called after every decoding
+step with the whole batch: it finishes rows independently and pushes newly decoded text to
 streaming callbacks. A request whose future was cancelled (its HTTP client disconnected) is
 finished at the next step with ``finish_reason="cancelled"``, so it stops costing decode time.
 
@@ -255,9 +255,9 @@ class BuiltinEngine(Engine):
             self._queue.put(None)
             self._worker.join(timeout=30)
 
-    # -- one batched generate -----------------------------------------------------------------------
+    # -- one batched decode ---------------------------------------------------------------------------
     def run_batch(self, reqs: Sequence[_Request], cached: Sequence[tuple[int, Any]] | None = None) -> list[Completion]:
-        """One ``generate`` over ``reqs``, left-padded: rows are [padding][prompt], as in the plain path.
+        """One decode over ``reqs``, left-padded: rows are [padding][prompt], as in the plain path.
 
         ``cached``: per row, (n, the keys/values of its prompt's first n tokens) from :meth:`_prefix_kv`.
         Only the last ``width`` columns are computed, ``width`` being the longest uncached part in the
@@ -268,7 +268,6 @@ class BuiltinEngine(Engine):
         import contextlib
 
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         from .constrained import batch_processor
 
@@ -284,15 +283,7 @@ class BuiltinEngine(Engine):
             input_ids[i, total - len(r.ids):] = torch.tensor(r.ids)
             mask[i, total - len(r.ids):] = 1
         tracker = _RowTracker(self.tokenizer, reqs, total, self.eos_ids)
-        constrain = batch_processor([r.params.response_format for r in reqs], self.grammar_context, total,
-                                    lambda i: tracker.results[i] is not None)
-        gen = GenerationConfig(max_new_tokens=max(r.params.max_tokens for r in reqs),
-                               do_sample=not params.greedy, pad_token_id=self.pad_id,
-                               eos_token_id=sorted(self.eos_ids), bos_token_id=self.tokenizer.bos_token_id,
-                               use_cache=True)   # a model mid-training has use_cache off in its config
-        if not params.greedy:
-            gen.temperature, gen.top_p, gen.top_k = params.temperature, params.top_p, 0
-        extra: dict[str, Any] = {}
+        processors: list[Any] = []
         constraints = [r.constraint for r in reqs]
         restricted = None
         if any(c is not None for c in constraints):
@@ -300,20 +291,23 @@ class BuiltinEngine(Engine):
 
             if all(c is not None for c in constraints):   # the output layer over the allowed rows only
                 restricted = RestrictedHead(self.model, constraints)
-            extra["logits_processor"] = LogitsProcessorList([SpanProcessor(constraints, total, self.tokenizer,
-                                                                           self.eos_ids)])
+            processors.append(SpanProcessor(constraints, total, self.tokenizer, self.eos_ids))
+        constrain = batch_processor([r.params.response_format for r in reqs], self.grammar_context, total,
+                                    lambda i: tracker.results[i] is not None)
         if constrain is not None:  # response_format rows (engine/constrained.py)
-            extra.setdefault("logits_processor", LogitsProcessorList()).append(constrain)
+            processors.append(constrain)
+        cache, start = None, 0
         if cached is not None and max(reuse):
-            extra["cache"] = _batch_cache([kv for _, kv in cached], reuse)
+            start = max(reuse)
+            cache = _batch_cache([kv for _, kv in cached], reuse)
             self.prefix_stats["prefix_tokens_saved"] += sum(reuse)
         with self._model_lock, torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             self.batch_sizes[len(reqs)] += 1
             with restricted if restricted is not None else contextlib.nullcontext():
-                self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                    generation_config=gen, stopping_criteria=StoppingCriteriaList([tracker]), **extra)
+                self._decode(input_ids, mask, cache, start, tracker, processors, restricted, params,
+                             max(r.params.max_tokens for r in reqs))
         results = [r if r is not None else Completion("", len(q.ids), 0, "length")
                    for r, q in zip(tracker.results, reqs)]
         for req, result in zip(reqs, results):
@@ -321,6 +315,63 @@ class BuiltinEngine(Engine):
                 result.logprobs = self.token_logprobs(req.ids, completion_tokens(self.tokenizer, result),
                                                       req.params.logprobs)
         return results
+
+    def _decode(self, input_ids: Any, mask: Any, cache: Any, start: int, tracker: _RowTracker,
+                processors: Sequence[Any], restricted: Any, params: SamplingParams, max_new: int) -> None:
+        """ragtune's decode loop, written by hand instead of ``model.generate``: a row leaves the batch
+        the step it finishes (its cache rows are dropped). ``generate`` keeps finished rows to the end
+        of the batch's longest answer: on CMRC only 27.7% of its decode row-steps were useful
+        (benchmarks/decode_waste.py). Otherwise it is ``generate``'s greedy/sampling loop: positions
+        from the attention mask, logits of the last position, the processors on the whole batch, then
+        temperature and top-p. ``tracker`` finishes rows (EOS, stop strings, max_tokens, cancel)."""
+        import torch
+        from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        device = self.device
+        ids, mask = input_ids.to(device), mask.to(device)
+        if cache is None:   # what generate builds: sliding-window layers keep only their window
+            cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        rows = torch.arange(ids.shape[0], device=device)        # batch positions of the rows still decoding
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        step_ids, step_pos = ids[:, start:], positions[:, start:]
+        cache_pos = torch.arange(start, ids.shape[1], device=device)
+        attn = None if bool(mask.all()) else mask                # no padding: generate drops the mask too
+        warpers = LogitsProcessorList()
+        if not params.greedy:
+            warpers.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(params.top_p))
+        for _ in range(max_new):
+            if restricted is not None:
+                restricted.select(rows)
+            logits = self.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache,
+                                cache_position=cache_pos, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+            if processors:   # they index rows by batch position: give them the whole batch
+                full = logits.new_full((ids.shape[0], logits.shape[-1]), float("-inf"))
+                full[rows] = logits
+                for processor in processors:
+                    full = processor(ids, full)
+                logits = full[rows]
+            if params.greedy:
+                next_ids = logits.argmax(dim=-1)
+            else:
+                probs = torch.softmax(warpers(ids[rows], logits), dim=-1)
+                next_ids = torch.multinomial(probs, num_samples=1)[:, 0]
+            column = torch.full((ids.shape[0],), self.pad_id, dtype=ids.dtype, device=device)
+            column[rows] = next_ids
+            ids = torch.cat([ids, column[:, None]], dim=1)
+            going = ~tracker(ids, None).to(device)[rows]
+            if not bool(going.any()):
+                return
+            next_pos = step_pos[:, -1] + 1
+            if not bool(going.all()):
+                keep = going.nonzero()[:, 0]
+                cache.batch_select_indices(keep)
+                rows, next_ids, next_pos = rows[keep], next_ids[keep], next_pos[keep]
+                attn = attn[keep] if attn is not None else None
+            if attn is not None:
+                attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
+            step_ids, step_pos, cache_pos = next_ids[:, None], next_pos[:, None], cache_pos[-1:] + 1
 
     def token_logprobs(self, prompt_ids: Sequence[int], token_ids: Sequence[int], k: int) -> list:
         """Per generated token its log-probability and the top ``k``, from one teacher-forced forward

@@ -59,7 +59,11 @@ class RestrictedHead:
         width = max(len(c.allowed) for c in constraints)
         # rows are padded with their own first id: duplicates then write the same logit
         allowed = torch.tensor([c.allowed + [c.allowed[0]] * (width - len(c.allowed)) for c in constraints])
-        self.allowed = allowed.to(self.head.weight.device)
+        self.batch_allowed = self.allowed = allowed.to(self.head.weight.device)
+
+    def select(self, rows: Any) -> None:
+        """Keep the allowed ids of the batch rows ``rows`` (the decode loop drops finished rows)."""
+        self.allowed = self.batch_allowed[rows]
 
     def forward(self, hidden):
         import torch
