@@ -3,6 +3,8 @@ and with extractive decoding (vocab / span), for speed (items/s) and quality (ex
 
     python benchmarks/cmrc_infer.py --model RUN_DIR/finetune_llm/model [--items 200] [--out benchmarks/results/cmrc_infer.md]
     python benchmarks/cmrc_infer.py --model M --passages 50 --variants plain,prefix-cache   # every question of 50 passages
+    git worktree add /tmp/old ed9984c && python benchmarks/cmrc_infer.py --model M --reference-src /tmp/old/src
+        # adds "reference plain": the plain variant run on another checkout's engine (ed9984c: HF generate)
 
 Each variant runs in its own process, one after another (one model on the 2 cores at a time), on the
 same items, with the same greedy settings as `ragtune run` (max_tokens 64, batch 16). The sample is the
@@ -83,6 +85,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cmrc_infer.md"))
+    ap.add_argument("--reference-src", help="also run the plain variant on this checkout's src/ (an older engine); "
+                    "speed-ups are then against it")
     ap.add_argument("--child", nargs=3)
     args = ap.parse_args()
     if args.child:
@@ -97,20 +101,26 @@ def main() -> None:
     n_items, n_passages = len(items), len({r["context"] for r in items})
     load_before = os.getloadavg()
     rows = {}
-    for name in variants:
-        preds = work / f"{name.replace(' ', '_')}.json"
+    runs = [(name, name, None) for name in variants]
+    if args.reference_src:
+        src = str(Path(args.reference_src).resolve())
+        runs.insert(0, ("reference plain", "plain", src))
+    for label, name, src in runs:
+        preds = work / f"{label.replace(' ', '_')}.json"
+        env = dict(os.environ, PYTHONPATH=src) if src else None   # PYTHONPATH comes before the editable install
         proc = subprocess.run([sys.executable, __file__, "--model", args.model, "--threads", str(args.threads),
-                               "--child", str(evalset), name, str(preds)], capture_output=True, text=True)
+                               "--child", str(evalset), name, str(preds)], capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
-            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+            raise SystemExit(f"{label} failed:\n{proc.stderr[-3000:]}")
         seconds = json.loads(lines[-1][7:])["seconds"]
-        rows[name] = {"seconds": seconds, "items_s": n_items / seconds, **score(evalset, preds, work)}
-        print(name, rows[name], file=sys.stderr, flush=True)
-    plain = rows["plain"]
+        rows[label] = {"seconds": seconds, "items_s": n_items / seconds, **score(evalset, preds, work)}
+        print(label, rows[label], file=sys.stderr, flush=True)
+    reference = runs[0][0]
+    plain = rows[reference]
     same = {}
-    base_preds = json.loads((work / "plain.json").read_text(encoding="utf-8"))
-    for name in variants:
+    base_preds = json.loads((work / f"{reference.replace(' ', '_')}.json").read_text(encoding="utf-8"))
+    for name in rows:
         preds = json.loads((work / f"{name.replace(' ', '_')}.json").read_text(encoding="utf-8"))
         same[name] = sum(a["prediction"] == b["prediction"] for a, b in zip(base_preds, preds)) / len(preds)
     lines = ["# CMRC2018 inference: shared-prefix KV reuse and extractive decoding", "",
@@ -119,8 +129,9 @@ def main() -> None:
              f"{os.getloadavg()[0]:.1f} after (2-core CPU).  ",
              f"{n_items} test items over {n_passages} passages ({n_items / n_passages:.2f} questions each; "
              f"{'every question of seeded passages' if args.passages else 'seeded item sample'}, seed {args.seed}); "
-             "greedy, max_tokens 64, batch 16.", "",
-             "| variant | items/s | speed-up | same answers as plain | exact | CMRC EM | CMRC F1 | origin |",
+             "greedy, max_tokens 64, batch 16." + (f" reference plain: the plain variant on {args.reference_src}."
+                                                     if args.reference_src else ""), "",
+             f"| variant | items/s | speed-up | same answers as {reference} | exact | CMRC EM | CMRC F1 | origin |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['items_s']:.3f} | {r['items_s'] / plain['items_s']:.2f}x | "
