@@ -131,6 +131,7 @@ def _row(name: str, run_dir: Path, rank_by: str) -> dict[str, Any]:
     return {"name": name, "run_dir": str(run_dir), "rank_value": value,
             "train_minutes": round((metrics.get("train_runtime_s") or marker.get("seconds", 0)) / 60, 2),
             "train_samples": metrics.get("train_samples"), "steps": metrics.get("steps"),
+            "records_seen": round((metrics.get("epochs") or 0) * (metrics.get("train_samples") or 0)),
             "best": metrics.get("best"), "eval": scores}
 
 
@@ -141,14 +142,16 @@ def _write(out: Path, report: dict[str, Any]) -> None:
     rows = report["runs"]
     evals = sorted({k for r in rows for k in r["eval"]})
     lines = [f"# Sweep, ranked by {report['rank_by']}", "",
-             "| # | run | " + report["rank_by"] + " | train min | samples | " + " | ".join(evals) + " |",
-             "|---|---|---|---|---|" + "---|" * len(evals)]
+             "| # | run | " + report["rank_by"] + " | train min | steps | records seen |"
+             + "".join(f" {k} |" for k in evals),
+             "|---|---|---|---|---|---|" + "---|" * len(evals)]
     for i, r in enumerate(rows, 1):
         value = "n/a" if r["rank_value"] is None else f"{100 * r['rank_value']:.2f}"
         cells = [f"{100 * r['eval'][k]:.2f}" if r["eval"].get(k) is not None else "—" for k in evals]
-        lines.append(f"| {i} | {r['name']} | {value} | {r['train_minutes']:.1f} | {r['train_samples']} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "Values in %. train min: wall-clock minutes of the fine-tune stage.", "",
+        lines.append(f"| {i} | {r['name']} | {value} | {r['train_minutes']:.1f} | {r.get('steps')} | "
+                     f"{r.get('records_seen', '—')} |" + "".join(f" {c} |" for c in cells))
+    lines += ["", "Values in %. train min: minutes of training steps; records seen: epochs x training "
+              "records.", "",
               "![metric vs training minutes](sweep.png)"]
     atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "sweep.json", report)
