@@ -12,9 +12,8 @@ import pytest
 PROMPTS = [" ".join(["pump valve north"] * k) + f" station {k}?" for k in range(1, 13)]   # 12 lengths
 
 
-def _first_step_logits(engine, batch: list[list[int]]):
-    """Logits of the first generated token for each row of a left-padded batch, through ``generate``
-    (which derives positions from the attention mask, as the engine's batches do)."""
+def left_padded(engine, batch: list[list[int]]):
+    """(input_ids, attention_mask) of ``batch`` left-padded as the engine pads its batches."""
     import torch
 
     width = max(len(x) for x in batch)
@@ -23,6 +22,15 @@ def _first_step_logits(engine, batch: list[list[int]]):
     for i, x in enumerate(batch):
         ids[i, width - len(x):] = torch.tensor(x)
         mask[i, width - len(x):] = 1
+    return ids, mask
+
+
+def _first_step_logits(engine, batch: list[list[int]]):
+    """Logits of the first generated token for each row of a left-padded batch, through ``generate``
+    (which derives positions from the attention mask, as the engine's batches do)."""
+    import torch
+
+    ids, mask = left_padded(engine, batch)
     with torch.inference_mode():
         out = engine.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=1, do_sample=False,
                                     output_logits=True, return_dict_in_generate=True, pad_token_id=engine.pad_id)

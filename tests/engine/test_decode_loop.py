@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from .test_batch_invariance import left_padded
+
 PROMPTS = ["pump valve", "north station filter serial", "the model hours", "valve " * 9 + "pump",
            "serial north", "filter filter station model pump valve hours"]
 MAX_TOKENS = [3, 9, 1, 6, 12, 5]
@@ -12,16 +14,11 @@ def _hf_generate(engine, prompts: list[list[int]], max_new: int) -> list[list[in
     """What the engine used to run: one left-padded ``model.generate`` over the batch."""
     import torch
 
-    width = max(len(x) for x in prompts)
-    ids = torch.full((len(prompts), width), engine.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, x in enumerate(prompts):
-        ids[i, width - len(x):] = torch.tensor(x)
-        mask[i, width - len(x):] = 1
+    ids, mask = left_padded(engine, prompts)
     with torch.inference_mode():
         out = engine.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
                                     pad_token_id=engine.pad_id, eos_token_id=sorted(engine.eos_ids))
-    return out[:, width:].tolist()
+    return out[:, ids.shape[1]:].tolist()
 
 
 def _until_eos(tokens: list[int], eos: set[int], limit: int) -> list[int]:
