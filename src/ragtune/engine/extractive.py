@@ -50,7 +50,7 @@ def build_constraint(tokenizer: Any, context: str, mode: str, eos_ids: set[int],
 
 class RestrictedHead:
     """Swaps a model's output layer for one computed only over each row's allowed ids (others -inf)
-    while the block runs: ``with RestrictedHead(model, constraints): model.generate(...)``."""
+    while the block runs: ``with RestrictedHead(model, constraints): <decode>``; the decode loop calls :meth:`select` as rows leave."""
 
     def __init__(self, model: Any, constraints: Sequence[Constraint]):
         import torch
