@@ -83,7 +83,7 @@ def test_browser_signs_in(page, make_ui, tmp_path, via):
         page.click("#login")
     else:
         page.goto(ui.url + "/?key=" + KEY)
-    page.wait_for_function(f"document.querySelector('#runs-dir').textContent.includes({str(ui.root)!r})")
+    page.wait_for_function(f"document.querySelector('#runs-dir')?.textContent.includes({str(ui.root)!r})")
     assert "key=" not in page.url and "/login" not in page.url
     page.wait_for_selector("text=No runs yet")
 

@@ -93,7 +93,7 @@ def test_run_form_errors_inline_launcher_choice_and_a_failing_run(page, make_ui,
     runs = tmp_path / "runs"
     ui = make_ui(runs)
     page.goto(ui.url + "/#/new")
-    page.wait_for_function("document.querySelector('#yaml').value.includes('run_dir')")
+    page.wait_for_function("document.querySelector('#yaml')?.value.includes('run_dir')")
     # a mistyped key in the YAML: the message names the path and the closest valid key
     cfg = yaml.safe_load(page.input_value("#yaml"))
     cfg["run_dir"] = str(runs / "broken")
@@ -115,7 +115,7 @@ def test_run_form_errors_inline_launcher_choice_and_a_failing_run(page, make_ui,
     page.fill('[data-key="data.train"]', str(squad_files / "train.json"))
     page.select_option('[data-key="launcher.type"]', "torchrun")
     page.fill('[data-key="launcher.nproc_per_node"]', "2")
-    page.wait_for_function("document.querySelector('#yaml').value.includes('nproc_per_node: 2')")
+    page.wait_for_function("document.querySelector('#yaml')?.value.includes('nproc_per_node: 2')")
     assert yaml.safe_load(page.input_value("#yaml"))["launcher"] == {"type": "torchrun", "nproc_per_node": 2}
     page.select_option('[data-key="launcher.type"]', "local")
     page.fill('[data-key="launcher.nproc_per_node"]', "")

@@ -42,7 +42,7 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     ui = make_ui(runs)
     page.goto(ui.url + "/#/new")
     page.wait_for_selector("#yaml")
-    page.wait_for_function("document.querySelector('#yaml').value.includes('run_dir')")
+    page.wait_for_function("document.querySelector('#yaml')?.value.includes('run_dir')")
 
     # the form: fields, then a bad value shown inline next to its field
     _fill(page, "run_dir", "tiny")
@@ -75,8 +75,8 @@ def test_start_watch_reload_stop_resume_compare_chat(page, make_ui, tmp_path, re
     edited["llm"]["finetune"].update(val_size=2, eval_steps=4, dev_metrics=["exact"], dev_max_tokens=4)
     edited["llm"]["finetune"]["save_steps"] = 3
     page.fill("#yaml", yaml.safe_dump(edited))
-    page.wait_for_function("document.querySelector('[data-key=\"llm.finetune.save_steps\"]').value === '3'")
-    page.wait_for_function("!document.querySelector('#start').disabled")
+    page.wait_for_function("document.querySelector('[data-key=\"llm.finetune.save_steps\"]')?.value === '3'")
+    page.wait_for_function("document.querySelector('#start')?.disabled === false")
     page.click("#start")
 
     # the run page: running, its own process, the loss curve grows
@@ -163,7 +163,7 @@ def _chat(page, ui, tmp_path, readable_llm, tuned_dir, embedder):
         page.goto(ui.url + "/#/chat")
         page.wait_for_selector('[data-model="base"]')
         page.fill('[data-model="base"]', str(readable_llm))
-        page.wait_for_function("document.querySelector('[data-model=\"tuned\"]').value !== ''")
+        page.wait_for_function("(document.querySelector('[data-model=\"tuned\"]')?.value ?? '') !== ''")
         assert page.input_value('[data-model="tuned"]') == str(tuned_dir)   # offered from the runs dir
         page.check('[data-enable="remote"]')
         page.fill('[data-url="remote"]', remote.url + "/v1")
