@@ -89,6 +89,24 @@ def test_completions_raw_prompt(http, llm_engine):
     assert "".join(e["choices"][0]["text"] for e in events[:-1]) == expected
 
 
+def test_logit_bias_reaches_the_decode_loop(http, llm_engine):
+    """OpenAI's logit_bias: +100 on one token makes every answer token that token; the EOS tokens
+    at +100 end the answer at once (the readable test model never picks EOS on its own)."""
+    prompt = "the valve model"
+    plain = llm_engine.generate([prompt], SamplingParams(max_tokens=6), raw=True)[0]
+    forced = plain.token_ids[0] + 1 if plain.token_ids[0] + 1 not in llm_engine.eos_ids else plain.token_ids[0] + 2
+    body = http.post("/v1/completions", json={"prompt": prompt, "max_tokens": 6,
+                                              "logit_bias": {str(forced): 100}}).json()
+    expected = llm_engine.generate([prompt], SamplingParams(max_tokens=6, logit_bias=((forced, 100.0),)),
+                                   raw=True)[0]
+    assert expected.token_ids == [forced] * 6 and body["choices"][0]["text"] == expected.text
+    eos = {str(t): 100 for t in llm_engine.eos_ids}
+    body = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": prompt}],
+                                                   "max_tokens": 6, "logit_bias": eos}).json()
+    assert body["choices"][0]["message"]["content"] == "" and body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] == 0
+
+
 def test_sampling_seed_reproducible_and_params_validated(http):
     a = chat(http, max_tokens=12, temperature=1.5, top_p=0.9, seed=7).json()["choices"][0]["message"]["content"]
     b = chat(http, max_tokens=12, temperature=1.5, top_p=0.9, seed=7).json()["choices"][0]["message"]["content"]

@@ -54,6 +54,9 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None   # None: none; k >= 0: the chosen token's logprob and the top k (OpenAI shape)
     response_format: "ResponseFormat | None" = None  # constrained decoding (engine/constrained.py)
+    # (token id, bias) pairs added to those tokens' logits before sampling, as OpenAI's logit_bias;
+    # e.g. an EOS bias calibrates answer length on span tasks (BENCHMARKS.md, issue 14)
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self):
         if self.max_tokens < 1:
@@ -64,6 +67,11 @@ class SamplingParams:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
             raise ConfigError(f"logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs}")
+        for token_id, bias in self.logit_bias:
+            if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+                raise ConfigError(f"logit_bias: token ids must be integers >= 0, got {token_id!r}")
+            if not -100 <= bias <= 100:
+                raise ConfigError(f"logit_bias: the bias of token {token_id} must be in [-100, 100], got {bias}")
 
     @property
     def greedy(self) -> bool:
@@ -71,7 +79,8 @@ class SamplingParams:
 
     def batch_key(self) -> tuple:
         """Requests with the same key can share one batched decode."""
-        return (0.0, 1.0, None) if self.greedy else (self.temperature, self.top_p, self.seed)
+        sampling = (0.0, 1.0, None) if self.greedy else (self.temperature, self.top_p, self.seed)
+        return (*sampling, self.logit_bias)
 
 
 MAX_TOP_LOGPROBS = 20
@@ -172,6 +181,19 @@ class Engine(abc.ABC):
                 f"the prompt has {len(ids)} tokens and {max_tokens} new tokens were requested, but this "
                 f"model's context limit is {self.max_model_len} tokens (prompt + max_tokens)",
                 hint="shorten the prompt or lower max_tokens")
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Rows of the output layer (None: unknown, token ids are not checked)."""
+        return None
+
+    def check_logit_bias(self, params: SamplingParams) -> None:
+        """Every ``logit_bias`` token id is in the vocabulary (a ConfigError before any decoding)."""
+        vocab = self.vocab_size
+        for token_id, _ in params.logit_bias:
+            if vocab is not None and token_id >= vocab:
+                raise ConfigError(f"logit_bias: token id {token_id} is outside this model's vocabulary "
+                                  f"(0..{vocab - 1})")
 
     def stats(self) -> dict[str, Any]:
         return {}

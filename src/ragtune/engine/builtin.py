@@ -118,6 +118,20 @@ class _RowTracker:
                 log.debug("stream callback failed", exc_info=True)
 
 
+class _LogitBias:
+    """OpenAI's ``logit_bias``: a fixed amount added to some tokens' logits at every step."""
+
+    def __init__(self, bias: Sequence[tuple[int, float]]):
+        self.ids = [t for t, _ in bias]
+        self.values = [b for _, b in bias]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores[:, self.ids] += torch.tensor(self.values, dtype=scores.dtype, device=scores.device)
+        return scores
+
+
 @ENGINES.register("builtin")
 class BuiltinEngine(Engine):
     """A loaded causal LM (transformers, CPU or CUDA) plus a dynamic-batching worker.
@@ -195,10 +209,15 @@ class BuiltinEngine(Engine):
         if self._closed:
             raise RagtuneError("the engine is closed")
         self.check_fits(ids, params.max_tokens)
+        self.check_logit_bias(params)
         self._ensure_worker()
         req = _Request(list(ids), params, on_delta=on_delta)
         self._queue.put(req)
         return req.future
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
 
     def _ensure_worker(self) -> None:
         if self._worker is None:
@@ -283,7 +302,7 @@ class BuiltinEngine(Engine):
             input_ids[i, total - len(r.ids):] = torch.tensor(r.ids)
             mask[i, total - len(r.ids):] = 1
         tracker = _RowTracker(self.tokenizer, reqs, total, self.eos_ids)
-        processors: list[Any] = []
+        processors: list[Any] = [_LogitBias(params.logit_bias)] if params.logit_bias else []
         constraints = [r.constraint for r in reqs]
         restricted = None
         if any(c is not None for c in constraints):
@@ -430,6 +449,7 @@ class BuiltinEngine(Engine):
         generate (extractive decoding, see extractive.py), or None."""
         for ids in prompts:
             self.check_fits(ids, params.max_tokens)
+        self.check_logit_bias(params)
         out: list[Completion | None] = [None] * len(prompts)
         cons = list(constraints) if constraints is not None else [None] * len(prompts)
 

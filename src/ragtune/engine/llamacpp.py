@@ -244,8 +244,11 @@ class _Slot:
         import numpy as np
 
         p = self.req.params
-        if self.constraint is not None:
+        if p.logit_bias or self.constraint is not None:
             logits = np.array(logits, dtype=np.float32)
+        for token_id, bias in p.logit_bias:   # OpenAI's logit_bias, before any constraint's mask
+            logits[token_id] += bias
+        if self.constraint is not None:
             self.constraint.mask_numpy(logits)
         if p.greedy:
             return int(np.argmax(logits))
@@ -395,6 +398,10 @@ class LlamaCppEngine(Engine):
     def encode_text(self, text: str) -> list[int]:
         return encode_prompt(self.tokenizer, text)
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.n_vocab)
+
     def grammar_context(self):
         from .constrained import grammar_context
 
@@ -411,6 +418,7 @@ class LlamaCppEngine(Engine):
         bad = [t for t in ids if not 0 <= t < self.n_vocab]
         if bad:
             raise ConfigError(f"token id {bad[0]} is outside this model's vocabulary of {self.n_vocab}")
+        self.check_logit_bias(params)
         with self._lock:
             if self._worker is None:
                 self._worker = threading.Thread(target=self._loop, name="ragtune-llamacpp", daemon=True)

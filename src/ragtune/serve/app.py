@@ -33,7 +33,7 @@ from .guards import LOOPBACK_HOSTS, RequestGuard, error_body
 # Fields OpenAI clients may send that this server cannot honour: rejected, never silently ignored,
 # unless they hold their neutral value (LangChain & co send presence_penalty=0 on every request).
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call",
-                "logit_bias", "best_of", "suffix", "echo", "presence_penalty",
+                "best_of", "suffix", "echo", "presence_penalty",
                 "frequency_penalty", "parallel_tool_calls", "modalities", "audio",
                 "prediction", "reasoning_effort", "web_search_options", "service_tier")
 # Accepted and without effect on the answer (OpenAI's abuse-monitoring and storage tags).
@@ -84,6 +84,7 @@ class _Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = 1
     response_format: Any = None   # validated by engine/constrained.py (its errors name the field)
+    logit_bias: dict[str, float] | None = None   # OpenAI's: {"token id": bias in [-100, 100]}
 
 
 class ChatMessage(BaseModel):
@@ -224,8 +225,8 @@ def create_app(engine: Any, *, api_key: str | None = None, default_max_tokens: i
 
 
 # pydantic names the member of a Union that failed ("function-after[...]", "list[...]", "str"):
-# not a request field, so not part of ``param``.
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"}
+# not a request field, so not part of ``param``. A dict key ("logit_bias": {"5": ...}) is kept.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python", "lax-or-strict"}
 
 
 def _most_specific(errors: Sequence[dict]) -> tuple[dict, str]:
@@ -233,7 +234,7 @@ def _most_specific(errors: Sequence[dict]) -> tuple[dict, str]:
     for: ``"stop": [1]`` -> ``stop.0``), and that path."""
     def path(err: dict) -> list[str]:
         return [str(p) for p in err.get("loc", ()) if p != "body" and not (
-            isinstance(p, str) and (not p.isidentifier() or p in _TYPE_TAGS))]
+            isinstance(p, str) and ("[" in p or p in _TYPE_TAGS))]
 
     best = max(errors, key=lambda e: len(path(e)))
     return best, ".".join(path(best))
@@ -322,7 +323,21 @@ def _params(req: _Sampling, default_max_tokens: int) -> SamplingParams:
         raise APIError(400, "stop must be up to 4 non-empty strings", param="stop")
     return SamplingParams(max_tokens=req.max_completion_tokens or req.max_tokens or default_max_tokens,
                           temperature=req.temperature or 0.0, top_p=req.top_p or 1.0,
-                          stop=tuple(stop), seed=req.seed, logprobs=_requested_logprobs(req))
+                          stop=tuple(stop), seed=req.seed, logprobs=_requested_logprobs(req),
+                          logit_bias=_logit_bias(req.logit_bias))
+
+
+def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's ``logit_bias`` map (token ids as strings) as SamplingParams pairs, sorted by id."""
+    pairs = []
+    for key, value in (bias or {}).items():
+        if not key.isascii() or not key.isdigit():
+            raise APIError(400, f"logit_bias keys must be token ids (decimal strings), got {key!r}",
+                           param=f"logit_bias.{key}")
+        if not -100 <= value <= 100:
+            raise APIError(400, f"logit_bias values must be in [-100, 100], got {value}", param=f"logit_bias.{key}")
+        pairs.append((int(key), float(value)))
+    return tuple(sorted(pairs))
 
 
 def _requested_logprobs(req: _Sampling) -> int | None:
@@ -382,6 +397,10 @@ async def _generate(engine, req: _Sampling, encode, *, chat: bool, default_max_t
     if fmt is not None:
         await asyncio.to_thread(engine.grammar_context)  # the one-off vocabulary index, off the event loop
         params = dataclasses.replace(params, response_format=fmt)
+    try:
+        engine.check_logit_bias(params)
+    except RagtuneError as exc:
+        raise APIError(400, exc.message, param="logit_bias") from None
     ids = await asyncio.to_thread(encode)
     loop = asyncio.get_running_loop()
     deltas: asyncio.Queue[str] | None = asyncio.Queue() if req.stream else None
