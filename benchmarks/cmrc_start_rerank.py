@@ -11,7 +11,8 @@ log-prob), ``first+end`` (log-prob of the start token plus of the end token: whe
 and ends, not what lies between). Dev is the run's held-out train records (never trained on); the
 (rule, k) with the best dev exact is the one to read on test (``--test``: the run's seeded test
 items). The oracle (some candidate is exact) is the ceiling of any reranker over these candidates.
-The candidates are kept in the .json beside the report.
+The candidates go to $TMPDIR/cmrc_start_rerank_candidates.json (they hold the data set's text:
+not for the repo).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -130,8 +132,12 @@ def main() -> None:
     best = max((key for key in results if key.startswith("dev ")), key=lambda key: results[key]["exact"])
     lines += ["", f"Best on dev by exact: {best[4:]} (the one to read on test)."]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"results": results, "best_on_dev": best,
-                                                             "items": kept}, ensure_ascii=False), encoding="utf-8")
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"results": results, "best_on_dev": best}, indent=2),
+                                                  encoding="utf-8")
+    # the candidates hold CMRC's passages' text and answers: outside the repo (data sets stay out of it)
+    candidates_file = Path(tempfile.gettempdir()) / "cmrc_start_rerank_candidates.json"
+    candidates_file.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+    print(f"candidates: {candidates_file}", file=sys.stderr)
     print(Path(args.out).read_text(encoding="utf-8"))
 
 
