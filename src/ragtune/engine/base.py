@@ -70,8 +70,9 @@ class SamplingParams:
         for token_id, bias in self.logit_bias:
             if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
                 raise ConfigError(f"logit_bias: token ids must be integers >= 0, got {token_id!r}")
-            if not -100 <= bias <= 100:
-                raise ConfigError(f"logit_bias: the bias of token {token_id} must be in [-100, 100], got {bias}")
+            if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+                raise ConfigError(f"logit_bias: the bias of token {token_id} must be in "
+                                  f"[-{MAX_LOGIT_BIAS:g}, {MAX_LOGIT_BIAS:g}], got {bias}")
 
     @property
     def greedy(self) -> bool:
@@ -84,6 +85,7 @@ class SamplingParams:
 
 
 MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 100.0   # OpenAI's bound on a logit_bias value
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import RagtuneError
+from ..engine.base import MAX_LOGIT_BIAS
 from ..engine.builtin import PromptTooLongError, SamplingParams
 from ..engine.constrained import request_format
 from .guards import LOOPBACK_HOSTS, RequestGuard, error_body
@@ -334,8 +335,9 @@ def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
         if not key.isascii() or not key.isdigit():
             raise APIError(400, f"logit_bias keys must be token ids (decimal strings), got {key!r}",
                            param=f"logit_bias.{key}")
-        if not -100 <= value <= 100:
-            raise APIError(400, f"logit_bias values must be in [-100, 100], got {value}", param=f"logit_bias.{key}")
+        if not -MAX_LOGIT_BIAS <= value <= MAX_LOGIT_BIAS:
+            raise APIError(400, f"logit_bias values must be in [-{MAX_LOGIT_BIAS:g}, {MAX_LOGIT_BIAS:g}], got {value}",
+                           param=f"logit_bias.{key}")
         pairs.append((int(key), float(value)))
     return tuple(sorted(pairs))
 
