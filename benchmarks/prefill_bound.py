@@ -39,13 +39,11 @@ def prefill_probe(engine, prompts: list[list[int]]) -> dict:
     from torch.profiler import ProfilerActivity, profile
     from transformers import DynamicCache
 
+    from ragtune.engine.builtin import left_padded
+
     batch = sorted(prompts, key=len)[len(prompts) // 2 - 8: len(prompts) // 2 + 8]
-    total = max(map(len, batch))
-    ids = torch.full((len(batch), total), engine.pad_id)
-    mask = torch.zeros((len(batch), total), dtype=torch.long)
-    for i, p in enumerate(batch):
-        ids[i, total - len(p):] = torch.tensor(p)
-        mask[i, total - len(p):] = 1
+    ids, mask = left_padded(batch, engine.pad_id)
+    total = ids.shape[1]
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     model = engine.model
 

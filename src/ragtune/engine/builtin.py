@@ -296,11 +296,7 @@ class BuiltinEngine(Engine):
         if cached is not None:
             width = max(len(r.ids) - n for r, (n, _) in zip(reqs, cached))
             reuse = [max(0, len(r.ids) - width) for r in reqs]
-        input_ids = torch.full((len(reqs), total), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(reqs), total), dtype=torch.long)
-        for i, r in enumerate(reqs):
-            input_ids[i, total - len(r.ids):] = torch.tensor(r.ids)
-            mask[i, total - len(r.ids):] = 1
+        input_ids, mask = left_padded([r.ids for r in reqs], self.pad_id)
         tracker = _RowTracker(self.tokenizer, reqs, total, self.eos_ids)
         processors: list[Any] = [_LogitBias(params.logit_bias)] if params.logit_bias else []
         constraints = [r.constraint for r in reqs]
@@ -529,6 +525,19 @@ class BuiltinEngine(Engine):
                 "max_batch_size_seen": max(sizes, default=0), "batch_size_histogram": sizes,
                 "max_batch_size": self.max_batch_size, "queue_depth": self._queue.qsize(),
                 "cancelled": self.cancelled, "cancelled_tokens": self.cancelled_tokens}
+
+
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input ids, attention mask) of a left-padded batch: row i is [padding][prompts[i]]."""
+    import torch
+
+    total = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), total), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), total), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, total - len(p):] = torch.tensor(list(p))
+        mask[i, total - len(p):] = 1
+    return ids, mask
 
 
 def completion_tokens(tokenizer: Any, completion: Completion) -> list[int]:
