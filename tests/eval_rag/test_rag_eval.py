@@ -41,6 +41,7 @@ def test_four_cells_retrieval_answers_report_and_resume(tmp_path, synth_dir, tin
            "llms": {"base": str(readable_llm_dir), "tuned": llm_server.url + "/v1"},
            "embed": str(tiny_embedder_dir), "topk": 2, "max_tokens": 6,
            "llm_dtype": "fp32"}  # as the server (fixture): local and HTTP answers compare exactly
+    asked_before = http.get("/metrics").json()["requests"]
     summary = evaluate_rag(**cfg)
     names = ["base embed + base LLM", "tuned embed + base LLM", "base embed + tuned LLM", "tuned embed + tuned LLM"]
     assert list(summary["cells"]) == names
@@ -62,6 +63,16 @@ def test_four_cells_retrieval_answers_report_and_resume(tmp_path, synth_dir, tin
         remote = json.loads((out / "cells" / f"{label}+tuned" / "result" / "items.json").read_text())
         assert [r["prediction"] for r in local] == [r["prediction"] for r in remote]
         assert len(local) == len(items)
+    # one request per distinct prompt: a prompt both embedders produce (same top-2) is answered once
+    prompts = [r["instruction"] for label in ("base", "tuned")
+               for r in json.loads((out / "cells" / f"{label}+tuned" / "predictions.json").read_text())]
+    assert len(set(prompts)) < len(prompts)      # the tiny KB makes some retrievals coincide
+    for llm in ("base", "tuned"):
+        asked = [r["instruction"] for label in ("base", "tuned")
+                 for r in json.loads((out / "cells" / f"{label}+{llm}" / "asked.json").read_text())]
+        assert sorted(asked) == sorted(set(prompts))
+    # the HTTP LLM got one completion per distinct prompt (+ one model-name probe per cell)
+    assert http.get("/metrics").json()["requests"] - asked_before - 1 == len(set(prompts)) + 2
     cell = json.loads((out / "cells" / "base+base" / "result" / "summary.json").read_text())
     assert set(cell["metrics"]) == {"exact", "cmrc_em", "cmrc_f1", "squad_em", "squad_f1", "cosine", "origin"}
     md = (out / "report.md").read_text()

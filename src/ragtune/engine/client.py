@@ -150,6 +150,7 @@ class OnlineChatModule(_ChatModel):
         self.model = model or default_model
         self.timeout, self.retries, self.backoff, self.concurrency = timeout, retries, backoff, concurrency
         self._local = threading.local()
+        self._model_lock = threading.Lock()
 
     # -- HTTP ---------------------------------------------------------------------------------------
     def _client(self):
@@ -162,11 +163,12 @@ class OnlineChatModule(_ChatModel):
         return client
 
     def _model_name(self) -> str:
-        if self.model is None:  # ask the server what it serves (ragtune / vLLM serve one model)
-            data = self.request("GET", "/models")["data"]
-            if not data:
-                raise BackendError(f"{self.base_url}/models lists no model; pass model=")
-            self.model = data[0]["id"]
+        with self._model_lock:  # one probe, not one per thread of a concurrent fan-out
+            if self.model is None:  # ask the server what it serves (ragtune / vLLM serve one model)
+                data = self.request("GET", "/models")["data"]
+                if not data:
+                    raise BackendError(f"{self.base_url}/models lists no model; pass model=")
+                self.model = data[0]["id"]
         return self.model
 
     def request(self, method: str, path: str, body: dict | None = None) -> dict:

@@ -13,7 +13,8 @@ Outputs in ``output``: ``cells/<embed>+<llm>/`` (eval run directories: items.jso
 predictions; ``ragtune eval compare`` reads them), ``report.md`` and ``report.html`` (retrieval
 table, answer table, bar chart, the items where the cells disagree) and ``summary.json``.
 Predictions are resumable: a finished cell is skipped when its inputs are unchanged, an
-interrupted one continues from its partial file.
+interrupted one continues from its partial file. A prompt two embedders share (the same top-k
+chunks) is answered once per LLM.
 """
 from __future__ import annotations
 
@@ -160,28 +161,41 @@ def _digest(obj: Any) -> str:
 
 def predict(cfg: RagEvalConfig, llm_label: str, llm: str, cells: dict[str, list[dict]], out: Path) -> dict[str, list[str]]:
     """Predictions of one LLM for the cell of every embedder; a finished cell with unchanged inputs
-    is read back, an interrupted one resumes (the infer partial file)."""
+    is read back, an interrupted one resumes (the infer partial file).
+
+    A prompt is answered once per LLM: where two embedders retrieve the same top-k chunks for a
+    question, the prompts are equal and the later cell reuses the answer. This saves generation
+    (often the bulk of an eval), and a difference between two cells of one LLM is then always
+    a difference in retrieval, never batch-composition noise of a low-precision engine."""
     preds: dict[str, list[str]] = {}
+    answered: dict[str, dict] = {}     # instruction -> {prediction, finish_reason}, over this LLM's cells
     engine = None
     try:
         for embed_label, rows in cells.items():
             cell = out / "cells" / f"{embed_label}+{llm_label}"
-            evalset = cell / "inputs.json"
             key = _digest({"llm": llm, "rows": rows, "max_tokens": cfg.max_tokens})
             done = cell / "predictions.json"
             marker = cell / "predictions.key"
             if done.exists() and marker.exists() and marker.read_text() == key:
-                preds[embed_label] = [r["prediction"] for r in json.loads(done.read_text(encoding="utf-8"))]
+                got = json.loads(done.read_text(encoding="utf-8"))
+                answered.update({r["instruction"]: r for r in got})
+                preds[embed_label] = [r["prediction"] for r in got]
                 log.info("cell %s+%s: predictions up to date", embed_label, llm_label)
                 continue
-            atomic_write_json(evalset, rows, indent=None)
-            icfg = _infer_config(cfg, llm, evalset, done)
-            if icfg.url is None and engine is None:
-                from ..infer.runner import _load_engine
+            asked = [r for r in {r["instruction"]: r for r in rows}.values() if r["instruction"] not in answered]
+            log.info("cell %s+%s: %d questions, %d prompts not yet answered by this LLM", embed_label, llm_label,
+                     len(rows), len(asked))
+            if asked:
+                atomic_write_json(cell / "asked.json", asked, indent=None)
+                icfg = _infer_config(cfg, llm, cell / "asked.json", cell / "asked_predictions.json")
+                if icfg.url is None and engine is None:
+                    from ..infer.runner import _load_engine
 
-                engine = _load_engine(icfg)    # one load for all cells of this LLM
-            log.info("cell %s+%s: answering %d questions", embed_label, llm_label, len(rows))
-            result = icfg.execute(engine=engine)
+                    engine = _load_engine(icfg)    # one load for all cells of this LLM
+                answered.update({r["instruction"]: r for r in icfg.execute(engine=engine)})
+            result = [{**r, "prediction": answered[r["instruction"]]["prediction"],
+                       "finish_reason": answered[r["instruction"]]["finish_reason"]} for r in rows]
+            atomic_write_json(done, result)
             atomic_write_text(marker, key)
             preds[embed_label] = [r["prediction"] for r in result]
     finally:
