@@ -88,15 +88,18 @@ def human_check(work: Path, rows: list[dict], summary: dict) -> str:
 
     synth_eval = json.loads((work / "run" / "synth" / "out" / "eval.json").read_text(encoding="utf-8"))
     held = {" ".join(e["context"].split()) for e in synth_eval}
+    rows = [r for r in rows if " ".join(r["context"].split()) in held]
+    empty = [r["id"] for r in rows if not r["question"].strip()]    # the official test set has two (e.g. TRIAL_20_QUERY_0)
     items = [{"question": r["question"], "answers": r["answers"]["text"], "context": " ".join(r["context"].split()),
-              "lang": "zh"} for r in rows if " ".join(r["context"].split()) in held]
+              "lang": "zh"} for r in rows if r["question"].strip()]
     path = work / "human_eval.json"
     path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     evaluate_rag(evalset=str(path), kb=str(work / "run" / "synth" / "out" / "kb"), output=str(work / "human_2x2"),
                  embeds=summary["embeds"], llms=summary["llms"], topk=3, max_tokens=64,
                  metrics=["exact", "cmrc_em", "cmrc_f1", "cosine", "origin"], origin_tokenizer="jieba")
     md = (work / "human_2x2" / "report.md").read_text(encoding="utf-8").split("\n## Items where")[0]
-    return f"\n## The same cells on the {len(items)} human questions of the held-out passages\n\n" + md + "\n"
+    skipped = f" ({len(empty)} records with an empty question skipped: {', '.join(empty)})" if empty else ""
+    return f"\n## The same cells on the {len(items)} human questions of the held-out passages{skipped}\n\n" + md + "\n"
 
 
 if __name__ == "__main__":
