@@ -88,10 +88,11 @@ def human_check(work: Path, rows: list[dict], summary: dict) -> str:
 
     synth_eval = json.loads((work / "run" / "synth" / "out" / "eval.json").read_text(encoding="utf-8"))
     held = {" ".join(e["context"].split()) for e in synth_eval}
-    rows = [r for r in rows if " ".join(r["context"].split()) in held]
+    rows = [{**r, "context": " ".join(r["context"].split())} for r in rows]    # as synth's KB spells it
+    rows = [r for r in rows if r["context"] in held]
     empty = [r["id"] for r in rows if not r["question"].strip()]    # the official test set has two (e.g. TRIAL_20_QUERY_0)
-    items = [{"question": r["question"], "answers": r["answers"]["text"], "context": " ".join(r["context"].split()),
-              "lang": "zh"} for r in rows if r["question"].strip()]
+    items = [{"question": r["question"], "answers": r["answers"]["text"], "context": r["context"], "lang": "zh"}
+             for r in rows if r["question"].strip()]
     path = work / "human_eval.json"
     path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     evaluate_rag(evalset=str(path), kb=str(work / "run" / "synth" / "out" / "kb"), output=str(work / "human_2x2"),
