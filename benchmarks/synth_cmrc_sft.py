@@ -13,7 +13,7 @@ on the human QA of the same passages, scored on the seeded 200 test items of ben
    it on its seeded 200 test items: exact (strict, lenient), official CMRC2018 EM/F1, cosine, origin.
    The base model is scored too.
 
-Results: WORKDIR/result.json and benchmarks/results/synth_cmrc.md.
+Results: WORKDIR/result.json and benchmarks/results/synth_cmrc_p{PASSAGES}.md.
 """
 from __future__ import annotations
 
@@ -29,7 +29,24 @@ import cmrc_sft
 from data_paths import data_file
 from synth_common import teacher_url, write_passages
 
-RESULTS = Path(__file__).parent / "results" / "synth_cmrc.md"
+RESULTS = Path(__file__).parent / "results"
+
+
+def results_file(passages: int) -> Path:
+    """One file per synth size, so that runs at different sizes sit side by side."""
+    return RESULTS / f"synth_cmrc_p{passages}.md"
+
+
+def results_markdown(result: dict, test_n: int) -> str:
+    keys = ["exact", "exact_lenient", "cmrc_em", "cmrc_f1", "cosine", "origin"]
+    table = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, sc in result["scores"].items():
+        table.append(f"| {name} | " + " | ".join(f"{100 * sc[k]:.2f}" for k in keys) + " |")
+    return (f"# (b) CMRC2018: gemma-3-270m tuned on synthetic vs human QA\n\nTeacher: {result['teacher']}; "
+            f"{result['passages']} train passages -> {result['synth_rows']} synth SFT rows (rejected: "
+            f"{result['synth_summary'].get('rejected')}) in {result['synth_seconds']:.0f} s; human-tuned: "
+            f"{result['human_rows']} human rows of the same passages. Test: the seeded {test_n} items of "
+            f"cmrc_sft.py. Metrics in %. Run {result['date']}.\n\n" + "\n".join(table) + "\n")
 
 
 def cmrc_scores(work: Path, label: str, evalset: Path, model: str) -> dict:
@@ -96,17 +113,10 @@ def main(argv=None) -> int:
               "passages": len(picked), "synth_rows": len(synth), "human_rows": min(len(human), len(synth)),
               "scores": scores, "date": time.strftime("%Y-%m-%d")}
     (work / "result.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    keys = ["exact", "exact_lenient", "cmrc_em", "cmrc_f1", "cosine", "origin"]
-    table = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for name, sc in scores.items():
-        table.append(f"| {name} | " + " | ".join(f"{100 * sc[k]:.2f}" for k in keys) + " |")
-    text = (f"# (b) CMRC2018: gemma-3-270m tuned on synthetic vs human QA\n\nTeacher: {result['teacher']}; "
-            f"{len(picked)} train passages -> {len(synth)} synth SFT rows (rejected: {s.rejected}) in {synth_s:.0f} s; "
-            f"human-tuned: {result['human_rows']} human rows of the same passages. Test: the seeded {args.test_n} "
-            f"items of cmrc_sft.py. Metrics in %.\n\n" + "\n".join(table) + "\n")
+    text = results_markdown(result, args.test_n)
     print(text)
     if not args.no_write:
-        RESULTS.write_text(text, encoding="utf-8")
+        results_file(len(picked)).write_text(text, encoding="utf-8")
     return 0
 
 

@@ -5,7 +5,9 @@
 After ``synth_cmrc_sft.py`` has run in WORKDIR: the teacher answers the first ``--n`` of its seeded test
 items over HTTP (``ragtune infer --url``, the same chapter prompt, greedy, 64 tokens), and the teacher,
 base, synth-tuned and human-tuned predictions are scored on those same ``--n`` items: exact (strict,
-lenient), official CMRC2018 EM / F1, origin. Results: WORKDIR/teacher_score.json and stdout.
+lenient), official CMRC2018 EM / F1, origin. Results: WORKDIR/teacher_score.json and stdout. The
+teacher's answers are kept, so it can run while synth_cmrc_sft.py is still training (students not yet
+scored are listed under ``not_scored_yet``) and be rerun afterwards to score them.
 """
 from __future__ import annotations
 
@@ -40,18 +42,26 @@ def main(argv=None) -> int:
     sub = work / "teacher" / f"{args.test}_first{len(items)}.json"
     sub.parent.mkdir(parents=True, exist_ok=True)
     sub.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
-    preds = {"teacher": work / "teacher" / "teacher_predictions.json"}
-    t0 = time.perf_counter()
-    run_infer(InferConfig(evalset=str(sub), output=str(preds["teacher"]), url=args.teacher,
-                          template=TEMPLATES["zh"], max_tokens=64, concurrency=4))
-    teacher_s = time.perf_counter() - t0
+    preds = {"teacher": work / "teacher" / f"teacher_predictions_first{len(items)}.json"}
+    timing = preds["teacher"].with_suffix(".seconds.json")
+    if not timing.exists():   # the teacher's answers are kept: a rerun (e.g. once the students exist) scores only
+        t0 = time.perf_counter()
+        run_infer(InferConfig(evalset=str(sub), output=str(preds["teacher"]), url=args.teacher,
+                              template=TEMPLATES["zh"], max_tokens=64, concurrency=4))
+        timing.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1)}))
+    teacher_s = json.loads(timing.read_text())["seconds"]
+    missing = []
     for label in ("base", "synth-tuned", "human-tuned"):
-        full = json.loads((work / "predictions" / f"{label}__{args.test}.json").read_text(encoding="utf-8"))
+        source = work / "predictions" / f"{label}__{args.test}.json"
+        if not source.exists():   # synth_cmrc_sft.py has not scored this student yet
+            missing.append(label)
+            continue
+        full = json.loads(source.read_text(encoding="utf-8"))
         preds[label] = work / "teacher" / f"{label}_first{len(items)}.json"
         preds[label].write_text(json.dumps(full[: len(items)], ensure_ascii=False), encoding="utf-8")
     scores = {label: score(sub, path, work / "teacher" / "evals", label) for label, path in preds.items()}
-    result = {"teacher": args.teacher, "items": len(items), "teacher_seconds": round(teacher_s, 1), "scores": scores,
-              "date": time.strftime("%Y-%m-%d")}
+    result = {"teacher": args.teacher, "items": len(items), "teacher_seconds": teacher_s, "scores": scores,
+              "not_scored_yet": missing, "date": time.strftime("%Y-%m-%d")}
     (work / "teacher_score.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
