@@ -6,7 +6,7 @@ After ``synth_cmrc_sft.py`` has run in WORKDIR: the teacher answers the first ``
 items over HTTP (``ragtune infer --url``, the same chapter prompt, greedy, 64 tokens), and the teacher,
 base, synth-tuned and human-tuned predictions are scored on those same ``--n`` items: exact (strict,
 lenient), official CMRC2018 EM / F1, origin. Results: WORKDIR/teacher_score.json and stdout. The
-teacher's answers are kept, so it can run while synth_cmrc_sft.py is still training (students not yet
+teacher's answers are kept (per teacher URL), so it can run while synth_cmrc_sft.py is still training (students not yet
 scored are listed under ``not_scored_yet``) and be rerun afterwards to score them.
 """
 from __future__ import annotations
@@ -44,12 +44,14 @@ def main(argv=None) -> int:
     sub.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     preds = {"teacher": work / "teacher" / f"teacher_predictions_first{len(items)}.json"}
     timing = preds["teacher"].with_suffix(".seconds.json")
-    if not timing.exists():   # the teacher's answers are kept: a rerun (e.g. once the students exist) scores only
+    cached = json.loads(timing.read_text()) if timing.exists() else {}
+    if cached.get("teacher") != args.teacher:   # kept answers of this teacher: a rerun (e.g. once the students exist) only scores
         t0 = time.perf_counter()
         run_infer(InferConfig(evalset=str(sub), output=str(preds["teacher"]), url=args.teacher,
                               template=TEMPLATES["zh"], max_tokens=64, concurrency=4))
-        timing.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1)}))
-    teacher_s = json.loads(timing.read_text())["seconds"]
+        cached = {"teacher": args.teacher, "seconds": round(time.perf_counter() - t0, 1)}
+        timing.write_text(json.dumps(cached))
+    teacher_s = cached["seconds"]
     missing = []
     for label in ("base", "synth-tuned", "human-tuned"):
         source = work / "predictions" / f"{label}__{args.test}.json"
